@@ -1,0 +1,57 @@
+"""`selfalign validate` and `selfalign preview`: everything short of calling a model."""
+
+from __future__ import annotations
+
+import argparse
+
+from omegaconf import OmegaConf
+from rich.console import Console
+from rich.panel import Panel
+from rich.syntax import Syntax
+from rich.table import Table
+
+from selfalign import aio
+from selfalign.hydra_setup import compose_config
+from selfalign.runner import build
+
+
+def validate_command(overrides: list[str], config_dirs: list[str]) -> int:
+    cfg = compose_config(overrides, config_dirs)
+    out = Console()
+    out.print(Syntax(OmegaConf.to_yaml(cfg), "yaml", theme="ansi_dark"))
+    built = build(cfg, run_dir=None, show_progress=False)  # raises ValidationFailed (exit 2)
+    table = Table(title=f"pipeline {cfg.pipeline.name}: {len(built.stages)} stages")
+    for col in ("#", "stage", "kind", "LLM", "columns after"):
+        table.add_column(col)
+    for i, (stage, cols) in enumerate(zip(built.stages, built.columns, strict=True)):
+        table.add_row(str(i), stage.name, stage.kind, "yes" if stage.uses_llm else "",
+                      ", ".join(sorted(cols)))
+    out.print(table)
+    out.print("[green]OK[/]: config, stages, prompts, models and input columns check out.")
+    return 0
+
+
+def preview_command(args: list[str], config_dirs: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="selfalign preview", add_help=False)
+    parser.add_argument("-k", type=int, default=3)
+    known, overrides = parser.parse_known_args(args)
+    cfg = compose_config(overrides, config_dirs)
+    built = build(cfg, run_dir=None, show_progress=False)
+    out = Console()
+    df = None
+    import pandas as pd
+
+    df = pd.DataFrame()
+    for stage in built.stages:
+        if stage.uses_llm:
+            shown = stage.preview(df, known.k)
+            out.print(f"[bold]{stage.name}[/] ({stage.kind}): first {len(shown)} request(s), "
+                      "not sent")
+            for i, msgs in enumerate(shown):
+                for m in msgs:
+                    out.print(Panel(m["content"], title=f"row {i} · {m['role']}",
+                                    title_align="left"), markup=False)
+            return 0
+        df = aio.run(stage.run(df))  # non-LLM stages (load, filters) run for real
+    out.print("this pipeline has no LLM stage")
+    return 0

@@ -1,0 +1,152 @@
+"""Typed parameters: turn a raw config mapping into a dataclass, naming the full path of any bad key."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+from selfalign.errors import ConfigError
+from selfalign.registry import did_you_mean
+
+T = TypeVar("T")
+
+
+def _type_name(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    if get_origin(tp) in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in get_args(tp))
+    if tp is type(None):
+        return "null"
+    if get_origin(tp) is not None:
+        return str(tp).replace("typing.", "")
+    return getattr(tp, "__name__", str(tp))
+
+
+def type_name(tp: Any) -> str:
+    """Readable name of a type annotation, for `selfalign list stages` and error messages."""
+    return _type_name(tp)
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check `value` against annotation `tp`; return it (ints widen to float). Raise ConfigError."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        errors = []
+        for arg in get_args(tp):
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise _bad(value, tp, where)
+    if tp is type(None):
+        if value is None:
+            return None
+        raise _bad(value, tp, where)
+    if origin is Literal:
+        if value in get_args(tp):
+            return value
+        raise _bad(value, tp, where)
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if not isinstance(value, Mapping):
+            raise _bad(value, tp, where)
+        return parse_params(tp, value, where)
+    if origin in (list, tuple) or tp in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise _bad(value, tp, where)
+        (item_tp,) = get_args(tp)[:1] or (Any,)
+        return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, Mapping):
+            raise _bad(value, tp, where)
+        args = get_args(tp)
+        val_tp = args[1] if len(args) == 2 else Any
+        return {str(k): _coerce(v, val_tp, f"{where}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise _bad(value, tp, where)
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise _bad(value, tp, where)
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _bad(value, tp, where)
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise _bad(value, tp, where)
+    if isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise _bad(value, tp, where)
+
+
+def _bad(value: Any, tp: Any, where: str) -> ConfigError:
+    return ConfigError(
+        f"{where}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__}). "
+        f"Fix the value in your YAML or override it, e.g. {where}=..."
+    )
+
+
+def _plain(raw: Any) -> Any:
+    """OmegaConf containers → plain Python (resolving interpolations) without importing omegaconf here."""
+    if hasattr(raw, "_metadata"):
+        from omegaconf import OmegaConf
+
+        return OmegaConf.to_container(raw, resolve=True)
+    return raw
+
+
+def parse_params(schema: type[T], raw: Mapping[str, Any] | None, where: str) -> T:
+    """Build `schema` (a dataclass) from `raw`; unknown keys and wrong types name `where.key`."""
+    raw = _plain(raw) or {}
+    hints = typing.get_type_hints(schema)
+    fields = {f.name: f for f in dataclasses.fields(schema)}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in fields:
+            raise ConfigError(
+                f"{where}.{key}: unknown key.{did_you_mean(str(key), list(fields))} "
+                f"Valid keys: {', '.join(fields)}."
+            )
+        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
+    for name, f in fields.items():
+        no_default = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if name not in kwargs and no_default:
+            raise ConfigError(f"{where}.{name}: required key is missing. Add it to the YAML.")
+    try:
+        obj = schema(**kwargs)
+    except (ValueError, TypeError) as exc:  # __post_init__ checks
+        raise ConfigError(f"{where}: {exc}") from None
+    return obj
+
+
+def describe_params(schema: type) -> list[tuple[str, str, Any, str]]:
+    """(name, type, default, one-line doc) for each field, docs from `metadata={'doc': ...}`."""
+    hints = typing.get_type_hints(schema)
+    rows = []
+    for f in dataclasses.fields(schema):
+        if f.default is not dataclasses.MISSING:
+            default: Any = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = "(required)"
+        rows.append((f.name, _type_name(hints[f.name]), default, f.metadata.get("doc", "")))
+    return rows
+
+
+def doc(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field with a one-line doc shown by `selfalign list stages`."""
+    if factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=factory, metadata={"doc": text})
+    if default is dataclasses.MISSING:
+        return dataclasses.field(metadata={"doc": text})
+    return dataclasses.field(default=default, metadata={"doc": text})

@@ -1,0 +1,38 @@
+"""Typed model config (conf/model/*.yaml) shared by every provider."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from selfalign.config import doc
+
+
+@dataclass
+class ModelConfig:
+    provider: Literal["local", "litellm", "test"] = doc("backend: local | litellm | test")
+    name: str = doc("litellm model string (e.g. openai/gpt-4o-mini) or a label", "")
+    api_base: str | None = doc("OpenAI-compatible base URL (vLLM, Ollama, llama.cpp …)", None)
+    api_key_env: str | None = doc("name of the env var holding the API key (never the key)", None)
+    concurrency: int = doc("requests kept in flight at once against this endpoint", 8)
+    timeout_s: float = doc("per-request timeout in seconds", 120.0)
+    max_retries: int = doc("retries on 429/5xx/timeouts/connection errors", 5)
+    backoff_base_s: float = doc("first backoff delay; doubles each retry, with jitter", 1.0)
+    backoff_max_s: float = doc("cap on one backoff delay", 60.0)
+    supports_json_schema: bool = doc("send JSON-schema response_format where a stage asks", False)
+    extra_params: dict[str, Any] = doc("extra params sent with every call", factory=dict)
+    # embedded llama.cpp server (provider=local)
+    path: str | None = doc("GGUF file for provider=local; null = the embedded model", None)
+    n_ctx: int = doc("local: total context, split across n_parallel slots", 8192)
+    n_parallel: int = doc("local: parallel decoding slots", 4)
+    threads: int | None = doc("local: CPU threads (null = all cores)", None)
+    startup_timeout_s: float = doc("local: seconds to wait for the server to be healthy", 180.0)
+    # deterministic offline test model (provider=test)
+    latency_s: float = doc("test: simulated latency per call", 0.0)
+    rules: list[dict[str, Any]] = doc("test: extra {match, reply} rules tried first", factory=list)
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        if self.max_retries < 0:
+            raise ValueError("max_retries must be >= 0")

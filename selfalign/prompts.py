@@ -1,0 +1,103 @@
+"""PromptLibrary: every prompt is a Jinja template referenced by name, rendered strictly."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2 import meta
+
+from selfalign.errors import PromptError
+from selfalign.registry import did_you_mean
+
+SUFFIX = ".j2"
+
+
+@dataclass
+class Prompt:
+    name: str
+    template: jinja2.Template
+    variables: frozenset[str]  # undeclared variables of the template and its static includes
+    sha256: str
+    path: str
+
+    def render(self, **values: Any) -> str:
+        try:
+            return self.template.render(**values).strip()
+        except jinja2.UndefinedError as exc:
+            raise PromptError(
+                f"prompt '{self.name}' ({self.path}): {exc.message}. Provide that variable as a "
+                "column produced by an earlier stage or in the stage's `vars:`."
+            ) from None
+
+
+class PromptLibrary:
+    """One strict Jinja environment over the user's prompt dirs (searched first) and ours."""
+
+    def __init__(self, search_path: list[Path]) -> None:
+        self.search_path = [Path(p).expanduser().resolve() for p in search_path]
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader([str(p) for p in self.search_path]),
+            undefined=jinja2.StrictUndefined,
+            autoescape=False,
+            keep_trailing_newline=True,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self._cache: dict[str, Prompt] = {}
+
+    def names(self) -> list[str]:
+        return sorted(n[: -len(SUFFIX)] for n in self.env.list_templates(extensions=["j2"]))
+
+    def get(self, name: str, where: str = "") -> Prompt:
+        if name not in self._cache:
+            self._cache[name] = self._load(name, where)
+        return self._cache[name]
+
+    def _load(self, name: str, where: str) -> Prompt:
+        at = f"{where}: " if where else ""
+        file = name + SUFFIX
+        try:
+            template = self.env.get_template(file)
+        except jinja2.TemplateNotFound:
+            names = self.names()
+            dirs = ", ".join(str(p) for p in self.search_path)
+            raise PromptError(
+                f"{at}unknown prompt '{name}'.{did_you_mean(name, names)} Prompts are looked up "
+                f"as <name>.j2 in: {dirs}. Add a folder with `prompts.search_path=[DIR]`."
+            ) from None
+        except jinja2.TemplateSyntaxError as exc:
+            raise PromptError(
+                f"{at}template syntax error in {exc.filename or file} line {exc.lineno}: "
+                f"{exc.message}"
+            ) from None
+        variables, sources = self._scan(file, set())
+        digest = hashlib.sha256("\0".join(sources).encode()).hexdigest()
+        return Prompt(name, template, frozenset(variables), digest, template.filename or file)
+
+    def _scan(self, file: str, seen: set[str]) -> tuple[set[str], list[str]]:
+        """Variables and sources of `file` and every template it statically includes."""
+        seen.add(file)
+        source, _, _ = self.env.loader.get_source(self.env, file)  # type: ignore[union-attr]
+        try:
+            ast = self.env.parse(source, name=file)
+        except jinja2.TemplateSyntaxError as exc:
+            raise PromptError(f"template syntax error in {file} line {exc.lineno}: {exc.message}")
+        variables = set(meta.find_undeclared_variables(ast))
+        sources = [source]
+        for ref in meta.find_referenced_templates(ast):
+            if ref and ref not in seen:
+                sub_vars, sub_sources = self._scan(ref, seen)
+                variables |= sub_vars
+                sources += sub_sources
+        return variables, sources
+
+    def render_string(self, text: str, **values: Any) -> str:
+        """Render a short inline template (e.g. a config value) with the same strict rules."""
+        try:
+            return self.env.from_string(text).render(**values).strip()
+        except jinja2.TemplateError as exc:
+            raise PromptError(f"inline template {text[:60]!r}: {exc}") from None

@@ -1,0 +1,35 @@
+"""Human-readable summaries of a run (rich tables); library code never prints, the CLI does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def stage_table(manifest: dict[str, Any]) -> Table:
+    table = Table(title=f"{manifest.get('pipeline', '')}: {manifest.get('rows', 0)} rows out")
+    for col in ("stage", "kind", "in", "out", "drops", "requests", "cached", "tokens", "wall s"):
+        table.add_column(col, justify="right" if col not in ("stage", "kind", "drops") else "left")
+    for s in manifest.get("stages", []):
+        llm = list(s.get("llm", {}).values())
+        req = sum(x["requests"] for x in llm)
+        hits = sum(x["cache_hits"] for x in llm)
+        tok = sum(x["prompt_tokens"] + x["completion_tokens"] for x in llm)
+        drops = ", ".join(f"{k}={v}" for k, v in sorted(s["drops"].items(), key=lambda kv: -kv[1]))
+        table.add_row(s["name"] + (" (reused)" if s.get("reused") else ""), s["kind"],
+                      str(s["rows_in"]), str(s["rows_out"]), drops or "-",
+                      str(req or "-"), str(hits or "-"), str(tok or "-"), f"{s['wall_s']:.1f}")
+    return table
+
+
+def print_run_summary(console: Console, manifest: dict[str, Any], run_dir: str) -> None:
+    console.print(stage_table(manifest))
+    totals = manifest.get("llm_totals", {})
+    console.print(
+        f"requests {totals.get('requests', 0)} (sent {totals.get('sent', 0)}, cached "
+        f"{totals.get('cache_hits', 0)}), failures {totals.get('failures', 0)}, rejected rows "
+        f"{manifest.get('rejected', 0)}, wall {manifest.get('wall_s', 0):.1f}s")
+    console.print(f"run dir: [bold]{run_dir}[/] (dataset.jsonl, dataset.parquet, rejected.jsonl, "
+                  "manifest.json, stages/)")

@@ -1,0 +1,162 @@
+"""Build → validate → run a pipeline; owns stage outputs, resume, the manifest and the final files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from selfalign import io
+from selfalign.config import parse_params
+from selfalign.context import Rejected, RunContext
+from selfalign.errors import SelfAlignError, ValidationFailed
+from selfalign.llm.cache import ResponseCache
+from selfalign.llm.session import LLMSession
+from selfalign.manifest import versions
+from selfalign.prompts import PromptLibrary
+from selfalign.settings import (
+    cache_settings,
+    import_plugins,
+    model_settings,
+    pipeline_settings,
+    prompt_search_path,
+)
+from selfalign.stages import STAGES, Stage
+
+
+@dataclass
+class Built:
+    ctx: RunContext
+    stages: list[Stage]
+    output: str
+    columns: list[set[str]] = field(default_factory=list)  # columns after each stage
+
+
+def build(cfg: DictConfig, run_dir: Path | None, show_progress: bool = True) -> Built:
+    """Compose everything and check it without calling a model; raise with ALL problems."""
+    problems: list[str] = []
+
+    def attempt(fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except SelfAlignError as exc:
+            problems.append(str(exc))
+            return None
+
+    attempt(import_plugins, cfg)
+    pipe = attempt(pipeline_settings, cfg)
+    models = attempt(model_settings, cfg)
+    cache_cfg = attempt(cache_settings, cfg)
+    search = attempt(prompt_search_path, cfg)
+    if pipe is None or models is None or cache_cfg is None or search is None:
+        raise ValidationFailed(problems)
+    cache = ResponseCache(cache_cfg.path) if cache_cfg.enabled and run_dir is not None else None
+    session = LLMSession(models, run_dir or Path("."), cache, set(cache_cfg.refresh_stages))
+    seed = int(cfg.get("seed", 42))
+    ctx = RunContext(cfg=cfg, run_dir=run_dir, prompts=PromptLibrary(search), llm=session,
+                     seed=seed, show_progress=show_progress)
+    stages = [s for s in (attempt(_make_stage, name, pipe.stages[name], ctx)
+                          for name in pipe.order) if s is not None]
+    for i, name in enumerate(cache_cfg.refresh_stages):
+        if name not in pipe.stages:
+            problems.append(f"cache.refresh_stages[{i}]: no stage '{name}' in this pipeline.")
+    built = Built(ctx, stages, pipe.output or (pipe.order[-1] if pipe.order else ""))
+    cols: set[str] = set()
+    for stage in stages:
+        cols, found = stage.check(cols)
+        built.columns.append(cols)
+        problems += found
+    if problems:
+        raise ValidationFailed(problems)
+    return built
+
+
+def _make_stage(name: str, raw: Any, ctx: RunContext) -> Stage | None:
+    where = f"pipeline.stages.{name}"
+    if not isinstance(raw, dict):
+        raise SelfAlignError(f"{where}: expected a mapping with a `kind`, got {raw!r}.")
+    raw = dict(raw)
+    kind = raw.pop("kind", None)
+    if not kind:
+        raise SelfAlignError(f"{where}: missing `kind` (one of: {', '.join(STAGES)}).")
+    if not raw.pop("enabled", True):
+        return None
+    cls = STAGES.get(kind, f"{where}.kind")
+    return cls(name, parse_params(cls.Params, raw, where), ctx)
+
+
+def _fingerprint(prev: str, stage: Stage, ctx: RunContext) -> str:
+    params = asdict(stage.params) if hasattr(stage.params, "__dataclass_fields__") else {}
+    extra = getattr(stage, "fingerprint_extra", lambda: "")()
+    model = ctx.llm.identity(getattr(stage.params, "model", None)) if stage.uses_llm else ""
+    blob = json.dumps([prev, stage.kind, stage.name, params, stage.prompt_hashes(), model,
+                       ctx.seed, extra], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+async def execute(built: Built) -> pd.DataFrame:
+    """Run the stages in order, writing each output; reuse outputs whose fingerprint matches."""
+    ctx = built.ctx
+    assert ctx.run_dir is not None
+    stage_dir = ctx.run_dir / "stages"
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    df, fp, final = pd.DataFrame(), "", None
+    for i, stage in enumerate(built.stages):
+        fp = _fingerprint(fp, stage, ctx)
+        path = stage_dir / f"{i:02d}_{stage.name}.jsonl"
+        marker = path.with_suffix(".fingerprint")
+        st = ctx.stats.stage(stage.name)
+        st.rows_in, start = len(df), time.perf_counter()
+        if path.exists() and marker.exists() and marker.read_text() == fp:
+            df, st.reused = io.read_jsonl(path) if path.stat().st_size else df.iloc[0:0], True
+            ctx.console.log(f"[dim]{stage.name}: reused {len(df)} rows from {path.name}")
+        else:
+            df = await stage.run(df)
+            io.write_jsonl(df, path)
+            marker.write_text(fp)
+        st.rows_out, st.wall_s = len(df), round(time.perf_counter() - start, 3)
+        if stage.name == built.output:
+            final = df
+        if df.empty and i < len(built.stages) - 1:
+            ctx.console.log(f"[yellow]{stage.name} left no rows; later stages get none.")
+    return final if final is not None else df
+
+
+def stage_report(built: Built) -> list[dict[str, Any]]:
+    ctx = built.ctx
+    out = []
+    for s in built.stages:
+        st = ctx.stats.stage(s.name)
+        out.append({"name": s.name, "kind": s.kind, "rows_in": st.rows_in,
+                    "rows_out": st.rows_out, "drops": dict(st.drops), "wall_s": st.wall_s,
+                    "reused": st.reused, "prompts": s.prompt_hashes(),
+                    "llm": ctx.llm.accounting.for_stage(s.name)})
+    return out
+
+
+def write_outputs(built: Built, df: pd.DataFrame, meta: dict[str, Any]) -> dict[str, Any]:
+    ctx = built.ctx
+    assert ctx.run_dir is not None
+    io.write_jsonl(df, ctx.run_dir / "dataset.jsonl")
+    io.write_parquet(df, ctx.run_dir / "dataset.parquet")
+    manifest = {**meta, "rows": len(df), "rejected": ctx.rejected.count,
+                "stages": stage_report(built), "llm_totals": ctx.llm.accounting.totals(),
+                "versions": versions(),
+                "models": {k: ctx.llm.identity(k) for k in ctx.llm.models}}
+    io.write_json(manifest, ctx.run_dir / "manifest.json")
+    return manifest
+
+
+def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> Built:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    built = build(cfg, run_dir)
+    built.ctx.rejected = Rejected(run_dir / "rejected.jsonl")
+    (run_dir / "rejected.jsonl").write_text("")  # one run's rejects, not an earlier run's
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    return built

@@ -1,0 +1,88 @@
+"""Typed run-level settings read from the composed config (everything outside the stages)."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from selfalign.config import doc, parse_params
+from selfalign.errors import ConfigError
+from selfalign.llm.config import ModelConfig
+from selfalign.llm.session import DEFAULT
+from selfalign.paths import resource_dir
+
+
+@dataclass
+class CacheSettings:
+    enabled: bool = doc("cache every successful response", True)
+    path: str = doc("SQLite file shared by all runs", "~/.cache/selfalign/responses.sqlite")
+    refresh_stages: list[str] = doc("stages whose calls skip the cache (and refill it)",
+                                    factory=list)
+
+
+@dataclass
+class PipelineSettings:
+    name: str = doc("pipeline name")
+    stages: dict[str, Any] = doc("stage name → {kind, enabled?, ...params}")
+    order: list[str] = doc("stage names in run order")
+    description: str = doc("one line shown by `selfalign list pipelines`", "")
+    output: str | None = doc("stage whose output is the final dataset (default: last)", None)
+
+
+def _container(cfg: DictConfig, key: str, where: str) -> Any:
+    try:
+        node = OmegaConf.select(cfg, key, throw_on_missing=True)
+        return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    except Exception as exc:  # noqa: BLE001 — interpolation/missing errors, reported plainly
+        raise ConfigError(f"{where}: {str(exc).splitlines()[0]}") from None
+
+
+def pipeline_settings(cfg: DictConfig) -> PipelineSettings:
+    if "pipeline" not in cfg:
+        raise ConfigError("no pipeline selected: add pipeline=NAME (see `selfalign list pipelines`).")
+    raw = _container(cfg, "pipeline", "pipeline")
+    p = parse_params(PipelineSettings, raw, "pipeline")
+    for i, name in enumerate(p.order):
+        if name not in p.stages:
+            raise ConfigError(f"pipeline.order[{i}]: '{name}' is not defined under "
+                              f"pipeline.stages (defined: {', '.join(p.stages)}).")
+    return p
+
+
+def model_settings(cfg: DictConfig) -> dict[str, ModelConfig]:
+    """`model` is the default; each entry of `models` is merged over it."""
+    base = _container(cfg, "model", "model") or {}
+    if not isinstance(base, dict):
+        raise ConfigError("model: expected a mapping; pick one with model=NAME "
+                          "(see `selfalign list models`).")
+    out = {DEFAULT: parse_params(ModelConfig, base, "model")}
+    for name, extra in (_container(cfg, "models", "models") or {}).items():
+        out[name] = parse_params(ModelConfig, {**base, **(extra or {})}, f"models.{name}")
+    return out
+
+
+def cache_settings(cfg: DictConfig) -> CacheSettings:
+    return parse_params(CacheSettings, _container(cfg, "cache", "cache") or {}, "cache")
+
+
+def prompt_search_path(cfg: DictConfig) -> list[Path]:
+    extra = _container(cfg, "prompts.search_path", "prompts.search_path") or []
+    paths = [Path(p).expanduser() for p in extra]
+    for i, p in enumerate(paths):
+        if not p.is_dir():
+            raise ConfigError(f"prompts.search_path[{i}]: folder not found: {p}")
+    return paths + [resource_dir("prompts")]
+
+
+def import_plugins(cfg: DictConfig) -> None:
+    """Import user modules named in `plugins:` so their @register_stage classes exist."""
+    for i, mod in enumerate(_container(cfg, "plugins", "plugins") or []):
+        try:
+            importlib.import_module(mod)
+        except ImportError as exc:
+            raise ConfigError(f"plugins[{i}]: cannot import '{mod}': {exc}. Make sure the module "
+                              "is on PYTHONPATH (e.g. run from its folder).") from None

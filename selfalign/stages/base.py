@@ -1,0 +1,73 @@
+"""The Stage interface and the stage registry."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import pandas as pd
+
+from selfalign.registry import Registry
+
+if TYPE_CHECKING:
+    from selfalign.context import RunContext
+
+ROW_ID, PARENT_ID = "row_id", "parent_id"
+
+
+class Stage:
+    """DataFrame in → new DataFrame out. Subclasses set `kind`, `Params` and `run`.
+
+    `reads()` / `writes()` let the runner check the whole column flow before any model call.
+    `check(columns)` may be overridden for stages whose columns depend on data (load).
+    """
+
+    kind: ClassVar[str] = ""
+    Params: ClassVar[type] = object
+    uses_llm: ClassVar[bool] = False
+
+    def __init__(self, name: str, params: Any, ctx: RunContext) -> None:
+        self.name = name
+        self.params = params
+        self.ctx = ctx
+
+    @property
+    def where(self) -> str:
+        return f"pipeline.stages.{self.name}"
+
+    def reads(self) -> set[str]:
+        return set()
+
+    def writes(self) -> set[str]:
+        return set()
+
+    def removes(self) -> set[str]:
+        return set()
+
+    def prompt_hashes(self) -> dict[str, str]:
+        return {}
+
+    def check(self, columns: set[str]) -> tuple[set[str], list[str]]:
+        """Columns after this stage, and problems (missing columns) as messages."""
+        missing = sorted(self.reads() - columns)
+        problems = [
+            f"{self.where} ({self.kind}) needs column '{c}', but no earlier stage produces it. "
+            f"Columns available here: {', '.join(sorted(columns)) or '(none)'}."
+            for c in missing
+        ]
+        return (columns | self.writes()) - self.removes(), problems
+
+    async def run(self, df: pd.DataFrame) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def preview(self, df: pd.DataFrame, k: int) -> list[list[dict[str, str]]]:
+        """For LLM stages: the first k requests' messages, rendered from real rows."""
+        return []
+
+
+STAGES: Registry[type[Stage]] = Registry("stage kind")
+
+
+def register_stage(cls: type[Stage]) -> type[Stage]:
+    """Class decorator: `@register_stage class MyStage(Stage): kind = 'my_stage' ...`."""
+    STAGES.add(cls.kind, cls)
+    return cls

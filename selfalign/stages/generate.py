@@ -1,0 +1,130 @@
+"""`generate_text`: render a prompt per row, sample n completions, parse them, fan out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import pandas as pd
+
+from selfalign import io
+from selfalign.config import doc
+from selfalign.parsers import get_parser, parser_fields
+from selfalign.prompts import Prompt
+from selfalign.stages.base import PARENT_ID, ROW_ID, Stage, register_stage
+from selfalign.stages.llm_util import Job, LLMParams, drop_reason, messages, run_jobs
+
+
+@dataclass
+class GenerateParams(LLMParams):
+    prompt: str = doc("prompt template name, e.g. wizardlm_aaa/generate_instruction", "")
+    system_prompt: str | None = doc("system prompt template name", None)
+    vars: dict[str, Any] = doc("constants visible to the templates", factory=dict)
+    output: str = doc("column for the parsed output", "text")
+    n: int = doc("samples per row; n > 1 gives one row per sample (parent_id, sample)", 1)
+    parser: Any = doc("parser: a name or {kind: NAME, ...options} (default: text)", None)
+    explode_list: bool = doc("a list-valued output gives one row per item", False)
+    keep_raw: bool = doc("also keep the raw model text in <output>_raw", False)
+
+    def __post_init__(self) -> None:
+        if not self.prompt:
+            raise ValueError("`prompt` is required (a template name)")
+        if self.n < 1:
+            raise ValueError("`n` must be >= 1")
+
+
+class PromptStage(Stage):
+    """Base for stages that render a prompt (+ optional system prompt) from row values."""
+
+    uses_llm = True
+
+    def __init__(self, name: str, params: Any, ctx: Any) -> None:
+        super().__init__(name, params, ctx)
+        self.prompt: Prompt = ctx.prompts.get(params.prompt, f"{self.where}.prompt")
+        self.system: Prompt | None = (ctx.prompts.get(params.system_prompt,
+                                      f"{self.where}.system_prompt")
+                                      if params.system_prompt else None)
+        ctx.llm.check_ref(params.model, f"{self.where}.model")
+
+    def template_vars(self) -> set[str]:
+        names = set(self.prompt.variables) | (self.system.variables if self.system else set())
+        return names - set(self.params.vars) - {"row"}
+
+    def reads(self) -> set[str]:
+        return self.template_vars()
+
+    def prompt_hashes(self) -> dict[str, str]:
+        out = {self.prompt.name: self.prompt.sha256}
+        if self.system:
+            out[self.system.name] = self.system.sha256
+        return out
+
+    def render(self, row: dict[str, Any]) -> list[dict[str, str]]:
+        values = {**row, **self.params.vars, "row": row}
+        system = self.system.render(**values) if self.system else None
+        return messages(self.prompt.render(**values), system)
+
+    def preview(self, df: pd.DataFrame, k: int) -> list[list[dict[str, str]]]:
+        return [self.render(row) for row in io.records(df.head(k))]
+
+
+@register_stage
+class GenerateText(PromptStage):
+    """Prompt + optional system prompt, n samples per row, a parser with a failure policy."""
+
+    kind = "generate_text"
+    Params = GenerateParams
+
+    def __init__(self, name: str, params: GenerateParams, ctx: Any) -> None:
+        super().__init__(name, params, ctx)
+        fn, opts, self.parser_kind = get_parser(params.parser, f"{self.where}.parser")
+        self.parse = partial(fn, **opts)
+        self.extra_fields = parser_fields(self.parser_kind, opts)
+
+    def writes(self) -> set[str]:
+        p: GenerateParams = self.params
+        out = {p.output} | {f"{p.output}_{f}" for f in self.extra_fields}
+        if p.keep_raw:
+            out.add(f"{p.output}_raw")
+        if p.n > 1 or p.explode_list:
+            out |= {PARENT_ID, "sample"}
+        return out
+
+    async def run(self, df: pd.DataFrame) -> pd.DataFrame:
+        p: GenerateParams = self.params
+        rows = io.records(df)
+        jobs = [Job(str(r[ROW_ID]), self.render(r), j, (i, j))
+                for i, r in enumerate(rows) for j in range(p.n)]
+        with self.ctx.progress(self.name, 0) as prog:
+            outcomes = await run_jobs(self.ctx, self.name, p, jobs, self.parse, prog)
+        out_rows: list[dict[str, Any]] = []
+        for o in outcomes:
+            i, j = o.job.tag
+            if not o.ok:
+                self.ctx.stats.drop(self.name, drop_reason(o.error))
+                continue
+            out_rows.extend(self._rows(rows[i], j, o.fields, o.raw))
+        return pd.DataFrame.from_records(out_rows, columns=self._columns(df))
+
+    def _columns(self, df: pd.DataFrame) -> list[str]:
+        cols = list(df.columns)
+        return cols + [c for c in sorted(self.writes()) if c not in cols]
+
+    def _rows(self, row: dict[str, Any], j: int, fields: dict[str, Any],
+              raw: str | None) -> list[dict[str, Any]]:
+        p: GenerateParams = self.params
+        base = dict(row)
+        for f in self.extra_fields:
+            base[f"{p.output}_{f}"] = fields.get(f)
+        if p.keep_raw:
+            base[f"{p.output}_raw"] = raw
+        rid = str(row[ROW_ID])
+        values = fields.get("value")
+        if p.explode_list and isinstance(values, list):
+            prefix = f"{rid}.{j}" if p.n > 1 else rid
+            return [{**base, ROW_ID: f"{prefix}.{k}", PARENT_ID: rid, "sample": j, p.output: v}
+                    for k, v in enumerate(values)]
+        if p.n > 1 or p.explode_list:
+            return [{**base, ROW_ID: f"{rid}.{j}", PARENT_ID: rid, "sample": j, p.output: values}]
+        return [{**base, p.output: values}]
