@@ -35,6 +35,18 @@ def setup() -> None:
     _DONE = True
 
 
+def normalize_overrides(args: list[str]) -> list[str]:
+    """`pipeline.stages.X.key=v` → `++pipeline.stages.X.key=v`: a stage param may be absent from
+    the pipeline YAML (it has a default), and Hydra's struct mode would refuse to set it. Typos
+    are still caught: every stage's params are checked against its typed dataclass."""
+    out = []
+    for a in args:
+        if a.startswith("pipeline.stages.") and "=" in a:
+            a = "++" + a
+        out.append(a)
+    return out
+
+
 def conf_dir() -> str:
     return str(resource_dir("conf"))
 
@@ -54,7 +66,8 @@ def compose_config(overrides: list[str], config_dirs: list[str] | None = None) -
             raise ConfigError(f"--config-dir: folder not found: {d}")
     try:
         with initialize_config_dir(config_dir=conf_dir(), version_base=None):
-            return compose("config", overrides=overrides + searchpath_override(config_dirs or []))
+            return compose("config", overrides=normalize_overrides(overrides)
+                           + searchpath_override(config_dirs or []))
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError(f"config: {hydra_message(exc)}") from None
 

@@ -85,7 +85,7 @@ class PromptLibrary:
         try:
             ast = self.env.parse(source, name=file)
         except jinja2.TemplateSyntaxError as exc:
-            raise PromptError(f"template syntax error in {file} line {exc.lineno}: {exc.message}")
+            raise PromptError(f"template syntax error in {file} line {exc.lineno}: {exc.message}") from None
         variables = set(meta.find_undeclared_variables(ast))
         sources = [source]
         for ref in meta.find_referenced_templates(ast):

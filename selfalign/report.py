@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -19,7 +20,7 @@ def stage_table(manifest: dict[str, Any]) -> Table:
         tok = sum(x["prompt_tokens"] + x["completion_tokens"] for x in llm)
         drops = ", ".join(f"{k}={v}" for k, v in sorted(s["drops"].items(), key=lambda kv: -kv[1]))
         table.add_row(s["name"] + (" (reused)" if s.get("reused") else ""), s["kind"],
-                      str(s["rows_in"]), str(s["rows_out"]), drops or "-",
+                      str(s["rows_in"]), str(s["rows_out"]), escape(drops) or "-",
                       str(req or "-"), str(hits or "-"), str(tok or "-"), f"{s['wall_s']:.1f}")
     return table
 

@@ -61,15 +61,25 @@ def build(cfg: DictConfig, run_dir: Path | None, show_progress: bool = True) -> 
     seed = int(cfg.get("seed", 42))
     ctx = RunContext(cfg=cfg, run_dir=run_dir, prompts=PromptLibrary(search), llm=session,
                      seed=seed, show_progress=show_progress)
-    stages = [s for s in (attempt(_make_stage, name, pipe.stages[name], ctx)
-                          for name in pipe.order) if s is not None]
+    stages, broken = [], None
+    for name in pipe.order:
+        before = len(problems)
+        stage = attempt(_make_stage, name, pipe.stages[name], ctx)
+        if stage is not None:
+            stages.append(stage)
+        elif len(problems) > before and broken is None:
+            broken = len(stages)  # its columns are unknown: check the flow only up to here
     for i, name in enumerate(cache_cfg.refresh_stages):
         if name not in pipe.stages:
             problems.append(f"cache.refresh_stages[{i}]: no stage '{name}' in this pipeline.")
     built = Built(ctx, stages, pipe.output or (pipe.order[-1] if pipe.order else ""))
     cols: set[str] = set()
-    for stage in stages:
-        cols, found = stage.check(cols)
+    for stage in stages[:broken]:
+        try:
+            cols, found = stage.check(cols)
+        except SelfAlignError as exc:  # e.g. unreadable input: later columns are unknown
+            problems.append(f"{stage.where}: {exc}")
+            break
         built.columns.append(cols)
         problems += found
     if problems:

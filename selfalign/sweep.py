@@ -10,6 +10,7 @@ import pandas as pd
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 COLUMNS = ("job", "overrides", "status", "rows_in", "rows_out", "drops", "rejected", "tokens",
@@ -44,8 +45,9 @@ def render(df: pd.DataFrame, console: Console) -> None:
     for col in df.columns:
         table.add_column(col, overflow="fold")
     for rec in df.to_dict(orient="records"):
-        table.add_row(*("" if v is None or v != v else
-                        f"{v:.2f}" if isinstance(v, float) else str(v) for v in rec.values()))
+        table.add_row(*(escape("" if v is None or v != v else
+                               f"{v:.2f}" if isinstance(v, float) else str(v))
+                        for v in rec.values()))
     console.print(table)
 
 

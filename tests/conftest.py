@@ -47,3 +47,36 @@ def run_pipeline(tmp_path: Path):
         return df, manifest, rd
 
     return _run
+
+
+@pytest.fixture
+def ctx(tmp_path: Path):
+    """A RunContext with the test model, the shipped + fixture prompts and a rejected table."""
+    from selfalign.context import Rejected, RunContext
+    from selfalign.llm.cache import ResponseCache
+    from selfalign.llm.config import ModelConfig
+    from selfalign.llm.session import LLMSession
+    from selfalign.paths import resource_dir
+    from selfalign.prompts import PromptLibrary
+
+    models = {"default": ModelConfig(provider="test", name="unit")}
+    session = LLMSession(models, tmp_path, ResponseCache(tmp_path / "c.sqlite"))
+    prompts = PromptLibrary([FIXTURES / "prompts", resource_dir("prompts")])
+    c = RunContext(cfg=None, run_dir=tmp_path, prompts=prompts, llm=session, show_progress=False)
+    c.rejected = Rejected(tmp_path / "rejected.jsonl")
+    return c
+
+
+def make_stage(kind: str, ctx: Any, name: str = "s", **params: Any):
+    """Build a registered stage from keyword params, as the runner would."""
+    from selfalign.config import parse_params
+    from selfalign.stages import STAGES
+
+    cls = STAGES.get(kind)
+    return cls(name, parse_params(cls.Params, params, f"pipeline.stages.{name}"), ctx)
+
+
+def run_stage(stage: Any, df: pd.DataFrame) -> pd.DataFrame:
+    from selfalign import aio
+
+    return aio.run(stage.run(df))

@@ -125,6 +125,9 @@ class MockServer:
             return web.json_response({"id": "x", "object": "chat.completion"})
         return web.json_response(_completion(body))
 
+    async def _health(self, _: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
     async def _stats(self, _: web.Request) -> web.Response:
         return web.json_response(self.stats())
 
@@ -140,16 +143,17 @@ class MockServer:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/chat/completions", self._chat)
-        app.router.add_get("/health", lambda _: web.json_response({"status": "ok"}))
+        app.router.add_get("/health", self._health)
         app.router.add_get("/_stats", self._stats)
         app.router.add_post("/_config", self._config)
         app.router.add_post("/_reset", self._reset)
         return app
 
     async def serve(self, port: int = 0) -> None:
-        self._runner = web.AppRunner(self.app(), access_log=None)
+        # A short shutdown: stopping must not wait out requests the mock is told to hang.
+        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=0.2)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port, backlog=1024)
+        site = web.TCPSite(self._runner, "127.0.0.1", port, backlog=1024, shutdown_timeout=0.2)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
@@ -171,8 +175,8 @@ class MockServer:
     def stop(self) -> None:
         if self._loop is None or self._runner is None:
             return
-        fut = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)
-        fut.result(10)
+        runner, self._runner = self._runner, None
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread is not None:
             self._thread.join(10)

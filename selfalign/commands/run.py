@@ -19,7 +19,7 @@ from rich.markup import escape
 
 from selfalign import aio, io
 from selfalign.errors import SelfAlignError
-from selfalign.hydra_setup import compose_config, conf_dir, setup
+from selfalign.hydra_setup import compose_config, conf_dir, normalize_overrides, setup
 from selfalign.llm.session import close_all
 from selfalign.report import print_run_summary
 from selfalign.runner import build, execute, prepare_run_dir, write_outputs
@@ -85,7 +85,7 @@ def run_command(args: list[str]) -> int:
         # fail before Hydra makes an output dir, with exit code 2 and every problem listed
         build(compose_config(*plain), run_dir=None, show_progress=False)
     atexit.register(_close)
-    sys.argv = ["selfalign"] + args
+    sys.argv = ["selfalign"] + normalize_overrides(args)
     hydra.main(config_path=conf_dir(), config_name="config", version_base=None)(_job)()
     if _FAILED:
         Console(stderr=True).print(f"[bold red]{len(_FAILED)} sweep job(s) failed:[/] "

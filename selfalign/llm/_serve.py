@@ -46,7 +46,7 @@ def main() -> None:
 
     params = xlc.CommonParams()
     params.model.path = a.model
-    params.model_alias = a.alias
+    params.model_alias = {a.alias}  # a set of names; a bare str would become its letters
     params.hostnames = ["127.0.0.1"]  # never reachable from another machine
     params.port = 0  # the OS picks a free port; listening_address reports it
     params.n_ctx = a.n_ctx

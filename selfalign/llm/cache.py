@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -30,10 +33,17 @@ class ResponseCache:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False,
                                    isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        # busy_timeout first: switching to WAL takes a brief exclusive lock, and another
+        # process opening the same file at that moment must wait, not fail.
         self._db.execute("PRAGMA busy_timeout=60000")
+        mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":  # e.g. a network filesystem without shared memory
+            log.warning("response cache %s: WAL unavailable (journal_mode=%s); several "
+                        "processes sharing it will be slower", self.path, mode)
+        # NORMAL in WAL mode never corrupts; a power cut can lose only the last few answers.
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(SCHEMA)
+        self._warned = False
 
     def get(self, key: str) -> tuple[str, dict[str, Any]] | None:
         with self._lock:
@@ -42,10 +52,18 @@ class ResponseCache:
 
     def put(self, key: str, model: str, text: str, meta: dict[str, Any]) -> None:
         with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?)",
-                (key, model, text, json.dumps(meta), time.time()),
-            )
+            try:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?)",
+                    (key, model, text, json.dumps(meta), time.time()),
+                )
+            except sqlite3.OperationalError as exc:
+                # The cache only saves work: a full disk or a lock held past busy_timeout
+                # must not fail the run that already has its answer.
+                if not self._warned:
+                    log.warning("response cache %s: could not store an answer (%s); "
+                                "the run goes on without caching it", self.path, exc)
+                    self._warned = True
 
     def __len__(self) -> int:
         with self._lock:

@@ -133,8 +133,11 @@ class LiteLLMClient:
                 self.max_in_flight = max(self.max_in_flight, self.in_flight)
                 t0 = time.perf_counter()
                 try:
-                    async with asyncio.timeout(self.cfg.timeout_s + 1.0):
-                        resp = await litellm.acompletion(**kwargs)
+                    # litellm's own timeout covers the HTTP call; this one also covers the
+                    # rest (a stuck connect or DNS lookup), with a grace second so litellm's
+                    # clearer error usually fires first.
+                    resp = await asyncio.wait_for(litellm.acompletion(**kwargs),
+                                                  self.cfg.timeout_s + 1.0)
                 except Exception as e:  # noqa: BLE001 — classified just below
                     exc = e
                 finally:

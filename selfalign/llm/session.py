@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ from selfalign.llm.accounting import Accounting
 from selfalign.llm.base import ChatRequest, ChatResult, LLMClient
 from selfalign.llm.cache import ResponseCache
 from selfalign.llm.config import ModelConfig
+from selfalign.llm.local import SHA256 as EMBEDDED_SHA256
 from selfalign.registry import did_you_mean
 
 DEFAULT = "default"
@@ -82,8 +85,15 @@ class LLMSession:
         return self._clients[name]
 
     def identity(self, ref: str | None) -> str:
+        """Part of every cache key: what decides the outputs, never a port or a secret."""
         cfg = self.model_config(ref)
-        return f"{cfg.provider}:{cfg.name}@{cfg.api_base or ''}:{cfg.path or ''}"
+        ident = f"{cfg.provider}:{cfg.name}@{cfg.api_base or ''}:{cfg.path or ''}"
+        if cfg.provider == "local" and not cfg.path:
+            ident += f"sha256={EMBEDDED_SHA256[:16]}"  # new bundled weights → new answers
+        if cfg.extra_params:  # they change outputs; hashed, so nothing in them gets written
+            blob = json.dumps(cfg.extra_params, sort_keys=True, default=str)
+            ident += f"|xp={hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+        return ident
 
     async def _one(self, stage: str, ref: str | None, req: ChatRequest) -> ChatResult:
         ident = self.identity(ref)

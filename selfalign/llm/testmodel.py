@@ -20,7 +20,28 @@ import yaml
 from selfalign.llm.base import ChatRequest, ChatResult
 from selfalign.llm.config import ModelConfig
 
-WORDS = ["river", "garden", "signal", "copper", "lantern", "harbor", "meadow", "quartz", "violin", "orbit", "canyon", "ember", "glacier", "thunder", "willow", "falcon", "prism", "marble", "compass", "summit"]
+WORDS = [
+    "river",
+    "garden",
+    "signal",
+    "copper",
+    "lantern",
+    "harbor",
+    "meadow",
+    "quartz",
+    "violin",
+    "orbit",
+    "canyon",
+    "ember",
+    "glacier",
+    "thunder",
+    "willow",
+    "falcon",
+    "prism",
+    "marble",
+    "compass",
+    "summit",
+]
 
 
 def _rules_from_dir(rules_dir: Path) -> list[dict[str, Any]]:
@@ -72,10 +93,18 @@ class TestModel:
         for pattern, reply in self._compiled:
             m = pattern.search(text)
             if m:
-                return self._env.from_string(reply).render(
-                    h=h, sample=request.sample, prompt=last, m=m, words=WORDS,
-                    word=lambda i=0: WORDS[(h // (i + 1)) % len(WORDS)],
-                ).strip()
+                return (
+                    self._env.from_string(reply)
+                    .render(
+                        h=h,
+                        sample=request.sample,
+                        prompt=last,
+                        m=m,
+                        words=WORDS,
+                        word=lambda i=0: WORDS[(h // (i + 1)) % len(WORDS)],
+                    )
+                    .strip()
+                )
         if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
             return json.dumps(_from_schema(fmt["json_schema"]["schema"], h))
         head = " ".join(last.split()[:12])
@@ -88,8 +117,9 @@ class TestModel:
             self.calls += 1
             text = self.reply(request)
         n_in = sum(len(c.split()) for _, c in request.messages)
-        return ChatResult(text=text, prompt_tokens=n_in, completion_tokens=len(text.split()),
-                          model=self.identity)
+        return ChatResult(
+            text=text, prompt_tokens=n_in, completion_tokens=len(text.split()), model=self.identity
+        )
 
     async def aclose(self) -> None:
         return None
