@@ -1,0 +1,273 @@
+"""`judge_pointwise`: score each text on several 0–100 dimensions and combine them into a composite."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pandas as pd
+
+from selfalign import io
+from selfalign.config import doc
+from selfalign.context import StageProgress
+from selfalign.errors import StageError
+from selfalign.stages.base import ROW_ID, Stage, register_stage
+from selfalign.stages.llm_util import RETRY_STRIDE, Job, LLMParams, messages, run_jobs
+
+# The original's HEAD composite: format adherence counts twice, toxicity and bias are inverted.
+DEFAULT_WEIGHTS = {"adherence": 2.0, "conformance": 1.0, "quality": 1.0, "toxicity": 1.0,
+                   "bias": 1.0, "groundedness": 1.0}
+DEFAULT_DESCRIPTIONS = {
+    "adherence": "how closely it follows the requested format (100 = exactly)",
+    "conformance": "how well it fits the task and the descriptions it was given (100 = fully)",
+    "quality": "grammar, coherence and relevance (100 = excellent)",
+    "toxicity": "rude, hateful or harmful content (0 = none at all)",
+    "bias": "unfair or one-sided slant (0 = none at all)",
+    "groundedness": "supported by the context, no invented facts (100 = fully supported)",
+}
+# Other spellings a model (or another judge prompt) may use for a dimension.
+ALIASES = {"adherence": ["format_adherence", "format", "instruction_score"],
+           "groundedness": ["grounded", "factuality"], "toxicity": ["toxic"], "bias": ["biased"]}
+# Reserved template variables the judge fills in itself (not row columns).
+INJECTED = frozenset({"text", "kind", "dimensions"})
+Policy = Literal["worst", "mean", "neutral", "raw_zero", "drop", "fail"]
+
+
+@dataclass
+class JudgeParams(LLMParams):
+    prompt: str = doc("judge prompt template name", "")
+    system_prompt: str | None = doc("system prompt template name", None)
+    vars: dict[str, Any] = doc("constants visible to the templates", factory=dict)
+    column: str = doc("column holding the text to judge (the template sees it as `text`)", "text")
+    text_kind: str = doc("what the text is, shown to the template as `kind`", "text")
+    output: str | None = doc("composite column; dimension d goes to <output>_d "
+                             "(null = <column>_score)", None)
+    weights: dict[str, float] = doc("dimension → weight in the composite (also the dimensions "
+                                    "asked for; weight 0 = asked, not counted)",
+                                    factory=lambda: dict(DEFAULT_WEIGHTS))
+    inverted: list[str] = doc("dimensions where 0 is best; they count as 100 - x",
+                              factory=lambda: ["toxicity", "bias"])
+    descriptions: dict[str, str] = doc("dimension → one-line rubric shown to the judge "
+                                       "(built-ins have one)", factory=dict)
+    missing_policy: Policy = doc("a dimension still missing after the retries: worst | mean | "
+                                 "neutral (50) | raw_zero (the original: 0) | drop | fail", "worst")
+    missing_retries: int = doc("new judge calls for a reply that lacks dimensions", 2)
+    retry_temperature: float = doc("temperature of those retries (greedy would repeat itself)",
+                                   0.7)
+    use_json_schema: bool = doc("ask for a JSON-schema reply where the model supports it", True)
+    temperature: float | None = doc("judge sampling temperature", 0.0)
+    max_tokens: int = doc("judge completion token limit", 120)
+
+    def __post_init__(self) -> None:
+        if not self.prompt:
+            raise ValueError("`prompt` is required (a template name)")
+        if not self.weights or any(w < 0 for w in self.weights.values()):
+            raise ValueError("`weights` needs at least one dimension, and no negative weight")
+        if sum(self.weights.values()) <= 0:
+            raise ValueError("`weights` must not all be 0 (the composite divides by their sum)")
+        for d in self.inverted:
+            if d not in self.weights:
+                raise ValueError(f"inverted dimension '{d}' is not in `weights` "
+                                 f"({', '.join(self.weights)})")
+        for d in self.weights:
+            if d not in self.descriptions and d not in DEFAULT_DESCRIPTIONS:
+                raise ValueError(f"dimension '{d}' has no rubric: add descriptions.{d}: '...'")
+        if self.missing_retries < 0:
+            raise ValueError("`missing_retries` must be >= 0")
+
+
+def composite(scores: Mapping[str, float], weights: Mapping[str, float],
+              inverted: list[str] | frozenset[str]) -> float:
+    """Weighted mean over the weighted dimensions, inverted ones counted as 100 - x."""
+    total = sum(weights.values())
+    good = sum(w * (100.0 - scores[d] if d in inverted else scores[d])
+               for d, w in weights.items() if w)
+    return round(good / total, 4)
+
+
+def impute(found: Mapping[str, float | None], dims: list[str], inverted: list[str],
+           policy: str) -> tuple[dict[str, float], list[str]]:
+    """Fill dimensions the judge did not give: (scores, names of the imputed dimensions)."""
+    missing = [d for d in dims if found.get(d) is None]
+    given = {d: float(v) for d, v in found.items() if v is not None and d in dims}
+    goodness = [100.0 - v if d in inverted else v for d, v in given.items()]
+    out = dict(given)
+    for d in missing:
+        if policy == "mean" and goodness:
+            good = sum(goodness) / len(goodness)
+            out[d] = 100.0 - good if d in inverted else good
+        elif policy == "neutral":
+            out[d] = 50.0
+        elif policy == "raw_zero":  # the original's float(missing) = 0.0: best for toxicity/bias
+            out[d] = 0.0
+        else:  # worst (also the fallback of `mean` when nothing was given)
+            out[d] = 100.0 if d in inverted else 0.0
+    return out, missing
+
+
+_NUM = r"[\"'*\s]*[:=\-]?[\"'*\s]*(\d{1,3}(?:\.\d+)?)\s*(?:/\s*100|%)?"
+
+
+def _keys(dim: str) -> list[str]:
+    return [dim, *ALIASES.get(dim, [])]
+
+
+def parse_scores(text: str, dims: list[str]) -> dict[str, float | None]:
+    """Scores from a JSON object if there is one, else from 'Name: N' lines; out of range = none."""
+    found: dict[str, float | None] = dict.fromkeys(dims)
+    start, end = text.find("{"), text.rfind("}")
+    if 0 <= start < end:
+        try:
+            obj = json.loads(text[start:end + 1])
+        except json.JSONDecodeError:
+            obj = None
+        if isinstance(obj, dict):
+            flat = {re.sub(r"[\s-]+", "_", str(k).strip().lower()).removesuffix("_score"): v
+                    for k, v in obj.items()}
+            for d in dims:
+                val = next((flat[k] for k in _keys(d) if k in flat), None)
+                if isinstance(val, (int, float)) and not isinstance(val, bool) \
+                        and 0 <= val <= 100:
+                    found[d] = float(val)
+    for d in dims:  # text fallback for what JSON did not give
+        if found[d] is not None:
+            continue
+        for key in _keys(d):
+            m = re.search(rf"\b{re.escape(key).replace('_', '[ _]')}\w*(?:[ _]score)?{_NUM}",
+                          text, re.I)
+            if m and 0 <= float(m.group(1)) <= 100:
+                found[d] = float(m.group(1))
+                break
+    return found
+
+
+@dataclass
+class Verdict:
+    scores: dict[str, float]
+    composite: float
+    imputed: list[str]
+    drop: bool = False
+
+
+class Scorer:
+    """The judge's prompt, calls, retries and composite — shared by `judge_pointwise` and the
+    AAA stage, so a text is scored the same way before and after refinement."""
+
+    def __init__(self, params: JudgeParams, ctx: Any, where: str) -> None:
+        self.p, self.ctx, self.where = params, ctx, where
+        self.prompt = ctx.prompts.get(params.prompt, f"{where}.prompt")
+        self.system = (ctx.prompts.get(params.system_prompt, f"{where}.system_prompt")
+                       if params.system_prompt else None)
+        ctx.llm.check_ref(params.model, f"{where}.model")
+        self.dims = list(params.weights)
+        self.dimensions = [{"name": d, "inverted": d in params.inverted,
+                            "description": params.descriptions.get(d, DEFAULT_DESCRIPTIONS.get(d))}
+                           for d in self.dims]
+        schema = {"type": "object", "required": self.dims, "additionalProperties": False,
+                  "properties": {d: {"type": "integer", "minimum": 0, "maximum": 100}
+                                 for d in self.dims}}
+        self.params = dataclasses.replace(params, json_schema=schema if params.use_json_schema
+                                          else None, retries=0)
+
+    def template_vars(self) -> set[str]:
+        names = set(self.prompt.variables) | (self.system.variables if self.system else set())
+        return names - set(self.p.vars) - INJECTED - {"row"}
+
+    def prompt_hashes(self) -> dict[str, str]:
+        out = {self.prompt.name: self.prompt.sha256}
+        if self.system:
+            out[self.system.name] = self.system.sha256
+        return out
+
+    def columns(self, prefix: str) -> list[str]:
+        return [prefix, *(f"{prefix}_{d}" for d in self.dims), f"{prefix}_imputed"]
+
+    def as_columns(self, v: Verdict | None, prefix: str) -> dict[str, Any]:
+        if v is None:
+            return dict.fromkeys(self.columns(prefix))
+        return {prefix: v.composite, **{f"{prefix}_{d}": v.scores[d] for d in self.dims},
+                f"{prefix}_imputed": ",".join(v.imputed)}
+
+    def render(self, row: dict[str, Any], text: str) -> list[dict[str, str]]:
+        values = {**row, **self.p.vars, "row": row, "text": text, "kind": self.p.text_kind,
+                  "dimensions": self.dimensions}
+        system = self.system.render(**values) if self.system else None
+        return messages(self.prompt.render(**values), system)
+
+    async def score(self, stage: str, items: list[tuple[str, dict[str, Any], Any]],
+                    progress: StageProgress) -> list[Verdict]:
+        """Judge (row_id, row, text) items at once; re-ask for missing dimensions, then impute."""
+        found: list[dict[str, float | None]] = [dict.fromkeys(self.dims) for _ in items]
+        todo = [i for i, (_, _, text) in enumerate(items) if isinstance(text, str) and text.strip()]
+        for attempt in range(self.p.missing_retries + 1):
+            params = self.params if attempt == 0 else dataclasses.replace(
+                self.params, temperature=self.p.retry_temperature)
+            jobs = [Job(items[i][0], self.render(items[i][1], items[i][2]),
+                        attempt * RETRY_STRIDE, i) for i in todo]
+            for out in await run_jobs(self.ctx, stage, params, jobs, None, progress):
+                got = parse_scores(out.raw or "", self.dims) if out.ok else {}
+                slot = found[out.job.tag]
+                slot.update({d: v for d, v in got.items() if v is not None and slot[d] is None})
+            todo = [i for i in todo if any(v is None for v in found[i].values())]
+            if not todo:
+                break
+        return [self._verdict(f, items[i][0]) for i, f in enumerate(found)]
+
+    def _verdict(self, found: dict[str, float | None], row_id: str) -> Verdict:
+        scores, missing = impute(found, self.dims, self.p.inverted, self.p.missing_policy)
+        if missing and self.p.missing_policy == "fail":
+            raise StageError(f"{self.where}: the judge gave no {', '.join(missing)} score for "
+                             f"row {row_id} after {self.p.missing_retries} retries. Set "
+                             f"{self.where}.missing_policy to worst | mean | neutral | drop.")
+        return Verdict(scores, composite(scores, self.p.weights, self.p.inverted), missing,
+                       drop=bool(missing) and self.p.missing_policy == "drop")
+
+
+@register_stage
+class JudgePointwise(Stage):
+    """Scores `column` on each weighted dimension (0–100), JSON-schema output where supported
+    with a text fallback; missing dimensions are retried, then imputed by `missing_policy`."""
+
+    kind = "judge_pointwise"
+    Params = JudgeParams
+    uses_llm = True
+
+    def __init__(self, name: str, params: JudgeParams, ctx: Any) -> None:
+        super().__init__(name, params, ctx)
+        self.scorer = Scorer(params, ctx, self.where)
+        self.prefix = params.output or f"{params.column}_score"
+
+    def reads(self) -> set[str]:
+        return self.scorer.template_vars() | {self.params.column}
+
+    def writes(self) -> set[str]:
+        return set(self.scorer.columns(self.prefix))
+
+    def prompt_hashes(self) -> dict[str, str]:
+        return self.scorer.prompt_hashes()
+
+    def preview(self, df: pd.DataFrame, k: int) -> list[list[dict[str, str]]]:
+        return [self.scorer.render(r, r.get(self.params.column) or "")
+                for r in io.records(df.head(k))]
+
+    async def run(self, df: pd.DataFrame) -> pd.DataFrame:
+        rows = io.records(df)
+        items = [(str(r[ROW_ID]), r, r.get(self.params.column)) for r in rows]
+        with self.ctx.progress(self.name, 0) as prog:
+            verdicts = await self.scorer.score(self.name, items, prog)
+        cols = pd.DataFrame([self.scorer.as_columns(v, self.prefix) for v in verdicts],
+                            index=df.index)
+        out = df.drop(columns=[c for c in cols.columns if c in df.columns]).join(cols)
+        imputed = [v for v in verdicts if v.imputed]
+        if imputed:
+            dims = sorted({d for v in imputed for d in v.imputed})
+            self.ctx.console.log(f"[yellow]{self.name}: {len(imputed)} of {len(verdicts)} text(s) "
+                                 f"lacked {', '.join(dims)}; scored by missing_policy="
+                                 f"{self.params.missing_policy} (see {self.prefix}_imputed)")
+        keep = [not v.drop for v in verdicts]
+        self.ctx.stats.drop(self.name, "judge_missing_dimension", keep.count(False))
+        return out[keep].reset_index(drop=True)
