@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -70,7 +71,8 @@ class StageProgress:
 
     def __init__(self, progress: Progress | None, task: TaskID | None) -> None:
         self.progress, self.task = progress, task
-        self.cache_hits = self.failures = 0
+        self.cache_hits = self.failures = self.done = 0
+        self.started = time.perf_counter()
 
     def add_total(self, n: int) -> None:
         if self.progress is not None and self.task is not None:
@@ -80,9 +82,11 @@ class StageProgress:
     def advance(self, n: int = 1, cached: bool = False, failed: bool = False) -> None:
         self.cache_hits += int(cached)
         self.failures += int(failed)
+        self.done += n
         if self.progress is not None and self.task is not None:
-            self.progress.update(self.task, advance=n,
-                                 info=f"cache {self.cache_hits} · fail {self.failures}")
+            rate = self.done / max(time.perf_counter() - self.started, 1e-6)
+            self.progress.update(self.task, advance=n, info=f"{rate:.1f}/s · cache "
+                                 f"{self.cache_hits} · fail {self.failures}")
 
 
 @dataclass

@@ -57,3 +57,23 @@ def list_command(args: list[str], config_dirs: list[str]) -> int:
             table.add_row(name, variables)
     out.print(table)
     return 0
+
+
+def stage_yaml(kind: str) -> str:
+    """conf/stage/<kind>.yaml: every param of a stage kind with its default and doc, for reference
+    (kept in sync with the dataclasses by tests/unit/test_stage_conf.py)."""
+    cls = STAGES.get(kind)
+    lines = [f"# {kind}: {(cls.__doc__ or '').strip().splitlines()[0]}",
+             "# Generated from the stage's Params dataclass: python -m selfalign.commands.listing",
+             f"kind: {kind}"]
+    for name, tp, default, text in describe_params(cls.Params):
+        value = "???" if default == "(required)" else yaml.safe_dump(
+            default, default_flow_style=True, width=10**6).strip().removesuffix("\n...")
+        lines.append(f"{name}: {value}  # {tp}. {text}".rstrip())
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    out_dir = resource_dir("conf") / "stage"
+    for kind, _ in STAGES.items():
+        (out_dir / f"{kind}.yaml").write_text(stage_yaml(kind))

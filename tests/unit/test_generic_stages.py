@@ -132,9 +132,10 @@ def test_load_rename_required_and_missing_values(ctx, tmp_path):
     with pytest.raises(InputError, match="column 'instruction' is empty in 1 row"):
         run_stage(strict, pd.DataFrame())
     wrong = make_stage("load", ctx, "load", path=str(path), required=["question"])
-    cols, problems = wrong.check(set())
-    assert "required column 'question' is missing. Columns found: prompt, answer" in problems[0]
-    assert "pipeline.stages.load.rename={YOUR_COLUMN: question}" in problems[0]
+    with pytest.raises(InputError) as exc:
+        wrong.check(set())
+    assert "required column 'question' is missing. Columns found: prompt, answer" in str(exc.value)
+    assert "pipeline.stages.load.rename={YOUR_COLUMN: question}" in str(exc.value)
 
 
 def test_export_views_and_seeded_split(ctx):
