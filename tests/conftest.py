@@ -3,7 +3,10 @@ deterministic test model in-process."""
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -80,3 +83,11 @@ def run_stage(stage: Any, df: pd.DataFrame) -> pd.DataFrame:
     from selfalign import aio
 
     return aio.run(stage.run(df))
+
+
+def cli(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m selfalign ARGS` in a subprocess (Hydra's run mode configures logging globally,
+    so runs through `selfalign run` are kept out of the test process)."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "selfalign", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=300)

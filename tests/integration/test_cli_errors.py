@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES
+from conftest import FIXTURES, cli
 
 from selfalign.cli import main
 
@@ -48,11 +48,11 @@ def test_missing_column_names_found_columns_and_key(capsys, tmp_path):
 
 def test_empty_required_values_fail_by_config(capsys, tmp_path):
     path = data(tmp_path, "n.jsonl", b'{"question": "What is rain?"}\n{"question": ""}\n')
-    with pytest.raises(SystemExit) as exit_info:  # raised inside the Hydra job, before any call
-        main(["run", *TINY, path, "pipeline.stages.load.on_missing=fail",
-              f"hydra.run.dir={tmp_path / 'run'}"])
-    msg = " ".join(capsys.readouterr().err.split())
-    assert exit_info.value.code == 2 and "column 'question' is empty in 1 row(s)" in msg
+    res = cli("run", *TINY, path, "pipeline.stages.load.on_missing=fail",
+              f"hydra.run.dir={tmp_path / 'run'}")
+    msg = " ".join(res.stderr.split())
+    assert res.returncode == 2 and "column 'question' is empty in 1 row(s)" in msg
+    assert "Traceback" not in res.stderr
     manifest = (tmp_path / "run" / "manifest.json").read_text()
     assert '"status": "failed"' in manifest
     assert "on_missing=drop" in msg

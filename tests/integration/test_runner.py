@@ -1,13 +1,9 @@
 """End to end with the test model: run dir contents, resume, cache, sweeps, preview, plugins."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
-from conftest import FIXTURES, ROOT
+from conftest import FIXTURES, ROOT, cli
 
 from selfalign.cli import main
 
@@ -68,12 +64,6 @@ def test_preview_renders_first_llm_prompts(capsys):
     out = capsys.readouterr().out
     assert "answer (generate_text): first 2 request(s), not sent" in out
     assert "What is the capital of France?" in out and "How do plants make food?" in out
-
-
-def cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "selfalign", *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=300)
 
 
 def test_sweep_two_by_two_writes_summary(tmp_path):
