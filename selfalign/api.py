@@ -10,6 +10,7 @@ import pandas as pd
 
 from selfalign import aio
 from selfalign.hydra_setup import compose_config
+from selfalign.llm.session import close_all
 from selfalign.runner import Built, build, execute, prepare_run_dir, write_outputs
 
 
@@ -28,7 +29,10 @@ def run(overrides: list[str], run_dir: str | Path, config_dirs: list[str] | None
     start = time.perf_counter()
     built = prepare_run_dir(cfg, run_dir)
     built.ctx.show_progress = show_progress
-    df = aio.run(execute(built))
+    try:
+        df = aio.run(execute(built))
+    finally:
+        aio.run(close_all())
     meta = {"pipeline": cfg.pipeline.name, "overrides": overrides, "status": "ok",
             "wall_s": round(time.perf_counter() - start, 2), "score_means": score_means(df)}
     return df, write_outputs(built, df, meta)

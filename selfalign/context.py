@@ -32,6 +32,7 @@ class StageStats:
     rows_in: int = 0
     rows_out: int = 0
     drops: Counter[str] = field(default_factory=Counter)
+    counts: Counter[str] = field(default_factory=Counter)  # notable events that keep the row
     wall_s: float = 0.0
     reused: bool = False
 
@@ -46,6 +47,11 @@ class Stats:
     def drop(self, stage: str, reason: str, n: int = 1) -> None:
         if n:
             self.stage(stage).drops[reason] += n
+
+    def count(self, stage: str, what: str, n: int = 1) -> None:
+        """Count something that is not a drop (a fallback label, a kept original …)."""
+        if n:
+            self.stage(stage).counts[what] += n
 
 
 class Rejected:

@@ -144,7 +144,8 @@ def stage_report(built: Built) -> list[dict[str, Any]]:
     for s in built.stages:
         st = ctx.stats.stage(s.name)
         out.append({"name": s.name, "kind": s.kind, "rows_in": st.rows_in,
-                    "rows_out": st.rows_out, "drops": dict(st.drops), "wall_s": st.wall_s,
+                    "rows_out": st.rows_out, "drops": dict(st.drops), "counts": dict(st.counts),
+                    "wall_s": st.wall_s,
                     "reused": st.reused, "prompts": s.prompt_hashes(),
                     "llm": ctx.llm.accounting.for_stage(s.name)})
     return out

@@ -3,8 +3,9 @@
 Used by the LLM unit tests (in a thread, `MockServer().start()`) and by the benchmarks (as a
 separate process: `python tests/mockserver.py --latency 0.1`, which prints `PORT <n>`).
 
-Faults are drawn per request: first from `script` (a queue of outcomes consumed in order), then at
-random from the `rate_*` probabilities. Outcomes: ok, 429, 500, 503, 401, 400, 404, timeout
+Faults are drawn per request: first from `fail_when` (text in the messages → outcome, always),
+then from `script` (a queue of outcomes consumed in order), then at random from the `rate_*`
+probabilities. Outcomes: ok, 429, 500, 503, 401, 400, 404, timeout
 (hang for `hang_s`), malformed (200 with a broken JSON body), nochoices (200, valid JSON, no
 choices). `GET /_stats`, `POST /_config` (JSON of Faults fields) and `POST /_reset` drive it
 over HTTP when it runs in another process.
@@ -37,6 +38,7 @@ class Faults:
     hang_s: float = 30.0
     script: list[str] = field(default_factory=list)
     require_key: str | None = None  # 401 unless `Authorization: Bearer <key>`
+    fail_when: dict[str, str] = field(default_factory=dict)  # text in the request → outcome
     seed: int = 0
 
 
@@ -73,8 +75,13 @@ class MockServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     # ---- HTTP -----------------------------------------------------------------------------
-    def _outcome(self) -> str:
+    def _outcome(self, body: dict[str, Any]) -> str:
         f = self.faults
+        if f.fail_when:
+            text = json.dumps(body.get("messages", []))
+            for needle, outcome in f.fail_when.items():
+                if needle in text:
+                    return outcome
         if f.script:
             return f.script.pop(0)
         x = self._rng.random()
@@ -94,7 +101,7 @@ class MockServer:
             self.bodies.append(body)
             self.headers.append(dict(request.headers))
             f = self.faults
-            outcome = self._outcome()
+            outcome = self._outcome(body)
             if f.require_key and request.headers.get("Authorization") != f"Bearer {f.require_key}":
                 outcome = "401"
             self.outcomes[outcome] += 1
@@ -153,7 +160,7 @@ class MockServer:
         # A short shutdown: stopping must not wait out requests the mock is told to hang.
         self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=0.2)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port, backlog=1024, shutdown_timeout=0.2)
+        site = web.TCPSite(self._runner, "127.0.0.1", port, backlog=1024)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 

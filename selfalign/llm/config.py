@@ -19,6 +19,8 @@ class ModelConfig:
     max_retries: int = doc("retries on 429/5xx/timeouts/connection errors", 5)
     backoff_base_s: float = doc("first backoff delay; doubles each retry, with jitter", 1.0)
     backoff_max_s: float = doc("cap on one backoff delay", 60.0)
+    transport: Literal["auto", "litellm", "direct"] = doc(
+        "auto: direct HTTP for an api_base endpoint, litellm otherwise", "auto")
     supports_json_schema: bool = doc("send JSON-schema response_format where a stage asks", False)
     extra_params: dict[str, Any] = doc("extra params sent with every call", factory=dict)
     # embedded llama.cpp server (provider=local)

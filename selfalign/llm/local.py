@@ -130,9 +130,12 @@ class LocalServer:
                "--n-ctx", str(cfg.n_ctx), "--n-parallel", str(cfg.n_parallel),
                "--threads", str(cfg.threads or 0), "--alias", cfg.name or "local"]
         # stdin is the lifeline: the child exits on EOF, so it cannot outlive us, even after a
-        # kill -9. Its own session keeps a terminal Ctrl-C from killing it mid-shutdown.
+        # kill -9. Its own process group keeps a terminal Ctrl-C away from it (we stop it
+        # ourselves); a group rather than a new session keeps it in our CPU autogroup.
+        group: dict[str, Any] = ({"process_group": 0} if sys.version_info >= (3, 11)
+                                 else {"start_new_session": True})
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self._log, start_new_session=True)
+                                     stderr=self._log, **group)
         atexit.register(self.stop)
         self.url = ""
 
@@ -195,7 +198,8 @@ def _healthy(url: str) -> bool:
 
 
 class LocalClient:
-    """LLMClient for the embedded server: LiteLLMClient (shared retries/limits) + the process."""
+    """LLMClient for the embedded server: LiteLLMClient (shared retries and limits, over the
+    direct OpenAI-compatible transport, so litellm is never loaded) + the server process."""
 
     def __init__(self, cfg: ModelConfig, server: LocalServer, model: Path) -> None:
         from selfalign.llm.litellm_client import LiteLLMClient
@@ -215,6 +219,7 @@ class LocalClient:
         return await self.inner.complete(request)
 
     async def aclose(self) -> None:
+        await self.inner.aclose()
         self.server.stop()
 
 
@@ -222,10 +227,5 @@ def start_local_client(cfg: ModelConfig, run_dir: Path) -> LocalClient:
     """Start the embedded (or model.path) GGUF behind llama.cpp's server; logs in run_dir."""
     model = resolve_model_path(cfg)
     server = LocalServer(cfg, model, Path(run_dir) / LOG_NAME)
-    try:
-        import selfalign.llm.litellm_client  # noqa: F401 — ~3 s import, overlapped with loading
-    except BaseException:
-        server.stop()
-        raise
     server.wait_ready(cfg.startup_timeout_s)
     return LocalClient(cfg, server, model)

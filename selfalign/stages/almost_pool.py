@@ -38,20 +38,20 @@ def read_seed_file(path: str, where: str) -> tuple[str, list[str]]:
     return instruction, seeds
 
 
-def parse_query(text: str, mode: ParseMode = "first_line") -> str:
+def parse_query(text: str, mode: ParseMode = "first_line") -> str | None:
     """The generated query in a continuation of a request that ends with 'Query:'.
 
     first_line: the first non-empty line (a repeated leading 'Query:' label is dropped).
     skip_first: the original's rule: the first line that starts with 'Query:', i.e. the query
     the model wrote AFTER the one it was asked for. Both cut at any further 'query:' label.
-    Returns '' when nothing is found.
+    Returns None when skip_first finds no 'Query:' line, '' when first_line finds no text.
     """
     if mode == "skip_first":
         for line in text.splitlines():
             s = line.strip()
             if s.startswith("Query:"):
                 return _QUERY_LABEL.split(s[len("Query:"):], 1)[0].strip()
-        return ""
+        return None
     for line in text.splitlines():
         s = _LEADING_LABEL.sub("", line).strip()
         if s:

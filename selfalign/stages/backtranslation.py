@@ -1,8 +1,11 @@
-"""Instruction backtranslation (Humpback) stages: segment documents, iterated self-curation, seed mix."""
+"""Instruction backtranslation (Humpback): segment documents, iterated self-curation, seed mix."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
+import sys
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -10,7 +13,7 @@ import pandas as pd
 
 from selfalign import io
 from selfalign.config import doc
-from selfalign.errors import ConfigError, InputError, ParseError, StageError
+from selfalign.errors import InputError, ParseError, StageError
 from selfalign.llm.base import ChatRequest
 from selfalign.parsers import parse_score
 from selfalign.stages.base import ROW_ID, Stage, register_stage
@@ -86,9 +89,7 @@ class SegmentText(Stage):
         p: SegmentParams = self.params
         out: list[dict[str, Any]] = []
         for row in io.records(df):
-            text = str(row.pop(p.column) or "")
-            pieces = segment(text, p.max_tokens) if p.max_tokens else [text.strip()] * bool(
-                text.strip())
+            pieces = segment(str(row.pop(p.column) or ""), p.max_tokens or sys.maxsize)
             if not pieces:
                 self.ctx.stats.drop(self.name, f"empty:{p.column}")
             rid = str(row[ROW_ID])
@@ -98,6 +99,23 @@ class SegmentText(Stage):
                 out.append({**row, ROW_ID: new_id, "doc_id": rid, "segment": k, p.output: piece})
         cols = [c for c in df.columns if c != p.column] + ["doc_id", "segment", p.output]
         return pd.DataFrame.from_records(out, columns=list(dict.fromkeys(cols)))
+
+
+_WORD = re.compile(r"\w+")
+
+
+def copy_overlap(instruction: str, response: str, n: int = 2) -> float:
+    """Share of the instruction's word n-grams (lowercased) that also occur in the response:
+    near 1 when the "instruction" is the text copied back, which small models often do."""
+    def grams(text: str) -> list[tuple[str, ...]]:
+        words = _WORD.findall(text.lower())
+        return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+
+    ins = grams(instruction)
+    if not ins:
+        return 0.0
+    seen = set(grams(response))
+    return sum(g in seen for g in ins) / len(ins)
 
 
 @dataclass
@@ -115,6 +133,9 @@ class CurateParams(LLMParams):
                                "pair per value (ties: first)", "parent_id")
     retry_temperature: float | None = doc("temperature of retries after an unparsable score "
                                           "(null = same as the first try)", 0.7)
+    max_copy_overlap: float | None = doc("drop pairs (before judging) whose instruction shares "
+                                         "more of its word bigrams with the response than "
+                                         "this; null = off", 0.8)
     score_min: float = doc("lowest valid score", 1.0)
     score_max: float = doc("highest valid score", 5.0)
 
@@ -132,8 +153,9 @@ class CurateParams(LLMParams):
 
 @register_stage
 class CuratePairs(PromptStage):
-    """Score (instruction, response) pairs on a rubric for `iterations` rounds, each round with
-    its own model, and keep the pairs whose final score reaches the threshold."""
+    """Rubric-score instruction/response pairs for `iterations` rounds; keep score >= threshold.
+
+    Each round may use its own model (e.g. one fine-tuned on the previous round's data)."""
 
     kind = "curate_pairs"
     Params = CurateParams
@@ -146,7 +168,12 @@ class CuratePairs(PromptStage):
         for k in range(1, params.iterations):
             if self.round_models[k] == self.round_models[k - 1]:
                 ctx.console.log(f"[yellow]{self.where}: rounds {k} and {k + 1} use the same model "
-                                "and prompt, so round {k + 1} repeats round {k}'s scores.")
+                                f"and prompt, so round {k + 1} repeats round {k}'s scores.")
+
+    def reads(self) -> set[str]:
+        copy_check = {"instruction", "response"} if self.params.max_copy_overlap is not None \
+            else set()
+        return super().reads() | copy_check
 
     def writes(self) -> set[str]:
         per_round = {f"{c}_iter{k}" for k in range(1, self.params.iterations + 1)
@@ -159,7 +186,13 @@ class CuratePairs(PromptStage):
 
     def parse(self, text: str) -> dict[str, Any]:
         p: CurateParams = self.params
-        return parse_score(text, min=p.score_min, max=p.score_max)
+        out = parse_score(text, min=p.score_min, max=p.score_max)
+        head, _, rest = text.strip().partition("\n")
+        if not out["reasoning"] and rest.strip():
+            with contextlib.suppress(ParseError):  # small judges often explain after the score
+                parse_score(head, min=p.score_min, max=p.score_max)
+                out["reasoning"] = rest.strip()
+        return out
 
     async def _one(self, job: Job, ref: str | None, tries: list[dict[str, Any]]) -> Outcome:
         """Like llm_util.run_jobs, but a retry may sample hotter: a greedy judge that left out
@@ -181,8 +214,6 @@ class CuratePairs(PromptStage):
         return out
 
     async def _round(self, rows: list[dict[str, Any]], k: int) -> dict[int, Outcome]:
-        import asyncio
-
         p: CurateParams = self.params
         ref = self.round_models[k - 1]
         first = replace(p, model=ref).sampling(self.ctx.llm.model_config(ref).supports_json_schema)
@@ -206,13 +237,12 @@ class CuratePairs(PromptStage):
                                       iteration=k)
         return {o.job.tag: o for o in outcomes}
 
-    def _passes(self, score: float) -> bool:
-        return self.params.threshold is None or score >= self.params.threshold
-
     async def run(self, df: pd.DataFrame) -> pd.DataFrame:
         p: CurateParams = self.params
         rows = io.records(df)
-        active = list(range(len(rows)))
+        active = [i for i, r in enumerate(rows) if p.max_copy_overlap is None or copy_overlap(
+            str(r["instruction"]), str(r["response"])) <= p.max_copy_overlap]
+        self.ctx.stats.drop(self.name, "copied_response", len(rows) - len(active))
         for k in range(1, p.iterations + 1):
             tag = f"iter{k}:" if p.iterations > 1 else ""
             got = await self._round([rows[i] for i in active], k)
@@ -229,7 +259,8 @@ class CuratePairs(PromptStage):
                 elif k == p.iterations or p.rescore == "kept":
                     self.ctx.stats.drop(self.name, tag + drop_reason(o.error))
             if k == p.iterations or p.rescore == "kept":
-                active = [i for i in scored if self._passes(rows[i]["score"])]
+                active = [i for i in scored
+                          if p.threshold is None or rows[i]["score"] >= p.threshold]
                 below = len(scored) - len(active)
                 self.ctx.stats.drop(self.name, f"{tag}below_threshold", below)
         kept = self._best_per_group(pd.DataFrame.from_records([rows[i] for i in active],
@@ -319,7 +350,5 @@ class MixSeedPairs(Stage):
         seed = self._seed()
         seed = seed.assign(source="seed", system=p.seed_tag if tag else "")
         seed.insert(0, ROW_ID, [f"seed.{i}" for i in range(len(seed))])
+        seed = seed.reindex(columns=list(dict.fromkeys([*out.columns, *seed.columns])))
         return pd.concat([out, seed], ignore_index=True) if len(out) else seed
-
-
-__all__ = ["ConfigError", "CuratePairs", "MixSeedPairs", "SegmentText", "segment"]

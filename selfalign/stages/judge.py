@@ -55,7 +55,9 @@ class JudgeParams(LLMParams):
                                        "(built-ins have one)", factory=dict)
     missing_policy: Policy = doc("a dimension still missing after the retries: worst | mean | "
                                  "neutral (50) | raw_zero (the original: 0) | drop | fail", "worst")
-    missing_retries: int = doc("new judge calls for a reply that lacks dimensions", 2)
+    retries: int = doc("new judge calls (at retry_temperature) for a reply lacking dimensions", 2)
+    json_schema: dict[str, Any] | None = doc("leave null: built from `weights` "
+                                             "(see use_json_schema)", None)
     retry_temperature: float = doc("temperature of those retries (greedy would repeat itself)",
                                    0.7)
     use_json_schema: bool = doc("ask for a JSON-schema reply where the model supports it", True)
@@ -76,8 +78,11 @@ class JudgeParams(LLMParams):
         for d in self.weights:
             if d not in self.descriptions and d not in DEFAULT_DESCRIPTIONS:
                 raise ValueError(f"dimension '{d}' has no rubric: add descriptions.{d}: '...'")
-        if self.missing_retries < 0:
-            raise ValueError("`missing_retries` must be >= 0")
+        if self.retries < 0:
+            raise ValueError("`retries` must be >= 0")
+        if self.json_schema is not None:
+            raise ValueError("`json_schema` is built from `weights`; remove it (turn the "
+                             "schema off with use_json_schema: false)")
 
 
 def composite(scores: Mapping[str, float], weights: Mapping[str, float],
@@ -170,8 +175,11 @@ class Scorer:
         schema = {"type": "object", "required": self.dims, "additionalProperties": False,
                   "properties": {d: {"type": "integer", "minimum": 0, "maximum": 100}
                                  for d in self.dims}}
-        self.params = dataclasses.replace(params, json_schema=schema if params.use_json_schema
-                                          else None, retries=0)
+        # run_jobs retries only unparsable replies; ours parse always, and `score` re-asks for
+        # missing dimensions itself, so the call params carry retries=0 and the schema.
+        shared = {f.name: getattr(params, f.name) for f in dataclasses.fields(LLMParams)}
+        self.params = LLMParams(**{**shared, "retries": 0, "json_schema": schema
+                                   if params.use_json_schema else None})
 
     def template_vars(self) -> set[str]:
         names = set(self.prompt.variables) | (self.system.variables if self.system else set())
@@ -203,7 +211,7 @@ class Scorer:
         """Judge (row_id, row, text) items at once; re-ask for missing dimensions, then impute."""
         found: list[dict[str, float | None]] = [dict.fromkeys(self.dims) for _ in items]
         todo = [i for i, (_, _, text) in enumerate(items) if isinstance(text, str) and text.strip()]
-        for attempt in range(self.p.missing_retries + 1):
+        for attempt in range(self.p.retries + 1):
             params = self.params if attempt == 0 else dataclasses.replace(
                 self.params, temperature=self.p.retry_temperature)
             jobs = [Job(items[i][0], self.render(items[i][1], items[i][2]),
@@ -221,7 +229,7 @@ class Scorer:
         scores, missing = impute(found, self.dims, self.p.inverted, self.p.missing_policy)
         if missing and self.p.missing_policy == "fail":
             raise StageError(f"{self.where}: the judge gave no {', '.join(missing)} score for "
-                             f"row {row_id} after {self.p.missing_retries} retries. Set "
+                             f"row {row_id} after {self.p.retries} retries. Set "
                              f"{self.where}.missing_policy to worst | mean | neutral | drop.")
         return Verdict(scores, composite(scores, self.p.weights, self.p.inverted), missing,
                        drop=bool(missing) and self.p.missing_policy == "drop")
@@ -229,8 +237,10 @@ class Scorer:
 
 @register_stage
 class JudgePointwise(Stage):
-    """Scores `column` on each weighted dimension (0–100), JSON-schema output where supported
-    with a text fallback; missing dimensions are retried, then imputed by `missing_policy`."""
+    """Scores a text on weighted 0–100 dimensions and combines them into one composite.
+
+    JSON-schema output where supported, with a text fallback; dimensions missing from a reply are
+    asked again, then imputed by `missing_policy` and recorded in <output>_imputed."""
 
     kind = "judge_pointwise"
     Params = JudgeParams
@@ -260,7 +270,7 @@ class JudgePointwise(Stage):
         with self.ctx.progress(self.name, 0) as prog:
             verdicts = await self.scorer.score(self.name, items, prog)
         cols = pd.DataFrame([self.scorer.as_columns(v, self.prefix) for v in verdicts],
-                            index=df.index)
+                            index=df.index, columns=self.scorer.columns(self.prefix))
         out = df.drop(columns=[c for c in cols.columns if c in df.columns]).join(cols)
         imputed = [v for v in verdicts if v.imputed]
         if imputed:
@@ -270,4 +280,4 @@ class JudgePointwise(Stage):
                                  f"{self.params.missing_policy} (see {self.prefix}_imputed)")
         keep = [not v.drop for v in verdicts]
         self.ctx.stats.drop(self.name, "judge_missing_dimension", keep.count(False))
-        return out[keep].reset_index(drop=True)
+        return out[pd.Series(keep, index=out.index, dtype=bool)].reset_index(drop=True)

@@ -53,7 +53,9 @@ def parse_label(text: str, labels: list[str] = (), fallback: str = "default",  #
     line = next((ln for ln in text.splitlines() if ln.strip()), "")
     if line.strip() in names:
         return {"value": line.strip(), "match": "exact"}
-    hit = by_norm.get(normalize_label(_PREFIX.sub("", line.strip().strip("*`"))))
+    key = normalize_label(_PREFIX.sub("", line.strip().strip("*`")))
+    # a plural slip ('recommendation' for recommendations) is the same label
+    hit = by_norm.get(key) or by_norm.get(key + "s") or by_norm.get(key.removesuffix("s"))
     if hit:
         return {"value": hit, "match": "normalized"}
     found = _search(text, names) if search else None
@@ -81,7 +83,8 @@ class ClassifyParams(GenerateParams):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.n != 1 or self.explode_list:
-            raise ValueError("classify_text takes one answer per row: set n: 1, explode_list: false")
+            raise ValueError("classify_text takes one answer per row: set n: 1 and "
+                             "explode_list: false")
 
 
 @register_stage
@@ -109,6 +112,7 @@ class ClassifyText(GenerateText):
         given = [p.skip_labelled and r.get(out) in self.label_set.names for r in rows]
         labels = [r.get(out) if g else None for r, g in zip(rows, given, strict=True)]
         how = ["given" if g else None for g in given]
+        raws: list[str | None] = [None] * len(rows)
         jobs = [Job(str(r[ROW_ID]), self.render(r), 0, i)
                 for i, r in enumerate(rows) if not given[i]]
         if jobs:
@@ -118,8 +122,11 @@ class ClassifyText(GenerateText):
                 # a failed call still yields a row: the fallback label, marked 'error'
                 labels[o.job.tag] = o.fields["value"] if o.ok else self.label_set.fallback
                 how[o.job.tag] = o.fields.get("match", "exact") if o.ok else "error"
+                raws[o.job.tag] = o.raw
         result = df.copy()
         result[out], result[match] = labels, how
+        if p.keep_raw:
+            result[f"{out}_raw"] = raws
         self._report(Counter(how))
         return result
 

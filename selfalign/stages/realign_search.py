@@ -15,9 +15,9 @@ from selfalign.errors import ConfigError, InputError
 NO_RESULT = "No good Google Search Result was found"  # the original's placeholder snippet
 _WORD = re.compile(r"[a-z0-9]+")
 # Very common words carry no signal for BM25 on a small corpus; our own short list.
-_STOP = frozenset(
-    "a an and are as at be by can do does for from how i in is it its me my of on or should "
-    "that the this to was what when where which who why will with you your".split())
+_STOP_WORDS = ("a an and are as at be by can do does for from how i in is it its me my of on or "
+               "should that the this to was what when where which who why will with you your")
+_STOP = frozenset(_STOP_WORDS.split())
 
 
 def tokenize(text: str) -> list[str]:

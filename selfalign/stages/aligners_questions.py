@@ -1,0 +1,204 @@
+"""Aligners questions: `generate_questions` asks for one question per topic, several per prompt."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from selfalign import io
+from selfalign.config import doc
+from selfalign.errors import ConfigError, ParseError
+from selfalign.stages.base import register_stage
+from selfalign.stages.generate import PromptStage
+from selfalign.stages.llm_util import Job, LLMParams, Outcome, drop_reason, messages, run_jobs
+
+QUESTION_VARS = {"hints", "examples", "first", "last"}
+# "6. type: T, topic: P, question: Q" — numbering may use ")" and markdown bold may wrap parts
+_LINE = re.compile(r"^\s*[*_]*\s*(\d+)\s*[.):]\s*[*_]*\s*type\s*:(?P<rest>.*)$", re.I)
+_TOPIC = re.compile(r",?\s*topic\s*:", re.I)
+_QUESTION = re.compile(r",?\s*question\s*:", re.I)
+_END = re.compile(r"[.?!\"')\]]\s*$")
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.replace("*", "").lower().split()).strip(" .,;:'\"")
+
+
+def split_question_line(line: str) -> tuple[int, str, str, str] | None:
+    """(number, type, topic, question) of a formatted line, else None. The question is all the
+    text after the first "question:" that follows "topic:" (the original took the text after
+    the LAST "question:", which cut questions that themselves contain the word)."""
+    m = _LINE.match(line)
+    if not m:
+        return None
+    rest = m.group("rest")
+    t_hit = _TOPIC.search(rest)
+    q_hit = _QUESTION.search(rest, t_hit.end()) if t_hit else None
+    if not t_hit or not q_hit:
+        return None
+    qtype, topic = rest[: t_hit.start()].strip(), rest[t_hit.end(): q_hit.start()].strip()
+    return int(m.group(1)), qtype, topic, rest[q_hit.end():].replace("**", "").strip()
+
+
+def parse_questions(text: str, hints: list[dict[str, Any]]) -> dict[str, Any]:
+    """Questions for the given hints ({number, type, topic}) → {"value": {number: question},
+    "dropped": Counter}. A line is matched to a hint by topic (and type, when several hints
+    share the topic), preferring the hint with the same number; lines for unknown hints
+    (e.g. echoed demonstrations), repeats, empty questions and an unfinished last line are
+    dropped with a reason. Zero questions is a parse failure (the prompt is retried)."""
+    parsed, dropped = [], Counter[str]()
+    for line in (ln for ln in text.splitlines() if ln.strip()):
+        fields = split_question_line(line)
+        if fields is None:
+            dropped["unformatted_line"] += 1
+        else:
+            parsed.append(fields)
+    if parsed and not _END.search(parsed[-1][3]):
+        dropped["truncated_last_line"] += 1  # cut off by max_tokens mid-sentence
+        parsed.pop()
+    answers: dict[int, str] = {}
+    for number, qtype, topic, question in parsed:
+        hint = _match_hint(hints, number, qtype, topic)
+        if hint is None:
+            dropped["unknown_hint"] += 1
+        elif hint["number"] in answers:
+            dropped["repeated_hint"] += 1
+        elif not question:
+            dropped["empty_question"] += 1
+        else:
+            answers[hint["number"]] = question
+    if not answers:
+        raise ParseError("no_valid_question", f"no usable line among {len(parsed)} formatted")
+    return {"value": answers, "dropped": dropped}
+
+
+def _match_hint(hints: list[dict[str, Any]], number: int, qtype: str,
+                topic: str) -> dict[str, Any] | None:
+    same_topic = [h for h in hints if _norm(h["topic"]) == _norm(topic)]
+    for h in same_topic:
+        if h["number"] == number:
+            return h
+    exact = [h for h in same_topic if _norm(h["type"]) == _norm(qtype)]
+    return (exact or same_topic or [None])[0]
+
+
+def read_seed_examples(path: str, where: str) -> list[dict[str, str]]:
+    """Seed rows {question_type, topic, question}, shown as question-writing examples."""
+    df = io.read_table(path)
+    missing = {"question_type", "topic", "question"} - set(df.columns)
+    if missing:
+        raise ConfigError(f"{where}: {path} lacks column(s) {sorted(missing)}; every seed row "
+                          "needs question_type, topic and question.")
+    return [{k: str(r[k]) for k in ("question_type", "topic", "question")}
+            for r in io.records(df)]
+
+
+@dataclass
+class QuestionsParams(LLMParams):
+    prompt: str = doc("template; gets hints, examples, first, last (+ vars)", "aligners/questions")
+    system_prompt: str | None = doc("system prompt template name", None)
+    vars: dict[str, Any] = doc("constants visible to the templates (e.g. focus)", factory=dict)
+    seeds: str = doc("file of {question_type, topic, question} example rows", "")
+    examples: int = doc("example questions shown per prompt (drawn from `seeds`)", 5)
+    topics_per_prompt: int = doc("topic hints each prompt asks questions for", 5)
+    type_column: str = doc("column holding the question type", "question_type")
+    topic_column: str = doc("column holding the topic", "topic")
+    output: str = doc("column for the question", "question")
+
+    def __post_init__(self) -> None:
+        if not self.seeds:
+            raise ValueError("`seeds` is required (a file of example questions)")
+        if self.examples < 0 or self.topics_per_prompt < 1:
+            raise ValueError("examples must be >= 0 and topics_per_prompt >= 1")
+
+
+@register_stage
+class GenerateQuestions(PromptStage):
+    """Per batch of topic rows: a prompt with numbered type/topic hints and example questions;
+    the reply's numbered "type: T, topic: P, question: Q" lines give one question per topic."""
+
+    kind = "generate_questions"
+    Params = QuestionsParams
+
+    def __init__(self, name: str, params: QuestionsParams, ctx: Any) -> None:
+        super().__init__(name, params, ctx)
+        unknown = self.template_vars() - QUESTION_VARS
+        if unknown:
+            raise ConfigError(
+                f"{self.where}.prompt: template '{params.prompt}' uses {sorted(unknown)}, but this "
+                f"stage provides only {sorted(QUESTION_VARS)} (+ `vars`). Add them to `vars`.")
+        self.seeds = read_seed_examples(params.seeds, f"{self.where}.seeds")
+
+    def reads(self) -> set[str]:
+        return {self.params.type_column, self.params.topic_column}
+
+    def writes(self) -> set[str]:
+        return {self.params.output}
+
+    def _batches(self, df: pd.DataFrame) -> list[tuple[list[dict[str, Any]], dict[str, Any]]]:
+        """(topic rows, template values) per prompt; examples are a seeded draw from seeds."""
+        p: QuestionsParams = self.params
+        rows, rng = io.records(df), self.ctx.rng(self.name)
+        out = []
+        for start in range(0, len(rows), p.topics_per_prompt):
+            batch = rows[start: start + p.topics_per_prompt]
+            demos = rng.sample(self.seeds, min(p.examples, len(self.seeds)))
+            examples = [{"number": i + 1, "type": d["question_type"], "topic": d["topic"],
+                         "question": d["question"]} for i, d in enumerate(demos)]
+            new = [{"number": len(examples) + i + 1, "type": str(r[p.type_column]),
+                    "topic": str(r[p.topic_column])} for i, r in enumerate(batch)]
+            values = {**p.vars, "examples": examples, "first": new[0]["number"],
+                      "last": new[-1]["number"],
+                      "hints": [{k: e[k] for k in ("number", "type", "topic")} for e in examples]
+                      + new}
+            out.append((batch, values))
+        return out
+
+    def _messages(self, values: dict[str, Any]) -> list[dict[str, str]]:
+        system = self.system.render(**values) if self.system else None
+        return messages(self.prompt.render(**values), system)
+
+    def preview(self, df: pd.DataFrame, k: int) -> list[list[dict[str, str]]]:
+        return [self._messages(v) for _, v in self._batches(df)[:k]]
+
+    async def run(self, df: pd.DataFrame) -> pd.DataFrame:
+        p: QuestionsParams = self.params
+        batches = self._batches(df)
+
+        def parse_for(values: dict[str, Any]) -> Any:
+            new = [h for h in values["hints"] if h["number"] >= values["first"]]
+            return lambda text: parse_questions(text, new)
+
+        with self.ctx.progress(self.name, 0) as prog:
+            # one run_jobs per prompt (all still in flight at once): each reply is parsed
+            # against its own prompt's hints, with the usual retry-on-parse-failure policy
+            results = await asyncio.gather(*(
+                run_jobs(self.ctx, self.name, p, [Job(f"q{i}", self._messages(v), 0, i)],
+                         parse_for(v), prog)
+                for i, (_, v) in enumerate(batches)))
+        out_rows: list[dict[str, Any]] = []
+        for (batch, values), (o,) in zip(batches, results, strict=True):
+            out_rows.extend(self._collect(o, batch, values["first"]))
+        cols = list(df.columns) + ([p.output] if p.output not in df.columns else [])
+        return pd.DataFrame.from_records(out_rows, columns=cols)
+
+    def _collect(self, o: Outcome, batch: list[dict[str, Any]],
+                 first: int) -> list[dict[str, Any]]:
+        if not o.ok:
+            self.ctx.stats.drop(self.name, drop_reason(o.error), len(batch))
+            return []
+        for reason, n in o.fields["dropped"].items():
+            self.ctx.stats.drop(self.name, f"line:{reason}", n)
+        rows = []
+        for i, row in enumerate(batch):
+            question = o.fields["value"].get(first + i)
+            if question is None:
+                self.ctx.stats.drop(self.name, "no_question")
+                continue
+            rows.append({**row, self.params.output: question})  # keeps the topic's row_id
+        return rows

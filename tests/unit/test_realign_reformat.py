@@ -1,0 +1,133 @@
+"""ReAlign reformatting: recipes, the rewrite parser, pass-through, longest-of-n, retry bound."""
+
+import json
+
+import pandas as pd
+import pytest
+from conftest import make_stage, run_stage
+
+from selfalign.errors import ParseError
+from selfalign.llm.cache import ResponseCache
+from selfalign.llm.config import ModelConfig
+from selfalign.llm.session import LLMSession
+from selfalign.paths import resource_dir
+from selfalign.stages.realign_reformat import parse_revised
+
+FORMATS = resource_dir("prompts") / "realign" / "formats"
+# METHODS §5.2: the ten tasks the original has no format for
+NO_FORMAT = {"story_generation", "poem_generation", "advice_giving", "paraphrasing",
+             "code_simplification", "table_extraction", "title_generation", "text_summarization",
+             "note_summarization", "roleplay"}
+
+
+def requests(ctx, stage: str) -> int:
+    return sum(c["requests"] for c in ctx.llm.accounting.for_stage(stage).values())
+
+
+def test_36_recipes_exactly_for_the_tasks_that_have_one():
+    from test_realign_classify import EXPECTED
+
+    have = {p.stem for p in FORMATS.glob("*.j2")}
+    assert len(have) == 36 and have == set(EXPECTED) - NO_FORMAT
+    assert all(p.read_text().strip() for p in FORMATS.glob("*.j2"))
+
+
+@pytest.mark.parametrize("text, value, reasoning", [
+    ("Reasoning: fits.\nRevised response: New text.", "New text.", "fits."),
+    ("**Reasoning:** fits\n\n**Revised response:**\nLine 1\nLine 2", "Line 1\nLine 2", "fits"),
+    ("reasoning: ok\nrevised response: x", "x", "ok"),
+    ("Revised response: only this", "only this", ""),
+    ("Reasoning: a\nRevised response: b\nRevised response: c", "b\nRevised response: c", "a"),
+    ("Reasoning: r\nRevised response: body\n[End of response]", "body", "r"),
+])
+def test_parse_revised(text, value, reasoning):
+    assert parse_revised(text) == {"value": value, "reasoning": reasoning}
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("Reasoning: I would keep it.", "no_revised_response"),
+    ("Reasoning: r\nRevised response:   \n", "empty_revised_response"),
+    ("", "no_revised_response"),
+])
+def test_parse_revised_failures(text, reason):
+    with pytest.raises(ParseError) as info:
+        parse_revised(text)
+    assert info.value.reason == reason
+
+
+def rows(*items):
+    return pd.DataFrame([{"row_id": str(i), **r} for i, r in enumerate(items)])
+
+
+def test_passthrough_rows_do_not_call_the_model(ctx):
+    stage = make_stage("reformat_response", ctx, "rf")
+    df = rows({"instruction": "Any advice?", "response": "Rest.", "category": "advice_giving"},
+              {"instruction": "Hm", "response": "Yes.", "category": "default"},
+              {"instruction": "Hm", "response": "Yes.", "category": None},
+              {"instruction": "Hm", "response": " ", "category": "open_qa"})
+    out = run_stage(stage, df)
+    assert list(out.rewrite_status) == ["no_format", "skipped_category", "no_format",
+                                        "empty_response"]
+    assert out.rewrite.isna().all() and requests(ctx, "rf") == 0
+    assert list(out.response) == list(df.response)
+
+
+def test_longest_of_n_and_samples_kept(ctx):
+    stage = make_stage("reformat_response", ctx, "rf", n=3)
+    df = rows({"instruction": "What causes tides?", "response": "The Moon's gravity.",
+               "category": "open_qa"})
+    out = run_stage(stage, df)
+    # conf/test_model/realign.yaml: odd samples append a closing line, so sample 1 is longest
+    assert out.rewrite_status[0] == "rewritten"
+    assert out.rewrite[0].startswith("The Moon's gravity.") and "To sum up" in out.rewrite[0]
+    assert [s["sample"] for s in out.rewrite_samples[0]] == [0, 1, 2]
+    assert out.rewrite_reasoning[0].startswith("The recipe suits")
+    assert requests(ctx, "rf") == 3
+
+
+def test_pick_first(ctx):
+    stage = make_stage("reformat_response", ctx, "rf", n=2, pick="first")
+    out = run_stage(stage, rows({"instruction": "Q?", "response": "A.", "category": "open_qa"}))
+    assert out.rewrite[0] == "A."
+
+
+def test_prompt_has_recipe_evidence_and_adaptive_rule(ctx):
+    stage = make_stage("reformat_response", ctx, "rf")
+    row = {"row_id": "0", "instruction": "Q?", "response": "A.", "category": "open_qa",
+           "evidence": ["fact one", "fact two"]}
+    system, user = (m["content"] for m in stage.render(row))
+    recipe = (FORMATS / "open_qa.j2").read_text().strip()
+    assert recipe in user and "[Question]\nQ?" in user and "[Response]\nA." in user
+    assert "1. fact one" in user and "2. fact two" in user and "evidence" in system
+    assert "Judge first whether the recipe" in system
+    assert "Reasoning:" in system and "Revised response:" in system
+    plain = make_stage("reformat_response", ctx, "rf2", adaptive=False)
+    system2, user2 = (m["content"] for m in plain.render({**row, "evidence": []}))
+    assert "Judge first" not in system2 and "[Evidence]" not in user2
+    assert "evidence" not in system2.lower()
+
+
+def test_parse_failures_are_retried_a_bounded_number_of_times(tmp_path):
+    from selfalign.context import Rejected, RunContext
+    from selfalign.prompts import PromptLibrary
+
+    cfg = ModelConfig(provider="test", name="junk", rules=[{"match": r"\[Format recipe\]",
+                                                            "reply": "I like it as it is."}])
+    session = LLMSession({"default": cfg}, tmp_path, ResponseCache(tmp_path / "c.sqlite"))
+    ctx = RunContext(cfg=None, run_dir=tmp_path, prompts=PromptLibrary([resource_dir("prompts")]),
+                     llm=session, show_progress=False)
+    ctx.rejected = Rejected(tmp_path / "rejected.jsonl")
+    stage = make_stage("reformat_response", ctx, "rf", n=2, retries=2)
+    out = run_stage(stage, rows({"instruction": "Q?", "response": "A.", "category": "open_qa"}))
+    assert out.rewrite_status[0] == "failed" and out.rewrite[0] is None and len(out) == 1
+    assert requests(ctx, "rf") == 6  # 2 samples × (1 + 2 retries), then it stops
+    rejected = [json.loads(x) for x in (tmp_path / "rejected.jsonl").read_text().splitlines()]
+    assert [r["attempts"] for r in rejected] == [3, 3]
+    assert {r["reason"] for r in rejected} == {"parse: no_revised_response"}
+
+
+def test_reads_and_writes(ctx):
+    stage = make_stage("reformat_response", ctx, "rf", keep_samples=False, output="rw")
+    assert stage.reads() == {"instruction", "response", "category"}  # evidence is optional
+    assert stage.writes() == {"rw", "rw_reasoning", "rw_status"}
+    assert len(stage.prompt_hashes()) == 2 + 36

@@ -1,0 +1,166 @@
+"""refine_aaa: co-teaching chain, suggestions, self-teaching, the guard, keep-if-improved."""
+
+import json
+
+import pandas as pd
+import pytest
+from conftest import make_stage, run_stage
+from test_wizardlm_judge import make_ctx
+
+from selfalign.errors import ConfigError, ParseError
+from selfalign.stages.judge import DEFAULT_WEIGHTS, Scorer
+from selfalign.stages.refine import parse_labelled_text
+
+DIMS = list(DEFAULT_WEIGHTS)
+VARS = {"fields": {"context": ["context"], "instruction": None, "response": None},
+        "use_examples": True, "format_prompt": "A question."}
+
+
+def judge_reply(good: int, bad: int) -> str:
+    return json.dumps({d: bad if d in ("toxicity", "bias") else good for d in DIMS})
+
+
+# The pre-AAA text carries a word that decides what the (fake) self-teacher writes:
+# UP → a text the judge scores 90, DOWN → one it scores 10, SAME → one it scores 50 like the
+# pre-AAA text, LEAK → an instruction that grew a "Response:" section.
+RULES = [
+    {"match": r"to grade:\n[^\n]*BETTER", "reply": judge_reply(90, 10)},
+    {"match": r"to grade:\n[^\n]*WORSE", "reply": judge_reply(10, 90)},
+    {"match": "Grade the ", "reply": judge_reply(50, 50)},
+    {"match": r"to improve:\n([^\n]*)", "reply": "Improved instruction: {{ m.group(1) }} (co)"},
+    {"match": r"Write the final version.*First draft:\n[^\n]*UP",
+     "reply": "**Final instruction:** A BETTER question about ice?"},
+    {"match": r"Write the final version.*First draft:\n[^\n]*DOWN",
+     "reply": "A WORSE question about ice?"},
+    {"match": r"Write the final version.*First draft:\n[^\n]*SAME",
+     "reply": "An equally good question about ice?"},
+    {"match": r"Write the final version.*First draft:\n[^\n]*LEAK",
+     "reply": "Why does ice float?\nResponse: Because it is less dense."},
+]
+JUDGE = {"prompt": "wizardlm_aaa/judge", "vars": VARS, "column": "instruction",
+         "text_kind": "instruction"}
+TEACHERS = [{"temperature": 0.3, "label": "cool"}, {"temperature": 1.0, "label": "warm"}]
+
+
+def refine(ctx, **kw):
+    params = {"column": "instruction", "text_kind": "instruction", "vars": VARS,
+              "system_prompt": "wizardlm_aaa/system_writer", "co_teach_models": TEACHERS,
+              "revert_if_contains": ["Response:"], "judge": JUDGE, **kw}
+    return make_stage("refine_aaa", ctx, "aaa", **params)
+
+
+def frame(*texts: str) -> pd.DataFrame:
+    df = pd.DataFrame({"row_id": [str(i) for i in range(len(texts))],
+                       "context": ["Ice floats because it is less dense than water."] * len(texts),
+                       "instruction": list(texts), "instruction_score": 50.0,
+                       "instruction_score_imputed": ""})
+    for d in DIMS:
+        df[f"instruction_score_{d}"] = 50.0
+    return df
+
+
+def requests(ctx, stage: str) -> int:
+    return sum(c["requests"] for c in ctx.llm.accounting.for_stage(stage).values())
+
+
+def by_text(out: pd.DataFrame) -> dict[str, dict]:
+    return {r["instruction_pre_aaa"].split()[0]: r for r in out.to_dict(orient="records")}
+
+
+def test_labelled_text_parser():
+    assert parse_labelled_text("**Improved Instruction:** How?")["value"] == "How?"
+    assert parse_labelled_text('Final response (revised): "It floats."')["value"] == "It floats."
+    assert parse_labelled_text("Instruction: Why?\n\nNote: x", cut_at=["\n\n"])["value"] == "Why?"
+    assert parse_labelled_text("Answer the question.")["value"] == "Answer the question."
+    with pytest.raises(ParseError, match="empty"):
+        parse_labelled_text("Instruction:  ")
+    with pytest.raises(ParseError, match="too_long"):
+        parse_labelled_text("x" * 50, max_chars=10)
+    # only the given labels are stripped: an instruction that starts with an answer keeps it
+    kept = parse_labelled_text("Response: It floats.", labels=["instruction"])["value"]
+    assert kept == "Response: It floats."
+
+
+def test_keep_if_improved_keeps_only_a_better_text(tmp_path):
+    ctx = make_ctx(tmp_path, RULES)
+    stage = refine(ctx)
+    assert isinstance(stage.scorer, Scorer)  # the judge's own scoring code, not a copy
+    rows = by_text(run_stage(stage, frame("UP q", "DOWN q", "SAME q")))
+    up, down, same = rows["UP"], rows["DOWN"], rows["SAME"]
+    assert up["instruction"] == "A BETTER question about ice?"
+    assert up["instruction_aaa_applied"] and up["instruction_aaa_improved"]
+    assert up["instruction_score"] == pytest.approx(90.0)
+    assert up["instruction_pre_aaa_score"] == 50.0 and up["instruction_aaa_score"] == 90.0
+    assert up["instruction_written_by"] == "self_teach"
+    assert down["instruction"] == "DOWN q" and down["instruction_aaa"] == "A WORSE question about ice?"
+    assert not down["instruction_aaa_applied"] and down["instruction_aaa_improved"] is False
+    assert down["instruction_score"] == 50.0 and down["instruction_aaa_score"] == 10.0
+    assert down["instruction_written_by"] == "generate"
+    # not lower is kept, but it is not an improvement
+    assert same["instruction_aaa_applied"] and same["instruction_aaa_improved"] is False
+
+
+def test_keep_if_improved_false_always_replaces(tmp_path):
+    ctx = make_ctx(tmp_path, RULES)
+    rows = by_text(run_stage(refine(ctx, keep_if_improved=False), frame("UP q", "DOWN q")))
+    assert rows["DOWN"]["instruction"] == "A WORSE question about ice?"
+    assert rows["DOWN"]["instruction_aaa_applied"] and not rows["DOWN"]["instruction_aaa_improved"]
+    assert rows["DOWN"]["instruction_score"] == 10.0  # the score of the text written out
+    assert rows["UP"]["instruction_aaa_applied"]
+
+
+def test_guard_reverts_an_instruction_that_grew_a_response(tmp_path):
+    ctx = make_ctx(tmp_path, RULES)
+    row = run_stage(refine(ctx), frame("LEAK q")).iloc[0]
+    assert row.instruction == "LEAK q" and row.instruction_aaa_reverted
+    assert not row.instruction_aaa_applied and row.instruction_aaa_improved is None
+    assert "Response:" in row.instruction_aaa and row.instruction_aaa_score is None
+    # 2 co-teachers + suggestions + self-teach; no re-judge
+    assert requests(ctx, "aaa") == 4
+
+
+def test_co_teach_chain_in_order_and_capped(tmp_path):
+    ctx = make_ctx(tmp_path, RULES)
+    row = run_stage(refine(ctx), frame("UP q")).iloc[0]
+    assert row.instruction_co_taught == "UP q (co) (co)"  # the 2nd improves the 1st's output
+    assert row.instruction_co_teachers == "cool → warm"
+    assert "1." in row.instruction_suggestions
+    row = run_stage(refine(ctx, max_co_teach_llms=1), frame("UP q")).iloc[0]
+    assert row.instruction_co_taught == "UP q (co)" and row.instruction_co_teachers == "cool"
+    row = run_stage(refine(ctx, max_co_teach_llms=0), frame("UP q")).iloc[0]
+    assert row.instruction_co_taught == "UP q" and row.instruction_co_teachers == ""
+
+
+def test_failed_co_teacher_is_skipped(tmp_path):
+    rules = [{"match": r"to improve:\n[^\n]*\(co\)", "reply": ""}, *RULES]
+    ctx = make_ctx(tmp_path, rules)
+    row = run_stage(refine(ctx), frame("UP q")).iloc[0]
+    assert row.instruction_co_taught == "UP q (co)" and row.instruction_co_teachers == "cool"
+    assert row.instruction_aaa_applied  # the chain went on to self-teaching
+    assert ctx.rejected.count == 1
+
+
+def test_inactive_passes_through_with_the_same_columns(tmp_path):
+    ctx = make_ctx(tmp_path, RULES)
+    on, off = refine(ctx), refine(ctx, active=False)
+    out = run_stage(off, frame("UP q"))
+    assert requests(ctx, "aaa") == 0
+    row = out.iloc[0]
+    assert row.instruction == row.instruction_pre_aaa == "UP q" and not row.instruction_aaa_applied
+    assert row.instruction_pre_aaa_score == row.instruction_score == 50.0
+    assert set(out.columns) == set(frame("x").columns) | on.writes()
+
+
+def test_named_co_teacher_models_and_errors(tmp_path):
+    ctx = make_ctx(tmp_path, RULES)
+    with pytest.raises(ConfigError, match=r"co_teach_models\[1\]\.model: unknown model 'big'"):
+        refine(ctx, co_teach_models=[None, "big"])
+    with pytest.raises(ConfigError, match="exactly one of `judge_stage`"):
+        refine(ctx, judge=None)
+    with pytest.raises(ConfigError, match=r"parser: unknown option\(s\) cut"):
+        refine(ctx, parser={"cut": ["x"]})
+    with pytest.raises(ConfigError, match=r"co_teach_models\[0\]\.temprature: unknown key"):
+        refine(ctx, co_teach_models=[{"temprature": 0.3}])
+    stage = refine(ctx, co_teach_models=["default", {"model": None, "max_tokens": 7}])
+    assert [s.params.max_tokens for s in stage.chain] == [256, 7]
+    assert [s.label for s in stage.chain] == ["default", "default"]
