@@ -3,8 +3,7 @@
 import pytest
 
 from selfalign.errors import ParseError
-from selfalign.parsers import (parse_json, parse_list, parse_markers, parse_score, parse_text,
-                               parse_verdict)
+from selfalign.parsers import parse_json, parse_list, parse_markers, parse_score, parse_text, parse_verdict
 
 
 @pytest.mark.parametrize("text,value", [
