@@ -17,7 +17,7 @@ from selfalign.stages.base import register_stage
 from selfalign.stages.generate import PromptStage
 from selfalign.stages.llm_util import Job, LLMParams, Outcome, drop_reason, messages, run_jobs
 
-QUESTION_VARS = {"hints", "examples", "first", "last"}
+QUESTION_VARS = {"hints", "examples", "first", "last"}  # last: the last new number
 # "6. type: T, topic: P, question: Q" — numbering may use ")" and markdown bold may wrap parts
 _LINE = re.compile(r"^\s*[*_]*\s*(\d+)\s*[.):]\s*[*_]*\s*type\s*:(?P<rest>.*)$", re.I)
 _TOPIC = re.compile(r",?\s*topic\s*:", re.I)
@@ -42,7 +42,10 @@ def split_question_line(line: str) -> tuple[int, str, str, str] | None:
     if not t_hit or not q_hit:
         return None
     qtype, topic = rest[: t_hit.start()].strip(), rest[t_hit.end(): q_hit.start()].strip()
-    return int(m.group(1)), qtype, topic, rest[q_hit.end():].replace("**", "").strip()
+    question = rest[q_hit.end():].replace("**", "").strip()
+    if not question.strip(".… "):
+        question = ""  # the prompt's "..." placeholder left unfilled
+    return int(m.group(1)), qtype, topic, question
 
 
 def parse_questions(text: str, hints: list[dict[str, Any]]) -> dict[str, Any]:

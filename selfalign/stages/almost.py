@@ -163,18 +163,17 @@ class ExpandPool(Stage):
             return
         query = parse_query(outcome.raw or "", p.parse)
         if query is None:
-            reason: str | None = "no_query"
-        else:
-            reason = length_reject(query, p.min_chars, p.max_chars)
-        match = pool.similar(query) if query and reason is None else None
-        if match is not None:
-            reason = "too_similar"
-        if reason is None:
-            pool.add(query)  # type: ignore[arg-type]
-            accepted.append(query)  # type: ignore[arg-type]
-            return
+            return self._reject(outcome, "no_query", query)
+        if reason := length_reject(query, p.min_chars, p.max_chars):
+            return self._reject(outcome, reason, query)
+        if match := pool.similar(query):
+            return self._reject(outcome, "too_similar", query, similar_to=match.text,
+                                rouge_l=round(match.fmeasure, 4))
+        pool.add(query)
+        accepted.append(query)
+
+    def _reject(self, outcome: Outcome, reason: str, query: str | None, **extra: Any) -> None:
         self.ctx.stats.drop(self.name, reason)
-        extra = {"similar_to": match.text, "rouge_l": round(match.fmeasure, 4)} if match else {}
         self.ctx.rejected.add(self.name, outcome.job.row_id, reason, outcome.attempts,
                               outcome.raw, query=query, **extra)
 

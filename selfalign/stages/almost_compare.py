@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import statistics
+from collections import Counter
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
@@ -73,31 +74,34 @@ def rubric_ranks(rubric: list[Any]) -> dict[str, int]:
     return ranks
 
 
-def chain_pairs(responses: dict[str, str], ranks: dict[str, int],
-                length_filter: bool = True) -> tuple[list[tuple[str, str]], int]:
-    """(better, worse) config pairs for one prompt, and how many the length rule skipped.
+def chain_pairs(responses: dict[str, str], ranks: dict[str, int], length_filter: bool = True,
+                skip_identical: bool = True) -> tuple[list[tuple[str, str]], Counter[str]]:
+    """(better, worse) config pairs for one prompt, and the candidate pairs skipped, by rule.
 
     `responses` holds the good responses only. Walk all ranked pairs best-first; a config (and
     its tie group) is chosen at most once; ties are never paired; if the better response is
     shorter than the worse one it must still be long enough: len >= mean - std/2 (population
-    std over this prompt's good responses). About k-1 pairs for k configs.
+    std over this prompt's good responses). About k-1 pairs for k configs. With
+    `skip_identical`, two equal texts (after stripping) are not a pair: they teach nothing.
     """
     order = sorted(responses, key=lambda c: ranks[c])  # stable: rubric order within a tie
+    skipped: Counter[str] = Counter()
     if len(order) < 2:
-        return [], 0
+        return [], skipped
     lengths = {c: len(responses[c]) for c in order}
     floor = statistics.fmean(lengths.values()) - statistics.pstdev(lengths.values()) / 2
     pairs: list[tuple[str, str]] = []
     used_ranks: set[int] = set()
-    skipped = 0
     for better, worse in combinations(order, 2):
         if ranks[better] in used_ranks or ranks[better] == ranks[worse]:
             continue
         if length_filter and lengths[better] < lengths[worse] and lengths[better] < floor:
-            skipped += 1
-            continue
-        pairs.append((better, worse))
-        used_ranks.add(ranks[better])
+            skipped["length_rule"] += 1
+        elif skip_identical and responses[better].strip() == responses[worse].strip():
+            skipped["identical"] += 1
+        else:
+            pairs.append((better, worse))
+            used_ranks.add(ranks[better])
     return pairs, skipped
 
 
@@ -111,6 +115,7 @@ class BuildPreferencesParams:
                                  "rules here)", "bad")
     group_by: str = doc("rows of one prompt share this column", PARENT_ID)
     length_filter: bool = doc("the heuristic length filter (len >= mean - std/2)", True)
+    skip_identical: bool = doc("never pair two identical texts (the original did)", True)
     min_chars: int = doc("rules applied here (bad_column null): shortest good response", 50)
 
     def __post_init__(self) -> None:
@@ -177,8 +182,9 @@ class BuildPreferences(Stage):
         for gid, group in df.groupby(p.group_by, sort=False):
             good = self._good(io.records(group))
             pairs, skipped = chain_pairs({c: r[p.response] for c, r in good.items()},
-                                         self.ranks, p.length_filter)
-            self.ctx.stats.drop(self.name, "pair_skipped:length_rule", skipped)
+                                         self.ranks, p.length_filter, p.skip_identical)
+            for rule, n in skipped.items():
+                self.ctx.stats.drop(self.name, f"pair_skipped:{rule}", n)
             if len(good) < 2:
                 self.ctx.stats.drop(self.name, "prompt_fewer_than_2_good", len(good))
             base = {c: group.iloc[0][c] for c in cols}

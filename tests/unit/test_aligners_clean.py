@@ -91,3 +91,9 @@ def test_rule_10_removes_input_labels_then_strips():
                                      "aligned": "Be kind.Input:"}])
     out = run_stage(st["strip_input"], df)
     assert (out.misaligned[0], out.aligned[0]) == ("Go away.", "Be kind.")
+
+
+def test_cleaning_an_empty_frame_keeps_nothing_and_does_not_fail():
+    st, _ = stages()
+    out = run_stage(st["clean"], frame([]).iloc[0:0])
+    assert out.empty

@@ -69,6 +69,8 @@ def test_last_line_is_kept_when_it_is_complete_unlike_the_original():
 
 
 def test_empty_question_and_no_usable_line():
+    assert split_question_line("6. type: A, topic: B, question: ...")[3] == ""
+    assert split_question_line("6. type: A, topic: B, question: …")[3] == ""
     out = parse_questions("6. type: A, topic: Street murals, question: \n"
                           "7. type: B, topic: Silk Road, question: Why?", HINTS)
     assert out["value"] == {7: "Why?"}
@@ -94,7 +96,8 @@ def test_stage_writes_one_question_per_topic_and_keeps_row_ids(ctx):
     (counts,) = ctx.llm.accounting.for_stage("q").values()
     assert counts["requests"] == 3  # 5 topics, 2 per prompt
     drops = ctx.stats.stage("q").drops
-    assert drops["line:unknown_hint"] == 3 and drops["line:unformatted_line"] == 3
+    assert drops == {"line:unknown_hint": 3, "line:unformatted_line": 3,
+                     "line:empty_question": 3}
 
 
 def test_prompt_numbers_examples_then_hints(ctx):
@@ -102,10 +105,10 @@ def test_prompt_numbers_examples_then_hints(ctx):
                        topics_per_prompt=3, vars={"focus": "rudely"})
     (msgs,) = stage.preview(TOPICS.head(3), 5)
     text = msgs[-1]["content"]
-    assert "3. type: Questions about art, topic: Street murals" in text
-    assert "5. type: Questions about food, topic: Street food" in text
-    assert "Now write questions 3 to 5" in text and "answer badly: rudely" in text
-    assert len(re.findall(r"^\d+\. type: .*, question: ", text, re.M)) == 2  # the examples
+    assert "\n3. type: Questions about art, topic: Street murals, question: ...\n" in text
+    assert text.endswith("\n5. type: Questions about food, topic: Street food, question: ...")
+    assert "answer badly: rudely" in text
+    assert len(re.findall(r"^\d+\. type: .*, question: \w", text, re.M)) == 2  # the examples
 
 
 def test_seed_file_without_questions_is_a_config_error(ctx, tmp_path):

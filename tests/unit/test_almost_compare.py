@@ -91,7 +91,8 @@ RANKS = rubric_ranks(["A", "B", "C", "D"])
 
 
 def resp(**lengths):
-    return {c: "x" * n for c, n in lengths.items()}
+    """Texts of the given lengths, all different (so none is skipped as identical)."""
+    return {c: c.lower() * n for c, n in lengths.items()}
 
 
 def test_rubric_ranks_with_tie_groups():
@@ -101,8 +102,8 @@ def test_rubric_ranks_with_tie_groups():
 
 
 def test_chain_of_k_minus_1_pairs():
-    pairs, skipped = chain_pairs(resp(A=100, B=100, C=100, D=100), RANKS)
-    assert pairs == [("A", "B"), ("B", "C"), ("C", "D")] and skipped == 0
+    pairs, skipped = chain_pairs(resp(A=100, B=99, C=98, D=97), RANKS)
+    assert pairs == [("A", "B"), ("B", "C"), ("C", "D")] and not skipped
 
 
 def test_input_order_does_not_matter():
@@ -111,47 +112,56 @@ def test_input_order_does_not_matter():
 
 
 def test_equal_lengths_are_not_a_reason_to_skip():
-    lengths = dict(A=60, B=60)
-    assert chain_pairs(resp(**lengths), RANKS)[0] == [("A", "B")]
+    assert chain_pairs({"A": "a" * 60, "B": "b" * 60}, RANKS) == ([("A", "B")], {})
+
+
+def test_identical_texts_are_not_paired_unless_asked():
+    same = {"A": "The same answer.", "B": " The same answer. ", "C": "Another one."}
+    pairs, skipped = chain_pairs(same, RANKS)
+    assert pairs == [("A", "C"), ("B", "C")] and skipped == {"identical": 1}
+    assert chain_pairs(same, RANKS, skip_identical=False)[0] == [("A", "B"), ("B", "C")]
 
 
 def test_shorter_better_response_skipped_unless_long_enough():
     # lengths 10, 100, 100: mean 70, pstdev 42.4 → floor 48.8. A (10) is shorter than B and
     # below the floor: A-vs-B and A-vs-C are skipped; B pairs with C.
-    pairs, skipped = chain_pairs(resp(A=10, B=100, C=100), RANKS)
-    assert pairs == [("B", "C")] and skipped == 2
+    pairs, skipped = chain_pairs({"A": "a" * 10, "B": "b" * 100, "C": "c" * 100}, RANKS)
+    assert pairs == [("B", "C")] and skipped == {"length_rule": 2}
 
 
 def test_shorter_better_response_kept_when_above_mean_minus_half_std():
     # lengths 20, 100, 110: mean 76.7, pstdev 40.3 → floor 56.5. B (100) is shorter than C (110)
     # but above the floor, so B-vs-C is kept; A (20) is below it and shorter than both.
-    assert chain_pairs(resp(A=20, B=100, C=110), RANKS) == ([("B", "C")], 2)
+    assert chain_pairs(resp(A=20, B=100, C=110), RANKS) == ([("B", "C")], {"length_rule": 2})
     # lengths 100, 100, 110: floor 101.0, so B (100) < C (110) is skipped
-    assert chain_pairs(resp(A=100, B=100, C=110), RANKS) == ([("A", "B")], 1)
+    assert chain_pairs({"A": "a" * 100, "B": "b" * 100, "C": "c" * 110}, RANKS) == (
+        [("A", "B")], {"length_rule": 1})
 
 
 def test_better_config_pairs_with_the_next_passing_worse_one():
     # floor 47.2: A (40) is shorter than B and below it, but longer than C: A-vs-C.
     pairs, skipped = chain_pairs(resp(A=40, B=400, C=35, D=30), RANKS)
-    assert pairs == [("A", "C"), ("B", "C"), ("C", "D")] and skipped == 1
+    assert pairs == [("A", "C"), ("B", "C"), ("C", "D")] and skipped == {"length_rule": 1}
 
 
 def test_length_filter_off():
-    pairs, skipped = chain_pairs(resp(A=10, B=100, C=100), RANKS, length_filter=False)
-    assert pairs == [("A", "B"), ("B", "C")] and skipped == 0
+    texts = {"A": "a" * 10, "B": "b" * 100, "C": "c" * 100}
+    pairs, skipped = chain_pairs(texts, RANKS, length_filter=False)
+    assert pairs == [("A", "B"), ("B", "C")] and not skipped
 
 
 def test_ties_are_never_paired_and_a_tie_group_is_chosen_once():
     ranks = rubric_ranks(["A", ["B", "C"], "D"])
-    pairs, _ = chain_pairs(resp(A=100, B=100, C=100, D=100), ranks)
+    texts = {c: c * 100 for c in "ABCD"}
+    pairs, _ = chain_pairs(texts, ranks)
     assert pairs == [("A", "B"), ("B", "D")]          # C shares B's rank, which is used
-    pairs, _ = chain_pairs(resp(B=100, C=100), ranks)
+    pairs, _ = chain_pairs({"B": "b" * 100, "C": "c" * 100}, ranks)
     assert pairs == []                                 # only a tie: nothing to compare
 
 
 def test_fewer_than_two_good_responses_give_no_pairs():
-    assert chain_pairs({}, RANKS) == ([], 0)
-    assert chain_pairs(resp(C=100), RANKS) == ([], 0)
+    assert chain_pairs({}, RANKS) == ([], {})
+    assert chain_pairs(resp(C=100), RANKS) == ([], {})
 
 
 # --- the build_preferences stage ---------------------------------------------------------------
