@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -139,6 +140,10 @@ class GenerateQuestions(PromptStage):
 
     def reads(self) -> set[str]:
         return {self.params.type_column, self.params.topic_column}
+
+    def fingerprint_extra(self) -> str:
+        """The example questions themselves, so an edited seed file re-runs this stage."""
+        return json.dumps(self.seeds, sort_keys=True)
 
     def writes(self) -> set[str]:
         return {self.params.output}

@@ -306,6 +306,8 @@ class GenerateResponses(Stage):
         row, cfg = rows[i], self.configs[ci]
         text = cut_turn(o.raw or "", p.separator)
         why = bad_reason(text, p.min_chars)
+        if why:  # kept and marked; build_preferences drops it
+            self.ctx.stats.count(self.name, f"bad:{why}")
         out = {**row, ROW_ID: f"{row[ROW_ID]}.{cfg.name}", PARENT_ID: str(row[ROW_ID]),
                "config": cfg.name, p.output: text, "bad": why is not None, "bad_reason": why}
         if p.keep_raw:

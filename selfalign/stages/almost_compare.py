@@ -183,8 +183,8 @@ class BuildPreferences(Stage):
             good = self._good(io.records(group))
             pairs, skipped = chain_pairs({c: r[p.response] for c, r in good.items()},
                                          self.ranks, p.length_filter, p.skip_identical)
-            for rule, n in skipped.items():
-                self.ctx.stats.drop(self.name, f"pair_skipped:{rule}", n)
+            for rule, n in skipped.items():  # candidate pairs, not rows: a count, not a drop
+                self.ctx.stats.count(self.name, f"pair_skipped:{rule}", n)
             if len(good) < 2:
                 self.ctx.stats.drop(self.name, "prompt_fewer_than_2_good", len(good))
             base = {c: group.iloc[0][c] for c in cols}

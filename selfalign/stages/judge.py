@@ -206,24 +206,43 @@ class Scorer:
         system = self.system.render(**values) if self.system else None
         return messages(self.prompt.render(**values), system)
 
+    def _unique(self, items: list[tuple[str, dict[str, Any], Any]]) -> tuple[
+            dict[str, Job], list[str | None]]:
+        """One job per distinct prompt, and each item's prompt key (None: no text to judge)."""
+        jobs: dict[str, Job] = {}
+        owner: list[str | None] = []
+        for rid, row, text in items:
+            if not (isinstance(text, str) and text.strip()):
+                owner.append(None)
+                continue
+            msgs = self.render(row, text)
+            key = json.dumps(msgs, sort_keys=True)
+            jobs.setdefault(key, Job(rid, msgs, 0, key))
+            owner.append(key)
+        return jobs, owner
+
     async def score(self, stage: str, items: list[tuple[str, dict[str, Any], Any]],
                     progress: StageProgress) -> list[Verdict]:
-        """Judge (row_id, row, text) items at once; re-ask for missing dimensions, then impute."""
-        found: list[dict[str, float | None]] = [dict.fromkeys(self.dims) for _ in items]
-        todo = [i for i, (_, _, text) in enumerate(items) if isinstance(text, str) and text.strip()]
+        """Judge (row_id, row, text) items at once; re-ask for missing dimensions, then impute.
+        Items with identical prompts (a small model often repeats a candidate) share one call,
+        so they also share one verdict."""
+        jobs, owner = self._unique(items)
+        found = {k: dict.fromkeys(self.dims) for k in jobs}
+        todo = list(jobs)
         for attempt in range(self.p.retries + 1):
             params = self.params if attempt == 0 else dataclasses.replace(
                 self.params, temperature=self.p.retry_temperature)
-            jobs = [Job(items[i][0], self.render(items[i][1], items[i][2]),
-                        attempt * RETRY_STRIDE, i) for i in todo]
-            for out in await run_jobs(self.ctx, stage, params, jobs, None, progress):
+            batch = [dataclasses.replace(jobs[k], sample=attempt * RETRY_STRIDE) for k in todo]
+            for out in await run_jobs(self.ctx, stage, params, batch, None, progress):
                 got = parse_scores(out.raw or "", self.dims) if out.ok else {}
                 slot = found[out.job.tag]
                 slot.update({d: v for d, v in got.items() if v is not None and slot[d] is None})
-            todo = [i for i in todo if any(v is None for v in found[i].values())]
+            todo = [k for k in todo if any(v is None for v in found[k].values())]
             if not todo:
                 break
-        return [self._verdict(f, items[i][0]) for i, f in enumerate(found)]
+        none: dict[str, float | None] = dict.fromkeys(self.dims)
+        return [self._verdict(found[k] if k else none, items[i][0])
+                for i, k in enumerate(owner)]
 
     def _verdict(self, found: dict[str, float | None], row_id: str) -> Verdict:
         scores, missing = impute(found, self.dims, self.p.inverted, self.p.missing_policy)

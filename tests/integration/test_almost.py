@@ -16,6 +16,9 @@ def test_default_run_writes_trl_comparisons(run_pipeline):
     assert stages["respond"]["rows_out"] == 6 * 4  # prompts x configs
     assert 0 < stages["compare"]["rows_out"] <= 6 * 3  # at most k-1 pairs per prompt
     assert any(k.startswith("bad:") for k in stages["compare"]["drops"])
+    bad_marked = sum(stages["respond"]["counts"].values())
+    assert bad_marked == sum(n for k, n in stages["compare"]["drops"].items()
+                             if k.startswith("bad:"))
     pairs = read(run_dir / "comparisons.jsonl")
     assert len(pairs) == len(df) == manifest["rows"]
     assert set(pairs[0]) == {"prompt", "chosen", "rejected", "meta"}

@@ -201,6 +201,7 @@ def test_stage_emits_trl_rows_with_meta_and_counts_drops(ctx):
     assert drops["not_in_rubric"] == 1 and drops["bad:says_dont_know"] == 1
     assert drops["bad:starts_with_well"] == 1 and drops["bad:empty"] == 1
     assert drops["prompt_fewer_than_2_good"] == 2  # p2 (D) and p3 (A)
+    assert "pair_skipped:length_rule" not in drops  # pairs are counted, not dropped rows
 
 
 def test_stage_all_bad_and_empty_input(ctx):

@@ -137,6 +137,8 @@ def test_one_response_per_prompt_per_config(ctx):
     assert list(out.parent_id) == ["a"] * 3 + ["b"] * 3
     assert list(out.config[:3]) == [c["name"] for c in CONFIGS]
     assert all(out.bad == out.bad_reason.notna())
+    counts = ctx.stats.stage("rg").counts
+    assert sum(counts.values()) == out.bad.sum() and not ctx.stats.stage("rg").drops
 
 
 def test_n_shot_and_sampling_per_config(ctx):

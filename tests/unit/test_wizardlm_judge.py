@@ -150,6 +150,14 @@ def test_empty_text_is_not_sent_and_scores_worst(tmp_path):
     assert out.iloc[0].instruction_score_imputed == ",".join(DIMS)
 
 
+def test_identical_texts_share_one_call(tmp_path):
+    ctx = make_ctx(tmp_path)
+    stage = make_stage("judge_pointwise", ctx, "j", column="instruction", **PROMPT)
+    out = run_stage(stage, frame(["How?", "Why?", "How?", "How?"]))
+    assert ctx.llm.client(None).calls == 2
+    assert out.instruction_score[0] == out.instruction_score[2] == out.instruction_score[3]
+
+
 def test_empty_frame_gets_the_columns(tmp_path):
     stage = make_stage("judge_pointwise", make_ctx(tmp_path), "j", column="instruction", **PROMPT)
     out = run_stage(stage, frame([]).astype(str))
