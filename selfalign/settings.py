@@ -38,7 +38,11 @@ def _container(cfg: DictConfig, key: str, where: str) -> Any:
         node = OmegaConf.select(cfg, key, throw_on_missing=True)
         return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
     except Exception as exc:  # noqa: BLE001 — interpolation/missing errors, reported plainly
-        raise ConfigError(f"{where}: {str(exc).splitlines()[0]}") from None
+        msg = str(exc).splitlines()[0]
+        if "Interpolation key" in msg:  # e.g. domain=typo or preset=typo selects a missing entry
+            msg += (". A value you set selects an entry that does not exist: check your "
+                    "overrides against the options defined in pipelines/<pipeline>.yaml.")
+        raise ConfigError(f"{where}: {msg}") from None
 
 
 def pipeline_settings(cfg: DictConfig) -> PipelineSettings:

@@ -84,8 +84,8 @@ def keep_mask(df: pd.DataFrame, r: Rule) -> pd.Series:
             op.removeprefix("not_").removesuffix("_any")]
         hit = _any(s, list(v or []), r.case_sensitive, fn)
         return ~hit if op.startswith("not_") else hit
-    if op == "ascii_only":
-        return s.map(str.isascii)
+    if op == "ascii_only":  # astype: pandas 3 gives an empty mapped series a string dtype
+        return s.map(str.isascii).astype(bool)
     raw = df[r.column]
     if op in ("equals", "not_equals"):
         return raw == v if op == "equals" else raw != v

@@ -155,3 +155,11 @@ def test_export_views_and_seeded_split(ctx):
     assert len(train) == 8 and len(test) == 2
     assert set(json.loads(train[0])) == {"prompt", "chosen", "rejected"}
     assert (ctx.run_dir / "pref.test.parquet").exists()
+
+
+def test_filter_rows_on_an_empty_frame(ctx):
+    stage = make_stage("filter_rows", ctx, "f", rules=[{"column": "text", "op": "ascii_only"},
+                                                       {"column": "text", "op": "min_words",
+                                                        "value": 2}])
+    out = run_stage(stage, pd.DataFrame({"row_id": [], "text": []}))
+    assert out.empty and list(out.columns) == ["row_id", "text"]
