@@ -15,11 +15,12 @@ from omegaconf import DictConfig, OmegaConf
 from selfalign import io
 from selfalign.config import parse_params
 from selfalign.context import Rejected, RunContext
-from selfalign.errors import SelfAlignError, ValidationFailed
+from selfalign.errors import ConfigError, SelfAlignError, ValidationFailed
 from selfalign.llm.cache import ResponseCache
 from selfalign.llm.session import LLMSession
 from selfalign.manifest import versions
 from selfalign.prompts import PromptLibrary
+from selfalign.registry import did_you_mean
 from selfalign.settings import (
     cache_settings,
     import_plugins,
@@ -28,6 +29,7 @@ from selfalign.settings import (
     prompt_search_path,
 )
 from selfalign.stages import STAGES, Stage
+from selfalign.stages.base import StageSpec
 
 
 @dataclass
@@ -61,13 +63,20 @@ def build(cfg: DictConfig, run_dir: Path | None, show_progress: bool = True) -> 
     seed = int(cfg.get("seed", 42))
     ctx = RunContext(cfg=cfg, run_dir=run_dir, prompts=PromptLibrary(search), llm=session,
                      seed=seed, show_progress=show_progress)
+    specs: dict[str, StageSpec | None] = {}
+    for name in pipe.order:
+        before = len(problems)
+        specs[name] = attempt(_parse_stage, name, pipe.stages[name])
+        if specs[name] is None and len(problems) > before:
+            specs[name] = _BROKEN
     stages, broken = [], None
     for name in pipe.order:
         before = len(problems)
-        stage = attempt(_make_stage, name, pipe.stages[name], ctx)
+        spec = specs[name]
+        stage = attempt(_make_stage, spec, specs, ctx) if spec not in (None, _BROKEN) else None
         if stage is not None:
             stages.append(stage)
-        elif len(problems) > before and broken is None:
+        elif (spec is _BROKEN or len(problems) > before) and broken is None:
             broken = len(stages)  # its columns are unknown: check the flow only up to here
     for i, name in enumerate(cache_cfg.refresh_stages):
         if name not in pipe.stages:
@@ -87,7 +96,12 @@ def build(cfg: DictConfig, run_dir: Path | None, show_progress: bool = True) -> 
     return built
 
 
-def _make_stage(name: str, raw: Any, ctx: RunContext) -> Stage | None:
+# a stage whose params could not be parsed (its problem is already reported)
+_BROKEN = StageSpec("", "", None)
+
+
+def _parse_stage(name: str, raw: Any) -> StageSpec | None:
+    """Kind and typed params of one stage; None for a disabled stage."""
     where = f"pipeline.stages.{name}"
     if not isinstance(raw, dict):
         raise SelfAlignError(f"{where}: expected a mapping with a `kind`, got {raw!r}.")
@@ -98,7 +112,38 @@ def _make_stage(name: str, raw: Any, ctx: RunContext) -> Stage | None:
     if not raw.pop("enabled", True):
         return None
     cls = STAGES.get(kind, f"{where}.kind")
-    return cls(name, parse_params(cls.Params, raw, where), ctx)
+    return StageSpec(name, kind, parse_params(cls.Params, raw, where))
+
+
+def _make_stage(spec: StageSpec, specs: dict[str, StageSpec | None], ctx: RunContext) -> Stage:
+    """Build a stage; the stages its `refs` fields name are resolved into their typed specs."""
+    cls = STAGES.get(spec.kind)
+    if not cls.refs:
+        return cls(spec.name, spec.params, ctx)
+    peers: dict[str, StageSpec] = {}
+    for field_name, kind in cls.refs.items():
+        ref = getattr(spec.params, field_name)
+        for target in [ref] if isinstance(ref, str) else list(ref or []):
+            peers[target] = _resolve(spec, field_name, target, kind, specs)
+    return cls(spec.name, spec.params, ctx, peers=peers)
+
+
+def _resolve(spec: StageSpec, field_name: str, target: str, kind: str,
+             specs: dict[str, StageSpec | None]) -> StageSpec:
+    where = f"pipeline.stages.{spec.name}.{field_name}"
+    found = specs.get(target)
+    if target not in specs:
+        names = [n for n, s in specs.items() if s not in (None, _BROKEN) and s.kind == kind]
+        raise ConfigError(f"{where}: no stage '{target}' in this pipeline.{did_you_mean(target, names)} "
+                          f"{kind} stages here: {', '.join(names) or '(none)'}.")
+    if found is None:
+        raise ConfigError(f"{where}: stage '{target}' is disabled; enable it or point "
+                          f"{field_name} at another {kind} stage.")
+    if found is _BROKEN:
+        raise ConfigError(f"{where}: stage '{target}' has errors (see above).")
+    if found.kind != kind:
+        raise ConfigError(f"{where}: '{target}' is a {found.kind} stage, not {kind}.")
+    return found
 
 
 def _fingerprint(prev: str, stage: Stage, ctx: RunContext) -> str:

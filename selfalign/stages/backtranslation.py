@@ -17,9 +17,9 @@ from selfalign.errors import InputError, ParseError, StageError
 from selfalign.llm.base import ChatRequest
 from selfalign.parsers import parse_score
 from selfalign.stages.base import ROW_ID, Stage, register_stage
-from selfalign.stages.filters import count_tokens
 from selfalign.stages.generate import PromptStage
 from selfalign.stages.llm_util import RETRY_STRIDE, Job, LLMParams, Outcome, drop_reason
+from selfalign.text import count_tokens
 
 # paragraph → sentence → word: each level is tried only for pieces still over the limit
 _LEVELS = ((re.compile(r"\n\s*\n"), "\n\n"), (re.compile(r"(?<=[.!?])\s+"), " "),

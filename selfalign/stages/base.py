@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pandas as pd
@@ -14,6 +15,17 @@ if TYPE_CHECKING:
 ROW_ID, PARENT_ID = "row_id", "parent_id"
 
 
+@dataclass(frozen=True)
+class StageSpec:
+    """Another stage of the pipeline as the runner parsed it: name, kind and typed params.
+    A stage that names another one in its params (`refs`) gets that stage's spec at build time,
+    so no stage ever reads the composed config."""
+
+    name: str
+    kind: str
+    params: Any
+
+
 class Stage:
     """DataFrame in → new DataFrame out. Subclasses set `kind`, `Params` and `run`.
 
@@ -24,11 +36,15 @@ class Stage:
     kind: ClassVar[str] = ""
     Params: ClassVar[type] = object
     uses_llm: ClassVar[bool] = False
+    # params field naming another stage → the kind that stage must have (resolved by the runner)
+    refs: ClassVar[dict[str, str]] = {}
 
-    def __init__(self, name: str, params: Any, ctx: RunContext) -> None:
+    def __init__(self, name: str, params: Any, ctx: RunContext,
+                 peers: dict[str, StageSpec] | None = None) -> None:
         self.name = name
         self.params = params
         self.ctx = ctx
+        self.peers = peers or {}  # the stages named by `refs` fields, by stage name
 
     @property
     def where(self) -> str:

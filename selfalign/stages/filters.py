@@ -11,8 +11,7 @@ import pandas as pd
 from selfalign.config import doc, parse_params
 from selfalign.errors import ConfigError
 from selfalign.stages.base import Stage, register_stage
-
-_TOKEN = re.compile(r"\w+|[^\w\s]")
+from selfalign.text import count_tokens
 
 OPS = ("non_empty", "min_chars", "max_chars", "min_words", "max_words", "min_tokens",
        "max_tokens", "quantile_range", "regex", "not_regex", "contains_any", "not_contains_any",
@@ -38,11 +37,6 @@ class Rule:
     @property
     def label(self) -> str:
         return self.name or f"{self.op}:{self.column}"
-
-
-def count_tokens(text: str) -> int:
-    """Word and punctuation tokens: a tokenizer-free stand-in that needs no download."""
-    return len(_TOKEN.findall(text))
 
 
 def _measure(s: pd.Series, how: str) -> pd.Series:

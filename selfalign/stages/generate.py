@@ -10,17 +10,16 @@ import pandas as pd
 
 from selfalign import io
 from selfalign.config import doc
+from selfalign.engine import Job, Policy, drop_reason
 from selfalign.parsers import get_parser, parser_fields
 from selfalign.prompts import Prompt
 from selfalign.stages.base import PARENT_ID, ROW_ID, Stage, register_stage
-from selfalign.stages.llm_util import Job, LLMParams, drop_reason, messages, run_jobs
+from selfalign.stages.llm import LLMStage, PromptParams
+from selfalign.stages.llm_util import messages
 
 
 @dataclass
-class GenerateParams(LLMParams):
-    prompt: str = doc("prompt template name, e.g. wizardlm_aaa/generate_instruction", "")
-    system_prompt: str | None = doc("system prompt template name", None)
-    vars: dict[str, Any] = doc("constants visible to the templates", factory=dict)
+class GenerateParams(PromptParams):
     output: str = doc("column for the parsed output", "text")
     n: int = doc("samples per row; n > 1 gives one row per sample (parent_id, sample)", 1)
     parser: Any = doc("parser: a name or {kind: NAME, ...options} (default: text)", None)
@@ -28,8 +27,7 @@ class GenerateParams(LLMParams):
     keep_raw: bool = doc("also keep the raw model text in <output>_raw", False)
 
     def __post_init__(self) -> None:
-        if not self.prompt:
-            raise ValueError("`prompt` is required (a template name)")
+        super().__post_init__()
         if self.n < 1:
             raise ValueError("`n` must be >= 1")
 
@@ -70,7 +68,7 @@ class PromptStage(Stage):
 
 
 @register_stage
-class GenerateText(PromptStage):
+class GenerateText(LLMStage):
     """Prompt + optional system prompt, n samples per row, a parser with a failure policy."""
 
     kind = "generate_text"
@@ -91,13 +89,12 @@ class GenerateText(PromptStage):
             out |= {PARENT_ID, "sample"}
         return out
 
-    async def run(self, df: pd.DataFrame) -> pd.DataFrame:
+    async def process(self, df: pd.DataFrame) -> pd.DataFrame:
         p: GenerateParams = self.params
         rows = io.records(df)
         jobs = [Job(str(r[ROW_ID]), self.render(r), j, (i, j))
                 for i, r in enumerate(rows) for j in range(p.n)]
-        with self.ctx.progress(self.name, 0) as prog:
-            outcomes = await run_jobs(self.ctx, self.name, p, jobs, self.parse, prog)
+        outcomes = await self.engine.run(jobs, Policy(parse=self.parse))
         out_rows: list[dict[str, Any]] = []
         for o in outcomes:
             i, j = o.job.tag

@@ -4,7 +4,6 @@ recipe pass through without a model call."""
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -13,33 +12,14 @@ import pandas as pd
 
 from selfalign import io
 from selfalign.config import doc
-from selfalign.errors import ParseError
-from selfalign.parsers import parser
+from selfalign.parsers.revised import parse_revised
 from selfalign.prompts import Prompt
 from selfalign.stages.base import ROW_ID, Stage, register_stage
-from selfalign.stages.filters import count_tokens
 from selfalign.stages.llm_util import Job, LLMParams, messages, run_jobs
+from selfalign.text import count_tokens
 
-_REVISED = re.compile(r"\**[ \t]*revised[ \t]+response[ \t]*\**[ \t]*:[ \t]*\**", re.I)
-_REASON = re.compile(r"\**[ \t]*reasoning[ \t]*\**[ \t]*:[ \t]*\**", re.I)
-_ECHO = re.compile(r"\s*\[end of (?:response|revised response)\]\s*$", re.I)
 # names the templates get from the stage (not row columns)
 PROVIDED = {"question", "response", "category", "evidence", "format", "adaptive", "row"}
-
-
-@parser("revised_response", fields=lambda o: ["reasoning"])
-def parse_revised(text: str) -> dict[str, Any]:
-    """'Reasoning: … Revised response: …' → the text after the FIRST 'Revised response:' (bold
-    and any case accepted) and the reasoning before it (optional, unlike the original)."""
-    m = _REVISED.search(text)
-    if not m:
-        raise ParseError("no_revised_response", "no 'Revised response:' line")
-    revised = _ECHO.sub("", text[m.end():]).strip()
-    if not revised:
-        raise ParseError("empty_revised_response", "nothing after 'Revised response:'")
-    head = text[: m.start()]
-    r = _REASON.search(head)
-    return {"value": revised, "reasoning": (head[r.end():] if r else head).strip()}
 
 
 @dataclass

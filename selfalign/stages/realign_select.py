@@ -14,7 +14,7 @@ import pandas as pd
 from selfalign import io
 from selfalign.config import doc
 from selfalign.stages.base import Stage, register_stage
-from selfalign.stages.filters import count_tokens
+from selfalign.text import count_tokens
 
 _FENCED = re.compile(r"```.*?```", re.S)
 

@@ -9,7 +9,7 @@ import pandas as pd
 
 from selfalign.config import doc
 from selfalign.stages.base import PARENT_ID, ROW_ID, Stage, register_stage
-from selfalign.stages.filters import count_tokens
+from selfalign.text import count_tokens
 
 
 @dataclass

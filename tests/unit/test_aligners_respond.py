@@ -6,9 +6,9 @@ import yaml
 from conftest import make_stage, run_stage
 
 from selfalign.errors import ConfigError, ParseError
+from selfalign.parsers import parse_critique_correction
 from selfalign.paths import resource_dir
 from selfalign.prompts import PromptLibrary
-from selfalign.stages.aligners_respond import parse_critique_correction
 
 DOMAINS = yaml.safe_load((resource_dir("pipelines") / "aligners.yaml").read_text())[
     "aligners"]["domains"]

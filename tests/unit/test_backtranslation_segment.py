@@ -6,7 +6,7 @@ from conftest import make_stage, run_stage
 
 from selfalign.errors import ConfigError
 from selfalign.stages.backtranslation import segment
-from selfalign.stages.filters import count_tokens
+from selfalign.text import count_tokens
 
 
 def test_short_text_is_one_piece_and_blank_is_none():

@@ -8,9 +8,9 @@ import yaml
 from conftest import make_stage, run_stage
 
 from selfalign.errors import ConfigError
+from selfalign.parsers import normalize_label, parse_label
 from selfalign.paths import resource_dir
 from selfalign.stages.realign import load_labels
-from selfalign.stages.realign_classify import normalize_label, parse_label
 
 TASKS_FILE = resource_dir("prompts") / "realign" / "tasks.yaml"
 # METHODS §5.2: the 46 task names of the original's classifier prompt

@@ -10,8 +10,8 @@ from selfalign.errors import ParseError
 from selfalign.llm.cache import ResponseCache
 from selfalign.llm.config import ModelConfig
 from selfalign.llm.session import LLMSession
+from selfalign.parsers import parse_revised
 from selfalign.paths import resource_dir
-from selfalign.stages.realign_reformat import parse_revised
 
 FORMATS = resource_dir("prompts") / "realign" / "formats"
 # METHODS §5.2: the ten tasks the original has no format for

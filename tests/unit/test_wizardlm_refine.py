@@ -8,8 +8,8 @@ from conftest import make_stage, run_stage
 from test_wizardlm_judge import make_ctx
 
 from selfalign.errors import ConfigError, ParseError
+from selfalign.parsers import parse_labelled_text
 from selfalign.stages.judge import DEFAULT_WEIGHTS, Scorer
-from selfalign.stages.refine import parse_labelled_text
 
 DIMS = list(DEFAULT_WEIGHTS)
 VARS = {"fields": {"context": ["context"], "instruction": None, "response": None},

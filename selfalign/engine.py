@@ -1,0 +1,158 @@
+"""The LLM job engine: the one place where a stage's model calls are sent, retried, checked,
+counted and, when they fail, written to the rejected table.
+
+Stages describe *jobs* (messages + a handle) and a *policy* (how to parse a reply, when a reply is
+complete); they never call the session, loop over attempts or write rejected rows themselves. Rate
+limits, budgets and batch submission hook in here too, so every LLM stage gets them at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from selfalign.errors import ParseError, StageError
+from selfalign.llm.base import ChatRequest
+
+if TYPE_CHECKING:
+    from selfalign.context import RunContext, StageProgress
+    from selfalign.stages.llm import LLMParams
+
+# Attempt a of sample j is sample j + a * RETRY_STRIDE: a new, still deterministic, cache key.
+RETRY_STRIDE = 1000
+
+Parse = Callable[[str], dict[str, Any]]
+
+
+@dataclass
+class Job:
+    """One request of a stage: its messages and the caller's handle to match the outcome."""
+
+    row_id: str
+    messages: list[dict[str, str]]
+    sample: int = 0
+    tag: Any = None  # the caller's own handle (row index, sample number …)
+    params: LLMParams | None = None  # model + sampling for this job (None: the stage's)
+    note: dict[str, Any] = field(default_factory=dict)  # extra fields for a rejected record
+
+
+@dataclass
+class Outcome:
+    job: Job
+    fields: dict[str, Any] = field(default_factory=dict)
+    raw: str | None = None
+    error: str | None = None  # reason, when failed
+    attempts: int = 0
+    cached: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def value(self) -> Any:
+        return self.fields.get("value") if self.ok else None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How the engine treats the replies of one kind of job.
+
+    parse: text → fields; a ParseError asks for a new sample (None: {"value": text}).
+    complete: fields → bool; an incomplete reply asks for a new sample, and each new reply only
+      fills the fields still missing (None values), so partial answers add up.
+    keep_incomplete: after the last attempt an incomplete result is returned as it is (the stage
+      imputes what is missing) instead of failing the job.
+    """
+
+    parse: Parse | None = None
+    complete: Callable[[dict[str, Any]], bool] | None = None
+    keep_incomplete: bool = False
+
+
+def drop_reason(error: str | None) -> str:
+    """A short label for drop counts: 'llm_error' or 'parse:<reason>'."""
+    if not error or error.startswith("llm_error"):
+        return "llm_error"
+    return error.replace(": ", ":")
+
+
+def messages(user: str, system: str | None = None) -> list[dict[str, str]]:
+    return ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": user}]
+
+
+def _fill(found: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Earlier non-missing values stay; later replies fill only what is still missing."""
+    out = dict(found)
+    for k, v in new.items():
+        if out.get(k) is None:
+            out[k] = v
+    return out
+
+
+class Engine:
+    """Runs one stage's jobs: all at once (the client bounds concurrency), each with its own
+    attempts; applies the stage's failure policy (`on_failure`) and records rejects."""
+
+    def __init__(self, ctx: RunContext, stage: str, params: LLMParams,
+                 progress: StageProgress) -> None:
+        self.ctx, self.stage, self.params, self.progress = ctx, stage, params, progress
+
+    async def run(self, jobs: list[Job], policy: Policy = Policy()) -> list[Outcome]:
+        """Every job at once; outcomes in job order."""
+        self.progress.add_total(len(jobs))
+        return list(await asyncio.gather(*(self._job(j, policy) for j in jobs)))
+
+    async def call(self, job: Job, policy: Policy = Policy()) -> Outcome:
+        """One job, for stages that chain calls per row (each row its own coroutine)."""
+        (out,) = await self.run([job], policy)
+        return out
+
+    def _sampling(self, params: LLMParams, attempt: int) -> dict[str, Any]:
+        cfg = self.ctx.llm.model_config(params.model)
+        if attempt and params.retry_temperature is not None:
+            # a greedy model that gave an unusable reply would only repeat it
+            params = replace(params, temperature=params.retry_temperature)
+        return params.sampling(cfg.supports_json_schema)
+
+    async def _job(self, job: Job, policy: Policy) -> Outcome:
+        params = job.params or self.params
+        out = Outcome(job)
+        for attempt in range(params.retries + 1):
+            req = ChatRequest.make(job.messages, self._sampling(params, attempt),
+                                   job.sample + attempt * RETRY_STRIDE, stage=self.stage,
+                                   row_id=job.row_id)
+            res = await self.ctx.llm.call(self.stage, params.model, req)
+            out.attempts, out.raw, out.cached = attempt + 1, res.text, res.cached
+            if not res.ok:
+                out.error = f"llm_error: {res.error}"
+                break  # the client already spent its retry budget on this one
+            try:
+                got = policy.parse(res.text or "") if policy.parse else {"value": res.text}
+            except ParseError as exc:
+                out.error = f"parse: {exc.reason}"
+                continue
+            out.fields = _fill(out.fields, got) if policy.complete else got
+            if policy.complete is None or policy.complete(out.fields):
+                out.error = None
+                break
+            missing = sorted(k for k, v in out.fields.items() if v is None)
+            out.error = f"parse: incomplete ({', '.join(missing)} missing)"
+        if out.error and out.error.startswith("parse: incomplete") and policy.keep_incomplete:
+            out.error = None
+        self.progress.advance(cached=out.cached, failed=not out.ok)
+        if not out.ok:
+            self._failed(out, params)
+        return out
+
+    def _failed(self, out: Outcome, params: LLMParams) -> None:
+        job = out.job
+        if params.on_failure == "fail":
+            raise StageError(f"{self.stage}: row {job.row_id} failed after {out.attempts} "
+                             f"attempt(s): {out.error}. Raw output: {(out.raw or '')[:300]!r}")
+        note = {"sample": job.sample, **job.note} if job.sample else dict(job.note)
+        self.ctx.rejected.add(self.stage, job.row_id, out.error or "", out.attempts, out.raw,
+                              **note)
