@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, cli
+from helpers import FIXTURES, cli
 
 from selfalign.cli import main
 
