@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, cli
+from helpers import FIXTURES, cli
 
 from selfalign.cli import main
 
@@ -25,10 +25,13 @@ def data(tmp_path: Path, name: str, content: bytes) -> str:
     return f"pipeline.stages.load.path={p}"
 
 
-def test_missing_input_file(capsys, tmp_path):
+def test_missing_input_file(capsys, tmp_path, monkeypatch):
+    cwd = tmp_path / "cwd"  # where Hydra would make outputs/tiny/<time>/
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
     msg = err(capsys, f"pipeline.stages.load.path={tmp_path}/nope.jsonl", command="run")
     assert "input file not found" in msg and "nope.jsonl" in msg
-    assert not (Path.cwd() / "outputs" / "tiny").exists() or True  # no run dir needed to fail
+    assert list(cwd.iterdir()) == []  # it failed before Hydra made a run dir
 
 
 def test_empty_input(capsys, tmp_path):

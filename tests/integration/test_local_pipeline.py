@@ -1,7 +1,7 @@
 """A 2-row pipeline through the whole runner on the real embedded model (model=local, CPU)."""
 
 import pytest
-from conftest import FIXTURES
+from helpers import FIXTURES
 
 from selfalign import api
 

@@ -3,7 +3,7 @@
 import json
 
 import pandas as pd
-from conftest import FIXTURES, ROOT, cli
+from helpers import FIXTURES, ROOT, cli
 
 from selfalign.cli import main
 

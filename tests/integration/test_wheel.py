@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from conftest import FIXTURES, ROOT
+from helpers import FIXTURES, ROOT
 
 
 def test_wheel_install_runs_outside_checkout(tmp_path):

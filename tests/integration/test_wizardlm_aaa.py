@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 from selfalign import api, io
 from selfalign.paths import sample_path

@@ -2,7 +2,7 @@
 
 import pandas as pd
 import pytest
-from conftest import run_stage
+from helpers import run_stage
 
 from selfalign import api
 

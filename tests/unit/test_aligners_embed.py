@@ -3,7 +3,7 @@
 
 import pandas as pd
 import pytest
-from conftest import make_stage, run_stage
+from helpers import make_stage, run_stage
 
 from selfalign import api
 from selfalign.errors import ConfigError, ValidationFailed

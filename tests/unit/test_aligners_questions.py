@@ -4,7 +4,7 @@ import re
 
 import pandas as pd
 import pytest
-from conftest import make_stage, run_stage
+from helpers import make_stage, run_stage
 
 from selfalign.errors import ConfigError, ParseError
 from selfalign.paths import sample_path

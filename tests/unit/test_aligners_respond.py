@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 import yaml
-from conftest import make_stage, run_stage
+from helpers import make_stage, run_stage
 
 from selfalign.errors import ConfigError, ParseError
 from selfalign.parsers import parse_critique_correction

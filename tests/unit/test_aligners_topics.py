@@ -4,7 +4,7 @@ import random
 
 import pandas as pd
 import pytest
-from conftest import make_stage, run_stage
+from helpers import make_stage, run_stage
 
 from selfalign.errors import ConfigError, ParseError
 from selfalign.stages.aligners import dedup_balance, parse_topics, validate_topic

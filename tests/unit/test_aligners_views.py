@@ -3,7 +3,7 @@
 import json
 
 import pandas as pd
-from conftest import make_stage, run_stage
+from helpers import make_stage, run_stage
 
 from selfalign.stages.aligners_views import AlignerTextParams, aligner_text
 

@@ -4,7 +4,7 @@ import json
 
 import pandas as pd
 import pytest
-from conftest import make_stage, run_stage
+from helpers import make_stage, run_stage
 
 from selfalign.errors import ConfigError
 from selfalign.stages.export import View, render_view

@@ -3,7 +3,7 @@ the length filter, the instruction parser and checks — each on hand-made rows.
 
 import pandas as pd
 import pytest
-from conftest import run_stage
+from helpers import run_stage
 
 from selfalign import api
 from selfalign.errors import ConfigError, ValidationFailed

@@ -1,6 +1,11 @@
 """LiteLLMClient against the mock server on 127.0.0.1, over both transports (direct aiohttp and
 litellm): retries, Retry-After, timeouts, malformed bodies, fail-fast errors, the concurrency
-limit, params, and keys that never leak."""
+limit, params, and keys that never leak.
+
+No test measures elapsed time: they count requests and outcomes at the mock, the in-flight
+maximum on both sides, and the backoff delays the client asked for (the `sleeps` fixture records
+them and sleeps 0 instead), so a busy machine cannot fail them.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mockserver import MockServer  # noqa: E402
 
 from selfalign.errors import LLMError  # noqa: E402
+from selfalign.llm import litellm_client  # noqa: E402
 from selfalign.llm.base import ChatRequest  # noqa: E402
 from selfalign.llm.config import ModelConfig  # noqa: E402
 from selfalign.llm.litellm_client import (  # noqa: E402
@@ -37,14 +44,46 @@ def mock():
     server.stop()
 
 
+class SleepRecorder:
+    """Stands in for the `asyncio` module inside litellm_client: every `asyncio.sleep(d)` the
+    client makes (its backoff) is recorded in `asked` and sleeps 0 instead."""
+
+    def __init__(self) -> None:
+        self.asked: list[float] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(asyncio, name)
+
+    async def sleep(self, delay: float, result: Any = None) -> Any:
+        self.asked.append(delay)
+        await asyncio.sleep(0)
+        return result
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The backoff delays the client asked for, in order (nothing really sleeps)."""
+    recorder = SleepRecorder()
+    monkeypatch.setattr(litellm_client, "asyncio", recorder)
+    return recorder.asked
+
+
 @pytest.fixture(params=["direct", "litellm"])
 def transport(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
 def make(mock: MockServer, transport: str, **kw) -> LiteLLMClient:
-    base = dict(provider="litellm", name="mock-model", api_base=mock.url, concurrency=4,
-                timeout_s=5.0, max_retries=3, backoff_base_s=0.01, backoff_max_s=0.05)
+    base = dict(
+        provider="litellm",
+        name="mock-model",
+        api_base=mock.url,
+        concurrency=4,
+        timeout_s=5.0,
+        max_retries=3,
+        backoff_base_s=0.01,
+        backoff_max_s=0.05,
+    )
     return LiteLLMClient(ModelConfig(**{**base, **kw}), transport=transport)
 
 
@@ -73,55 +112,76 @@ def test_success_fills_tokens_latency_and_sends_model(mock, transport):
     assert mock.bodies[-1]["model"] == "mock-model" and mock.bodies[-1]["max_tokens"] == 8
 
 
-def test_retries_on_429_500_503_then_succeeds(mock, transport):
+def test_retries_on_429_500_503_then_succeeds(mock, transport, sleeps):
     mock.configure(script=["429", "500", "503"])
     r = call(make(mock, transport), req())
     assert r.ok and r.attempts == 4 and r.retries == 3
-    assert mock.requests == 4
+    assert mock.requests == 4 and mock.outcomes == {"429": 1, "500": 1, "503": 1, "ok": 1}
+    assert len(sleeps) == 3  # one backoff before each retry
 
 
-def test_gives_up_after_budget_without_raising(mock, transport):
+def test_backoff_without_retry_after_is_capped_jitter(mock, transport, sleeps):
+    mock.configure(script=["500", "500", "500"], retry_after=None)
+    r = call(make(mock, transport, backoff_base_s=0.01, backoff_max_s=0.025), req())
+    assert r.ok and r.retries == 3
+    # full jitter under min(backoff_max_s, backoff_base_s · 2^retry): ≤ 0.01, 0.02, 0.025
+    assert len(sleeps) == 3
+    for delay, cap in zip(sleeps, (0.01, 0.02, 0.025), strict=True):
+        assert 0 <= delay <= cap
+
+
+def test_gives_up_after_budget_without_raising(mock, transport, sleeps):
     mock.configure(script=["429"] * 3)
     r = call(make(mock, transport, max_retries=2), req())
     assert not r.ok and r.text is None
     assert "gave up after 3 attempts" in (r.error or "") and "429" in (r.error or "")
     assert r.retries == 2 and mock.requests == 3
+    assert len(sleeps) == 2  # no backoff after the last attempt
 
 
-def test_retry_after_seconds_is_honoured(mock, transport):
-    mock.configure(script=["429"], retry_after="0.6")
-    client = make(mock, transport, backoff_max_s=0.01)
-    t0 = time.perf_counter()
-    r = call(client, req())
+def test_retry_after_seconds_is_honoured(mock, transport, sleeps):
+    mock.configure(script=["429"], retry_after="600")
+    r = call(make(mock, transport, backoff_max_s=0.01), req())
     assert r.ok and r.retries == 1
-    assert time.perf_counter() - t0 >= 0.6  # the backoff alone would be ≤ 0.01 s
+    # the server's 600 s (plus up to 10 % jitter), not the backoff's ≤ 0.01 s
+    assert len(sleeps) == 1 and 600 <= sleeps[0] <= 660
 
 
-def test_retry_after_http_date_is_honoured(mock, transport):
-    when = email.utils.formatdate(time.time() + 2, usegmt=True)
+def test_retry_after_beyond_the_cap_is_capped(mock, transport, sleeps):
+    mock.configure(script=["503"], retry_after="86400")
+    r = call(make(mock, transport), req())
+    assert r.ok and len(sleeps) == 1
+    cap = litellm_client.MAX_RETRY_AFTER_S
+    assert cap <= sleeps[0] <= cap * 1.1
+
+
+def test_retry_after_http_date_is_honoured(mock, transport, sleeps):
+    when = email.utils.formatdate(time.time() + 120, usegmt=True)
     mock.configure(script=["503"], retry_after=when)
-    client = make(mock, transport, backoff_max_s=0.01)
-    t0 = time.perf_counter()
-    r = call(client, req())
-    assert r.ok and time.perf_counter() - t0 >= 0.9  # whole-second dates: at least ~1 s left
+    r = call(make(mock, transport, backoff_max_s=0.01), req())
+    assert r.ok and r.retries == 1
+    # whole-second dates: 119–120 s from when it was written, + ≤ 10 % jitter; the lower bound
+    # leaves a minute for a slow machine between writing the date and reading it
+    assert len(sleeps) == 1 and 60 <= sleeps[0] <= 132
 
 
-def test_parse_retry_after():
+def test_parse_retry_after(monkeypatch):
+    now = 1_700_000_000.0
     assert parse_retry_after("3") == 3.0
     assert parse_retry_after("0.25") == 0.25
-    soon = parse_retry_after(email.utils.formatdate(time.time() + 30, usegmt=True))
-    assert soon is not None and 28 <= soon <= 30
-    assert parse_retry_after(email.utils.formatdate(time.time() - 30, usegmt=True)) == 0.0
+    monkeypatch.setattr(time, "time", lambda: now)  # parse_retry_after's "now", frozen
+    assert parse_retry_after(email.utils.formatdate(now + 30, usegmt=True)) == 30.0
+    assert parse_retry_after(email.utils.formatdate(now - 30, usegmt=True)) == 0.0
     assert parse_retry_after("soon-ish") is None
 
 
 def test_timeout_is_retried(mock, transport):
-    mock.configure(script=["timeout"], hang_s=5)
-    client = make(mock, transport, timeout_s=0.4)
-    t0 = time.perf_counter()
-    r = call(client, req())
+    # The mock answers "ok" once its hang is over: a second attempt (and a "timeout" outcome
+    # followed by an "ok" one) happens only because the client's own timeout cut the first.
+    mock.configure(script=["timeout"], hang_s=60)
+    r = call(make(mock, transport, timeout_s=1.0), req())
     assert r.ok and r.attempts == 2
-    assert time.perf_counter() - t0 < 3
+    assert mock.requests == 2 and mock.outcomes == {"timeout": 1, "ok": 1}
 
 
 def test_timeouts_exhaust_budget_into_error(mock, transport):
@@ -139,8 +199,15 @@ def test_malformed_bodies_are_retried(mock, transport):
 def test_connection_refused_is_retried_then_reported(mock, transport):
     port = mock.port
     mock.stop()  # nothing listens there any more
-    cfg = dict(provider="litellm", name="m", api_base=f"http://127.0.0.1:{port}/v1",
-               max_retries=1, backoff_base_s=0.01, backoff_max_s=0.01, timeout_s=2)
+    cfg = dict(
+        provider="litellm",
+        name="m",
+        api_base=f"http://127.0.0.1:{port}/v1",
+        max_retries=1,
+        backoff_base_s=0.01,
+        backoff_max_s=0.01,
+        timeout_s=2,
+    )
     r = call(LiteLLMClient(ModelConfig(**cfg), transport=transport), req())
     assert not r.ok and r.attempts == 2 and "gave up" in (r.error or "")
 
@@ -153,9 +220,41 @@ def test_bad_request_and_not_found_fail_fast(mock, transport, status, words):
     assert mock.requests == 1
 
 
-def test_concurrency_limit_is_respected_and_saturated(mock, transport):
-    mock.configure(latency_s=0.1)
-    client = make(mock, transport, concurrency=5)
+class GatedMock(MockServer):
+    """A mock that holds requests to make the client's scheduling visible in counts.
+
+    The request whose text is `hold` is held until `total` requests have arrived; every other
+    request is held until `limit` are in flight (or the last one has arrived). A client that
+    keeps `limit` slots busy passes both gates: the others flow through the free slots while
+    `hold` waits. One that sends lock-step batches (or fewer than `limit` at once) stalls until
+    `cap_s` and leaves the counts short. `seen_by_hold` is how many requests had arrived when
+    the held one was let go.
+    """
+
+    def __init__(self, hold: str, total: int, limit: int, cap_s: float = 30.0) -> None:
+        super().__init__()
+        self.hold, self.total, self.limit, self.cap_s = hold, total, limit, cap_s
+        self.seen_by_hold: int | None = None
+
+    async def _wait(self, done: Any) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.cap_s  # a safety cap, only reached by a broken client
+        while not done() and loop.time() < deadline:
+            await asyncio.sleep(0.002)
+
+    async def _respond(self, outcome: str, body: dict[str, Any], req: Any) -> Any:
+        texts = [m.get("content") for m in body.get("messages", [])]
+        if self.hold in texts:
+            await self._wait(lambda: self.requests >= self.total)
+            self.seen_by_hold = self.requests
+        else:
+            await self._wait(lambda: self.in_flight >= self.limit or self.requests >= self.total)
+        return await super()._respond(outcome, body, req)
+
+
+def test_concurrency_limit_is_respected_and_saturated(transport):
+    mock = GatedMock(hold="row 0", total=40, limit=5).start()
+    client = make(mock, transport, concurrency=5, timeout_s=120)
 
     async def main():
         try:
@@ -163,12 +262,15 @@ def test_concurrency_limit_is_respected_and_saturated(mock, transport):
         finally:
             await client.aclose()
 
-    t0 = time.perf_counter()
-    results = asyncio.run(main())
-    wall = time.perf_counter() - t0
-    assert all(r.ok for r in results)
-    assert mock.max_in_flight == 5 and client.max_in_flight == 5
-    assert wall < 8 * 0.1 * 2.5  # 40 calls / 5 slots × 0.1 s, kept full (no lock-step batches)
+    try:
+        results = asyncio.run(main())
+    finally:
+        mock.stop()
+    assert all(r.ok and r.attempts == 1 for r in results)
+    assert mock.requests == 40
+    assert mock.max_in_flight == 5 and client.max_in_flight == 5  # the limit, reached, never passed
+    # the other 39 went through the 4 free slots while row 0 was still in flight (no lock-step)
+    assert mock.seen_by_hold == 40
 
 
 def test_extra_params_sent_and_request_params_win(mock, transport):

@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import make_stage, run_stage
+from helpers import make_stage, run_stage
 
 from selfalign.errors import ConfigError
 from selfalign.parsers import normalize_label, parse_label

@@ -3,7 +3,7 @@
 import json
 
 import pandas as pd
-from conftest import make_stage, run_stage
+from helpers import make_stage, run_stage
 
 from selfalign.stages.realign_records import turn_pair
 

@@ -7,7 +7,7 @@ import threading
 import pandas as pd
 import pytest
 from aiohttp import web
-from conftest import make_stage, run_stage
+from helpers import make_stage, run_stage
 
 from selfalign import aio
 from selfalign.errors import ConfigError

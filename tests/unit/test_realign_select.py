@@ -2,7 +2,7 @@
 
 import pandas as pd
 import pytest
-from conftest import make_stage, run_stage
+from helpers import make_stage, run_stage
 
 from selfalign.errors import ConfigError
 from selfalign.stages.realign_select import (

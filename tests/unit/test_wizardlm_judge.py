@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import make_stage, run_stage
+from helpers import make_stage, run_stage
 
 from selfalign.errors import ConfigError, StageError
 from selfalign.stages.judge import DEFAULT_WEIGHTS, composite, impute, parse_scores

@@ -4,7 +4,7 @@ import json
 
 import pandas as pd
 import pytest
-from conftest import make_stage, run_stage
+from helpers import make_stage, run_stage
 from test_wizardlm_judge import make_ctx
 
 from selfalign.errors import ConfigError, ParseError
