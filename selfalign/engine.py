@@ -148,6 +148,13 @@ class Engine:
             self._failed(out, params)
         return out
 
+    def reject(self, out: Outcome, reason: str, **extra: Any) -> None:
+        """A reply the stage itself turned down (too similar, too long …): counted as a drop
+        and kept in the rejected table with its raw text, like a failed job."""
+        self.ctx.stats.drop(self.stage, reason)
+        self.ctx.rejected.add(self.stage, out.job.row_id, reason, out.attempts, out.raw,
+                              **{**out.job.note, **extra})
+
     def _failed(self, out: Outcome, params: LLMParams) -> None:
         job = out.job
         if params.on_failure == "fail":
