@@ -1,38 +1,81 @@
-"""Python API: run or validate a pipeline in-process, without Hydra's command-line machinery."""
+"""Python API: validate or run a pipeline in-process. `run_config` is also the body of every
+`selfalign run` job (commands/run.py), so the CLI and the API write the same run directory."""
 
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from omegaconf import DictConfig, OmegaConf
 
-from selfalign import aio
+from selfalign import aio, io
+from selfalign.errors import SelfAlignError
 from selfalign.hydra_setup import compose_config
 from selfalign.llm.session import close_all
 from selfalign.runner import Built, build, execute, prepare_run_dir, write_outputs
 
 
+def check(cfg: DictConfig) -> Built:
+    """Build every stage of a composed config and check it, with no run dir and no model call;
+    raises ValidationFailed listing every problem."""
+    return build(cfg, run_dir=None, show_progress=False)
+
+
 def validate(overrides: list[str], config_dirs: list[str] | None = None) -> Built:
     """Compose and check; raises ValidationFailed listing every problem."""
-    return build(compose_config(overrides, config_dirs), run_dir=None, show_progress=False)
+    return check(compose_config(overrides, config_dirs))
 
 
-def run(overrides: list[str], run_dir: str | Path, config_dirs: list[str] | None = None,
-        show_progress: bool = False) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Run a pipeline into `run_dir`; returns (final dataset, manifest)."""
-    from selfalign.commands.run import score_means
+def score_means(df: pd.DataFrame) -> dict[str, float]:
+    """Mean of every score-like column, for the manifest and the sweep summary's mean_* columns."""
+    out = {}
+    for col in df.columns:
+        if "score" in str(col).lower() or str(col).lower().startswith("composite"):
+            vals = pd.to_numeric(df[col], errors="coerce")
+            if vals.notna().any():
+                out[str(col)] = round(float(vals.mean()), 4)
+    return out
 
-    cfg = compose_config(overrides, config_dirs)
-    run_dir = Path(run_dir)
+
+def run_config(
+    cfg: DictConfig, run_dir: Path, overrides: list[str], show_progress: bool = False
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Given a composed config and a run dir: build, execute, write outputs; returns
+    (final dataset, manifest). On a SelfAlignError it writes a manifest with status "failed" (the
+    sweep summary reads it) and re-raises. Model clients stay open: the caller closes them, so
+    the jobs of one sweep share one embedded model server."""
+    meta: dict[str, Any] = {
+        "pipeline": OmegaConf.select(cfg, "pipeline.name"),
+        "overrides": list(overrides),
+        "started": datetime.now(timezone.utc).isoformat(),
+        "status": "running",
+    }
     start = time.perf_counter()
-    built = prepare_run_dir(cfg, run_dir)
-    built.ctx.show_progress = show_progress
     try:
+        built = prepare_run_dir(cfg, run_dir)
+        built.ctx.show_progress = show_progress
         df = aio.run(execute(built))
+    except SelfAlignError as exc:
+        meta.update(status="failed", error=str(exc), wall_s=round(time.perf_counter() - start, 2))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        io.write_json(meta, run_dir / "manifest.json")
+        raise
+    meta.update(status="ok", wall_s=round(time.perf_counter() - start, 2), score_means=score_means(df))
+    return df, write_outputs(built, df, meta)
+
+
+def run(
+    overrides: list[str],
+    run_dir: str | Path,
+    config_dirs: list[str] | None = None,
+    show_progress: bool = False,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Compose and run a pipeline into `run_dir`; returns (final dataset, manifest)."""
+    cfg = compose_config(overrides, config_dirs)
+    try:
+        return run_config(cfg, Path(run_dir), overrides, show_progress)
     finally:
         aio.run(close_all())
-    meta = {"pipeline": cfg.pipeline.name, "overrides": overrides, "status": "ok",
-            "wall_s": round(time.perf_counter() - start, 2), "score_means": score_means(df)}
-    return df, write_outputs(built, df, meta)

@@ -10,51 +10,150 @@ from rich.markup import escape
 from selfalign import __version__
 from selfalign.errors import SelfAlignError
 
-USAGE = """usage: selfalign COMMAND [options] [key=value ...]
+OVERRIDES = """\
+overrides (Hydra syntax; any number, after the command):
+  key=value                      set a value: temperature=0.2, model=test, n_rows=5
+  pipeline.stages.NAME.PARAM=v   set a stage param (see `selfalign list stages KIND`)
+  +key=value, ~key               add a key that is not in the config, delete one
+  key=[a,b], key={k: v}          a list, a mapping (quote them for your shell)
+  prompts.search_path=[DIR]      your prompt folders, searched before the shipped ones
+  plugins=[MODULE]               your modules that register stages (on PYTHONPATH)"""
+
+CONFIG_DIR = """\
+  --config-dir DIR, -cd DIR      also look in DIR for configs: DIR/pipeline/NAME.yaml is
+                                 pipeline=NAME, DIR/model/NAME.yaml is model=NAME (repeatable)
+  -h, --help                     this help"""
+
+EXIT_CHECK = "exit codes: 0 ok; 2 bad config or input (every problem listed, nothing run)"
+
+USAGE = f"""\
+usage: selfalign COMMAND [options] [key=value ...]
 
 commands:
-  run pipeline=NAME [overrides]        run a pipeline (Hydra: -m for a sweep, --config-dir DIR …)
+  run pipeline=NAME [overrides]        run a pipeline; -m for a sweep
   validate pipeline=NAME [overrides]   compose, build and check everything; no model is called
   preview pipeline=NAME [-k N] [...]   render the first N prompts of the first LLM stage
-  list [pipelines|stages|prompts|models]
+  list [pipelines|stages [KIND]|prompts|models]
   --version
+
+Every command takes --config-dir DIR and key=value overrides; `selfalign COMMAND --help` says more.
 
 examples:
   selfalign run pipeline=wizardlm_aaa
   selfalign run pipeline=wizardlm_aaa model=test aaa.enabled=false
   selfalign run -m pipeline=wizardlm_aaa model=test temperature=0.2,0.8
+  selfalign validate --config-dir ./myconf pipeline=my_pipe
+
+{EXIT_CHECK}; 1 a sweep job failed
 """
 
+COMMAND_USAGE = {
+    "run": f"""\
+usage: selfalign run pipeline=NAME [-m] [--config-dir DIR] [overrides ...]
 
-def _split_config_dirs(args: list[str]) -> tuple[list[str], list[str]]:
-    """Pull --config-dir/-cd DIR out of args (Hydra's own flag, supported by every command)."""
-    dirs, rest, it = [], [], iter(args)
-    for a in it:
-        if a in ("--config-dir", "-cd"):
-            dirs.append(next(it, ""))
-        elif a.startswith("--config-dir="):
-            dirs.append(a.split("=", 1)[1])
-        else:
-            rest.append(a)
-    return dirs, rest
+Check everything (bad config or input stops here, before any model call), run every stage and
+write the run directory outputs/<pipeline>/<time>/ (choose it with hydra.run.dir=DIR). A run
+into an existing run directory reuses the stage outputs that are still valid.
+
+options:
+  -m, --multirun                 a sweep: one job per combination of comma-separated values,
+                                 e.g. -m model=local,test temperature=0.2,0.8; jobs go to
+                                 multirun/<pipeline>/<time>/<job>/ (hydra.sweep.dir=DIR), then
+                                 sweep_summary.csv and .md
+{CONFIG_DIR}
+  Hydra's own flags work too: --cfg job (print the config), --info, --hydra-help
+
+{OVERRIDES}
+
+examples:
+  selfalign run pipeline=wizardlm_aaa num_instructions=3 hydra.run.dir=out/exp1
+  selfalign run -m pipeline=realign model=test temperature=0.2,0.8
+
+exit codes: 0 ok; 1 a sweep job failed (see the summary); 2 bad config or input, or a stage or
+model error (the message says where and how to fix it); 130 interrupted (rerun to resume)
+""",
+    "validate": f"""\
+usage: selfalign validate pipeline=NAME [--config-dir DIR] [overrides ...]
+
+Print the composed config, then build every stage, load every prompt, read the input file's
+header and check that every column a stage needs is produced before it. No model is called and
+nothing is written. Takes the same overrides as `selfalign run`.
+
+options:
+{CONFIG_DIR}
+
+{OVERRIDES}
+
+example:
+  selfalign validate pipeline=backtranslation curation.threshold=4
+
+{EXIT_CHECK}
+""",
+    "preview": f"""\
+usage: selfalign preview pipeline=NAME [-k N] [--config-dir DIR] [overrides ...]
+
+Render the first N requests of the first LLM stage for real input rows and print them; nothing
+is sent. The stages before it (load, filters) run for real.
+
+options:
+  -k N                           how many requests to render (default 3)
+{CONFIG_DIR}
+
+{OVERRIDES}
+
+example:
+  selfalign preview pipeline=wizardlm_aaa -k 2
+
+{EXIT_CHECK}
+""",
+    "list": f"""\
+usage: selfalign list [pipelines|stages [KIND]|prompts|models] [--config-dir DIR] [overrides ...]
+
+  pipelines        what pipeline=NAME can select: shipped, and DIR/pipeline/*.yaml
+  stages [KIND]    every stage kind (or just KIND) with its params: type, default, doc;
+                   add plugins=[MODULE] to list your module's stages too
+  prompts          every prompt and its variables; add prompts.search_path=[DIR] for yours
+  models           what model=NAME can select: shipped, and DIR/model/*.yaml
+The "from" column says which folder a name comes from when several define it.
+
+options:
+{CONFIG_DIR}
+
+examples:
+  selfalign list stages generate_text
+  PYTHONPATH=. selfalign list stages plugins=[my_stages]
+  selfalign list pipelines --config-dir ./myconf
+
+{EXIT_CHECK}
+""",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     console = Console(stderr=True)
-    if not args or args[0] in ("-h", "--help", "help"):
+    if not args or args[0] in ("-h", "--help"):
         print(USAGE)
+        return 0
+    if args[0] == "help":  # `selfalign help [COMMAND]`
+        print(COMMAND_USAGE.get(args[1], USAGE) if len(args) > 1 else USAGE)
         return 0
     if args[0] == "--version":
         print(f"selfalign {__version__}")
         return 0
     command, rest = args[0], args[1:]
+    if command in COMMAND_USAGE and ("-h" in rest or "--help" in rest):
+        # before Hydra sees it: its --help composes the config first and fails without pipeline=
+        print(COMMAND_USAGE[command])
+        return 0
     try:
         if command == "run":
             from selfalign.commands.run import run_command
 
             return run_command(rest)
-        dirs, overrides = _split_config_dirs(rest)
+        from selfalign.commands import split_config_dirs
+
+        dirs, overrides = split_config_dirs(rest)
         if command == "validate":
             from selfalign.commands.inspect import validate_command
 
@@ -71,10 +170,15 @@ def main(argv: list[str] | None = None) -> int:
         console.print("[bold red]error:[/] " + escape(str(exc)), highlight=False)
         return exc.exit_code
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted: finished stage outputs and cached responses are "
-                      "kept; run the same command again to resume.")
+        console.print(
+            "[yellow]interrupted: finished stage outputs and cached responses are "
+            "kept; run the same command again to resume."
+        )
         return 130
-    console.print("[bold red]error:[/] " + escape(f"unknown command '{command}'.\n{USAGE}"))
+    from selfalign.registry import did_you_mean
+
+    hint = did_you_mean(command, list(COMMAND_USAGE))
+    console.print("[bold red]error:[/] " + escape(f"unknown command '{command}'.{hint}\n{USAGE}"))
     return 2
 
 

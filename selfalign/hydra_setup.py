@@ -30,8 +30,12 @@ def setup() -> None:
     for path in sorted(resource_dir("pipelines").glob("*.yaml")):
         text = path.read_text(encoding="utf-8")
         m = _PACKAGE.search(text)
-        store.store(group="pipeline", name=path.stem, node=OmegaConf.create(text),
-                    package=m.group(1) if m else "pipeline")
+        store.store(
+            group="pipeline",
+            name=path.stem,
+            node=OmegaConf.create(text),
+            package=m.group(1) if m else "pipeline",
+        )
     _DONE = True
 
 
@@ -58,16 +62,22 @@ def searchpath_override(config_dirs: list[str]) -> list[str]:
     return [f"hydra.searchpath=[{dirs}]"]
 
 
+def check_config_dirs(config_dirs: list[str]) -> None:
+    """Hydra only warns about a missing search-path folder; we fail, naming it."""
+    for d in config_dirs:
+        if not Path(d).expanduser().is_dir():
+            raise ConfigError(f"--config-dir: folder not found: {d}")
+
+
 def compose_config(overrides: list[str], config_dirs: list[str] | None = None) -> DictConfig:
     """Compose like `selfalign run` would, for validate/preview; Hydra errors → ConfigError."""
     setup()
-    for d in config_dirs or []:
-        if not Path(d).expanduser().is_dir():
-            raise ConfigError(f"--config-dir: folder not found: {d}")
+    check_config_dirs(config_dirs or [])
     try:
         with initialize_config_dir(config_dir=conf_dir(), version_base=None):
-            return compose("config", overrides=normalize_overrides(overrides)
-                           + searchpath_override(config_dirs or []))
+            return compose(
+                "config", overrides=normalize_overrides(overrides) + searchpath_override(config_dirs or [])
+            )
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError(f"config: {hydra_message(exc)}") from None
 

@@ -13,9 +13,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-COLUMNS = ("job", "overrides", "status", "rows_in", "rows_out", "drops", "rejected", "tokens",
-           "wall_s")
-
 
 def summarize(sweep_dir: Path) -> pd.DataFrame:
     rows: list[dict[str, Any]] = []
@@ -23,14 +20,17 @@ def summarize(sweep_dir: Path) -> pd.DataFrame:
         m = json.loads(path.read_text())
         stages = m.get("stages", [])
         totals = m.get("llm_totals", {})
-        row = {"job": path.parent.name, "overrides": " ".join(m.get("overrides", [])),
-               "status": m.get("status", "?"),
-               "rows_in": stages[0]["rows_out"] if stages else None,
-               "rows_out": m.get("rows"),
-               "drops": sum(sum(s.get("drops", {}).values()) for s in stages),
-               "rejected": m.get("rejected"),
-               "tokens": totals.get("prompt_tokens", 0) + totals.get("completion_tokens", 0),
-               "wall_s": m.get("wall_s")}
+        row = {
+            "job": path.parent.name,
+            "overrides": " ".join(m.get("overrides", [])),
+            "status": m.get("status", "?"),
+            "rows_in": stages[0]["rows_out"] if stages else None,
+            "rows_out": m.get("rows"),
+            "drops": sum(sum(s.get("drops", {}).values()) for s in stages),
+            "rejected": m.get("rejected"),
+            "tokens": totals.get("prompt_tokens", 0) + totals.get("completion_tokens", 0),
+            "wall_s": m.get("wall_s"),
+        }
         row.update({f"mean_{k}": v for k, v in (m.get("score_means") or {}).items()})
         rows.append(row)
     return pd.DataFrame(rows)
@@ -45,16 +45,18 @@ def render(df: pd.DataFrame, console: Console) -> None:
     for col in df.columns:
         table.add_column(col, overflow="fold")
     for rec in df.to_dict(orient="records"):
-        table.add_row(*(escape("" if v is None or v != v else
-                               f"{v:.2f}" if isinstance(v, float) else str(v))
-                        for v in rec.values()))
+        table.add_row(
+            *(
+                escape("" if v is None or v != v else f"{v:.2f}" if isinstance(v, float) else str(v))
+                for v in rec.values()
+            )
+        )
     console.print(table)
 
 
 def to_markdown(df: pd.DataFrame) -> str:
     cells = [[("" if v is None or v != v else str(v)) for v in r] for r in df.itertuples(index=False)]
-    lines = ["| " + " | ".join(map(str, df.columns)) + " |",
-             "|" + "---|" * len(df.columns)]
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in cells]
     return "\n".join(lines) + "\n"
 

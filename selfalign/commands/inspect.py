@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+import pandas as pd
 from omegaconf import OmegaConf
 from rich.console import Console
 from rich.panel import Panel
@@ -11,21 +12,24 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from selfalign import aio
+from selfalign.api import check
+from selfalign.commands import reject_flags
 from selfalign.hydra_setup import compose_config
-from selfalign.runner import build
 
 
 def validate_command(overrides: list[str], config_dirs: list[str]) -> int:
+    reject_flags("validate", overrides)
     cfg = compose_config(overrides, config_dirs)
     out = Console()
     out.print(Syntax(OmegaConf.to_yaml(cfg), "yaml", theme="ansi_dark"))
-    built = build(cfg, run_dir=None, show_progress=False)  # raises ValidationFailed (exit 2)
+    built = check(cfg)  # raises ValidationFailed (exit 2)
     table = Table(title=f"pipeline {cfg.pipeline.name}: {len(built.stages)} stages")
     for col in ("#", "stage", "kind", "LLM", "columns after"):
         table.add_column(col)
     for i, (stage, cols) in enumerate(zip(built.stages, built.columns, strict=True)):
-        table.add_row(str(i), stage.name, stage.kind, "yes" if stage.uses_llm else "",
-                      ", ".join(sorted(cols)))
+        table.add_row(
+            str(i), stage.name, stage.kind, "yes" if stage.uses_llm else "", ", ".join(sorted(cols))
+        )
     out.print(table)
     out.print("[green]OK[/]: config, stages, prompts, models and input columns check out.")
     return 0
@@ -35,22 +39,19 @@ def preview_command(args: list[str], config_dirs: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="selfalign preview", add_help=False)
     parser.add_argument("-k", type=int, default=3)
     known, overrides = parser.parse_known_args(args)
-    cfg = compose_config(overrides, config_dirs)
-    built = build(cfg, run_dir=None, show_progress=False)
+    reject_flags("preview", overrides)
+    built = check(compose_config(overrides, config_dirs))
     out = Console()
-    df = None
-    import pandas as pd
-
     df = pd.DataFrame()
     for stage in built.stages:
         if stage.uses_llm:
             shown = stage.preview(df, known.k)
-            out.print(f"[bold]{stage.name}[/] ({stage.kind}): first {len(shown)} request(s), "
-                      "not sent")
+            out.print(f"[bold]{stage.name}[/] ({stage.kind}): first {len(shown)} request(s), not sent")
             for i, msgs in enumerate(shown):
                 for m in msgs:
-                    out.print(Panel(m["content"], title=f"row {i} · {m['role']}",
-                                    title_align="left"), markup=False)
+                    out.print(
+                        Panel(m["content"], title=f"row {i} · {m['role']}", title_align="left"), markup=False
+                    )
             return 0
         df = aio.run(stage.run(df))  # non-LLM stages (load, filters) run for real
     out.print("this pipeline has no LLM stage")

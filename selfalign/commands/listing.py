@@ -2,73 +2,179 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import yaml
+from omegaconf import DictConfig
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from selfalign.commands import reject_flags
 from selfalign.config import describe_params
 from selfalign.errors import ConfigError
+from selfalign.hydra_setup import compose_config
 from selfalign.paths import resource_dir
 from selfalign.prompts import PromptLibrary
 from selfalign.registry import did_you_mean
-from selfalign.stages import STAGES
+from selfalign.settings import import_plugins, prompt_search_path
+from selfalign.stages import STAGES, Stage
 
 WHAT = ("pipelines", "stages", "prompts", "models")
+SHIPPED = "shipped"
 
 
 def list_command(args: list[str], config_dirs: list[str]) -> int:
-    what = args[0] if args else "pipelines"
+    reject_flags("list", args)
+    # bare words name what to list (and a stage kind); key=value, +key=v and ~key are overrides
+    words = [a for a in args if "=" not in a and not a.startswith(("+", "~"))]
+    overrides = [a for a in args if a not in words]
+    what = words[0] if words else "pipelines"
     if what not in WHAT:
-        raise ConfigError(f"list: unknown '{what}'.{did_you_mean(what, list(WHAT))} "
-                          f"Use one of: {', '.join(WHAT)}.")
+        raise ConfigError(
+            f"list: unknown '{what}'.{did_you_mean(what, list(WHAT))} Use one of: {', '.join(WHAT)}."
+        )
+    if len(words) > (2 if what == "stages" else 1):
+        usage = "list stages [KIND]" if what == "stages" else f"list {what}"
+        raise ConfigError(
+            f"list {what}: unexpected '{words[-1]}'. Usage: selfalign {usage} "
+            "[key=value ...]; see `selfalign list --help`."
+        )
+    cfg = _compose(overrides, config_dirs)
     out = Console()
     if what == "stages":
-        for kind, cls in STAGES.items():
-            table = Table(title=f"{kind} — {(cls.__doc__ or '').strip().splitlines()[0]}",
-                          title_justify="left")
-            for col in ("param", "type", "default", "doc"):
-                table.add_column(col, overflow="fold")
-            for name, tp, default, text in describe_params(cls.Params):
-                table.add_row(name, tp, repr(default), text)
-            out.print(table)
-        return 0
-    table = Table()
-    if what == "pipelines":
-        for col in ("pipeline", "stages", "description"):
-            table.add_column(col, overflow="fold")
-        for path in sorted(resource_dir("pipelines").glob("*.yaml")):
-            pipe = (yaml.safe_load(path.read_text()) or {}).get("pipeline", {})
-            table.add_row(path.stem, str(len(pipe.get("order", []))), pipe.get("description", ""))
+        _list_stages(out, cfg, words[1] if len(words) > 1 else None)
+    elif what == "pipelines":
+        _list_group(out, "pipeline", _pipeline_folders(config_dirs), _pipeline_row, ("stages", "description"))
     elif what == "models":
-        for col in ("model", "provider", "name"):
-            table.add_column(col)
-        for path in sorted((resource_dir("conf") / "model").glob("*.yaml")):
-            m = yaml.safe_load(path.read_text()) or {}
-            table.add_row(path.stem, str(m.get("provider", "")), str(m.get("name", "")))
+        _list_group(out, "model", _model_folders(config_dirs), _model_row, ("provider", "name"))
     else:
-        lib = PromptLibrary([resource_dir("prompts")])
-        for col in ("prompt", "variables"):
-            table.add_column(col, overflow="fold")
-        for name in lib.names():
-            try:
-                variables = ", ".join(sorted(lib.get(name).variables))
-            except Exception as exc:  # noqa: BLE001 — show a broken template, keep listing
-                variables = f"(error: {exc})"
-            table.add_row(name, variables)
-    out.print(table)
+        _list_prompts(out, cfg)
     return 0
+
+
+def _compose(overrides: list[str], config_dirs: list[str]) -> DictConfig:
+    """The root config with the user's overrides, so `plugins` and `prompts.search_path` are
+    read exactly as a run reads them. No pipeline is needed to list things: unless one is
+    given, drop the mandatory `pipeline` default (`~pipeline`)."""
+    keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    return compose_config(overrides + ([] if "pipeline" in keys else ["~pipeline"]), config_dirs)
+
+
+def _list_stages(out: Console, cfg: DictConfig, kind: str | None) -> None:
+    import_plugins(cfg)  # so `plugins=[my_module]` lists that module's stages too
+    # an unknown KIND raises ConfigError with did-you-mean (exit 2)
+    kinds = [(kind, STAGES.get(kind, "list stages"))] if kind is not None else STAGES.items()
+    for name, cls in kinds:
+        out.print(_stage_table(name, cls))
+
+
+def _stage_table(kind: str, cls: type[Stage]) -> Table:
+    title = f"{kind} — {_first_line(cls.__doc__)}"
+    if not cls.__module__.startswith("selfalign."):
+        title += f" (plugin {cls.__module__})"  # say where a user's stage comes from
+    table = Table(title=escape(title), title_justify="left")
+    for col in ("param", "type", "default", "doc"):
+        table.add_column(col, overflow="fold")
+    for name, tp, default, text in describe_params(cls.Params):
+        # describe_params marks a param without a default with the text "(required)"
+        required = isinstance(default, str) and default == "(required)"
+        table.add_row(name, escape(tp), escape(default if required else repr(default)), escape(text))
+    return table
+
+
+def _first_line(text: str | None) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def _pipeline_folders(config_dirs: list[str]) -> list[tuple[str, Path]]:
+    """(source, folder) in Hydra's search order for `pipeline=NAME`: each --config-dir's
+    pipeline/ comes before the shipped pipelines (registered in the ConfigStore, searched last)."""
+    return [(d, Path(d).expanduser() / "pipeline") for d in config_dirs] + [
+        (SHIPPED, resource_dir("pipelines"))
+    ]
+
+
+def _model_folders(config_dirs: list[str]) -> list[tuple[str, Path]]:
+    """(source, folder) in Hydra's search order for `model=NAME`: the shipped conf/ is the primary
+    config dir, so conf/model/ comes before each --config-dir's model/."""
+    return [(SHIPPED, resource_dir("conf") / "model")] + [
+        (d, Path(d).expanduser() / "model") for d in config_dirs
+    ]
+
+
+def _pipeline_row(data: dict) -> list[str]:
+    pipe = data.get("pipeline") or {}
+    return [str(len(pipe.get("order") or [])), str(pipe.get("description", ""))]
+
+
+def _model_row(data: dict) -> list[str]:
+    return [str(data.get("provider", "")), str(data.get("name", ""))]
+
+
+def _list_group(
+    out: Console,
+    group: str,
+    folders: list[tuple[str, Path]],
+    row: Callable[[dict], list[str]],
+    columns: tuple[str, ...],
+) -> None:
+    """One row per NAME that `group=NAME` selects; where several folders have NAME.yaml, the
+    first in search order is the one Hydra loads, and its source is shown."""
+    found: dict[str, tuple[str, Path]] = {}
+    for source, folder in folders:
+        for path in sorted(folder.glob("*.yaml")):
+            found.setdefault(path.stem, (source, path))
+    table = Table()
+    for col in (group, *columns, "from"):
+        table.add_column(col, overflow="fold")
+    for name, (source, path) in sorted(found.items()):
+        try:
+            cells = row(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+        except (yaml.YAMLError, AttributeError, UnicodeDecodeError) as exc:
+            # keep listing the others; `selfalign validate` reports the file in full
+            cells = [f"(unreadable {path}: {str(exc).splitlines()[0]})"] + [""] * (len(columns) - 1)
+        table.add_row(*(escape(c) for c in (name, *cells, source)))
+    out.print(table)
+
+
+def _list_prompts(out: Console, cfg: DictConfig) -> None:
+    lib = PromptLibrary(prompt_search_path(cfg))
+    shipped = resource_dir("prompts").resolve()
+    table = Table()
+    for col in ("prompt", "variables", "from"):
+        table.add_column(col, overflow="fold")
+    for name in lib.names():
+        try:
+            prompt = lib.get(name)
+            variables = ", ".join(sorted(prompt.variables))
+            folder = next(
+                (p for p in lib.search_path if Path(prompt.path).is_relative_to(p)), Path(prompt.path)
+            )
+            source = SHIPPED if folder == shipped else str(folder)
+        except Exception as exc:  # noqa: BLE001 — show a broken template, keep listing
+            variables, source = f"(error: {exc})", ""
+        table.add_row(escape(name), escape(variables), escape(source))
+    out.print(table)
 
 
 def stage_yaml(kind: str) -> str:
     """conf/stage/<kind>.yaml: every param of a stage kind with its default and doc, for reference
     (kept in sync with the dataclasses by tests/unit/test_stage_conf.py)."""
     cls = STAGES.get(kind)
-    lines = [f"# {kind}: {(cls.__doc__ or '').strip().splitlines()[0]}",
-             "# Generated from the stage's Params dataclass: python -m selfalign.commands.listing",
-             f"kind: {kind}"]
+    lines = [
+        f"# {kind}: {(cls.__doc__ or '').strip().splitlines()[0]}",
+        "# Generated from the stage's Params dataclass: python -m selfalign.commands.listing",
+        f"kind: {kind}",
+    ]
     for name, tp, default, text in describe_params(cls.Params):
-        value = "???" if default == "(required)" else yaml.safe_dump(
-            default, default_flow_style=True, width=10**6).strip().removesuffix("\n...")
+        value = (
+            "???"
+            if default == "(required)"
+            else yaml.safe_dump(default, default_flow_style=True, width=10**6).strip().removesuffix("\n...")
+        )
         lines.append(f"{name}: {value}  # {tp}. {text}".rstrip())
     return "\n".join(lines) + "\n"
 
