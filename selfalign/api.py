@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -12,10 +13,22 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from selfalign import aio, io
-from selfalign.errors import SelfAlignError
+from selfalign.errors import RunFailed, SelfAlignError
 from selfalign.hydra_setup import compose_config
 from selfalign.llm.session import close_all
-from selfalign.runner import Built, build, execute, prepare_run_dir, write_outputs
+from selfalign.runner import (
+    Built,
+    assess,
+    build,
+    check_endpoints,
+    execute,
+    prepare_run_dir,
+    run_log,
+    write_manifest,
+    write_outputs,
+)
+
+log = logging.getLogger("selfalign")
 
 
 def check(cfg: DictConfig) -> Built:
@@ -44,9 +57,10 @@ def run_config(
     cfg: DictConfig, run_dir: Path, overrides: list[str], show_progress: bool = False
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Given a composed config and a run dir: build, execute, write outputs; returns
-    (final dataset, manifest). On a SelfAlignError it writes a manifest with status "failed" (the
-    sweep summary reads it) and re-raises. Model clients stay open: the caller closes them, so
-    the jobs of one sweep share one embedded model server."""
+    (final dataset, manifest). When the run fails or is degraded it still writes the manifest
+    (status "failed", the reason, every stage's stats; the sweep summary reads it) and raises
+    the error with `.manifest` set. Model clients stay open: the caller closes them, so the jobs
+    of one sweep share one embedded model server."""
     meta: dict[str, Any] = {
         "pipeline": OmegaConf.select(cfg, "pipeline.name"),
         "overrides": list(overrides),
@@ -54,17 +68,35 @@ def run_config(
         "status": "running",
     }
     start = time.perf_counter()
-    try:
-        built = prepare_run_dir(cfg, run_dir)
-        built.ctx.show_progress = show_progress
-        df = aio.run(execute(built))
-    except SelfAlignError as exc:
-        meta.update(status="failed", error=str(exc), wall_s=round(time.perf_counter() - start, 2))
-        run_dir.mkdir(parents=True, exist_ok=True)
-        io.write_json(meta, run_dir / "manifest.json")
-        raise
-    meta.update(status="ok", wall_s=round(time.perf_counter() - start, 2), score_means=score_means(df))
-    return df, write_outputs(built, df, meta)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    built: Built | None = None
+    df: pd.DataFrame | None = None
+    with run_log(run_dir):
+        try:
+            built = prepare_run_dir(cfg, run_dir)
+            built.ctx.show_progress = show_progress
+            meta["attempt"] = built.attempt
+            check_endpoints(built)
+            df = aio.run(execute(built))
+            problems = assess(built, df)
+            if problems:
+                raise RunFailed("the run did not produce what was asked: " + "; ".join(problems))
+        except SelfAlignError as exc:
+            meta.update(status="failed", error=str(exc), exit_code=exc.exit_code,
+                        wall_s=round(time.perf_counter() - start, 2))
+            log.error("%s", exc)
+            if built is None:
+                io.write_json(meta, run_dir / "manifest.json")
+            else:
+                if df is not None:  # the run finished, but emptier than asked: keep its files
+                    write_outputs(built, df, meta)
+                rows = None if df is None else len(df)
+                exc.manifest = write_manifest(built, meta, rows)  # type: ignore[attr-defined]
+            raise
+        meta.update(status="ok", wall_s=round(time.perf_counter() - start, 2), score_means=score_means(df))
+        manifest = write_outputs(built, df, meta)
+        log.info("done: %d rows in %s", len(df), run_dir)
+        return df, manifest
 
 
 def run(

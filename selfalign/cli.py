@@ -44,7 +44,7 @@ examples:
   selfalign run -m pipeline=wizardlm_aaa model=test temperature=0.2,0.8
   selfalign validate --config-dir ./myconf pipeline=my_pipe
 
-{EXIT_CHECK}; 1 a sweep job failed
+{EXIT_CHECK}; 3 the run failed or is degraded (see `selfalign run --help`)
 """
 
 COMMAND_USAGE = {
@@ -69,8 +69,11 @@ examples:
   selfalign run pipeline=wizardlm_aaa num_instructions=3 hydra.run.dir=out/exp1
   selfalign run -m pipeline=realign model=test temperature=0.2,0.8
 
-exit codes: 0 ok; 1 a sweep job failed (see the summary); 2 bad config or input, or a stage or
-model error (the message says where and how to fix it); 130 interrupted (rerun to resume)
+exit codes: 0 ok (the dataset was produced within the failure limits); 2 bad config or input (found
+before any model call; every problem listed); 3 the run failed or is degraded: an endpoint is
+unreachable, a stage's failed calls exceeded its max_failure_rate, the dataset has 0 rows, or a
+sweep job failed (the message says which and how to fix it; re-run into the same run dir to
+retry); 4 stopped by the budget; 130 interrupted (re-run into the same run dir to resume)
 """,
     "validate": f"""\
 usage: selfalign validate pipeline=NAME [--config-dir DIR] [overrides ...]

@@ -128,8 +128,37 @@ def parse_params(schema: type[T], raw: Mapping[str, Any] | None, where: str) -> 
     return obj
 
 
-def describe_params(schema: type) -> list[tuple[str, str, Any, str]]:
-    """(name, type, default, one-line doc) for each field, docs from `metadata={'doc': ...}`."""
+def _plain_default(value: Any) -> Any:
+    """Dataclass defaults (typed nested params) as plain mappings, for YAML and tables."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, list):
+        return [_plain_default(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain_default(v) for k, v in value.items()}
+    return value
+
+
+def _nested_schema(tp: Any) -> tuple[type, str] | None:
+    """The dataclass inside `tp` (X, X | None, list[X], dict[str, X]) and the path suffix."""
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return tp, ""
+    origin, args = get_origin(tp), get_args(tp)
+    if origin in (Union, types.UnionType):
+        found = [n for a in args if (n := _nested_schema(a))]
+        return found[0] if found else None
+    if origin in (list, tuple) and args:
+        inner = _nested_schema(args[0])
+        return (inner[0], "[]" + inner[1]) if inner else None
+    if origin is dict and len(args) == 2:
+        inner = _nested_schema(args[1])
+        return (inner[0], ".<name>" + inner[1]) if inner else None
+    return None
+
+
+def describe_params(schema: type, nested: bool = False) -> list[tuple[str, str, Any, str]]:
+    """(name, type, default, one-line doc) for each field, docs from `metadata={'doc': ...}`.
+    nested=True adds the fields of typed nested params as `name.field`, `name[].field` …"""
     hints = typing.get_type_hints(schema)
     rows = []
     for f in dataclasses.fields(schema):
@@ -139,7 +168,12 @@ def describe_params(schema: type) -> list[tuple[str, str, Any, str]]:
             default = f.default_factory()
         else:
             default = "(required)"
-        rows.append((f.name, _type_name(hints[f.name]), default, f.metadata.get("doc", "")))
+        rows.append((f.name, _type_name(hints[f.name]), _plain_default(default),
+                     f.metadata.get("doc", "")))
+        inner = _nested_schema(hints[f.name]) if nested else None
+        if inner:
+            rows += [(f"{f.name}{inner[1]}.{n}", t, d, text)
+                     for n, t, d, text in describe_params(inner[0], nested=True)]
     return rows
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 import time
 from collections import Counter
@@ -22,6 +23,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 from selfalign.llm.session import LLMSession
 from selfalign.prompts import PromptLibrary
@@ -35,6 +37,23 @@ class StageStats:
     counts: Counter[str] = field(default_factory=Counter)  # notable events that keep the row
     wall_s: float = 0.0
     reused: bool = False
+    jobs: int = 0  # LLM jobs finished (each with its own attempts)
+    failed: int = 0  # jobs that ended failed: LLM error or unparsable after every attempt
+    llm_failed: int = 0  # of those, failed with an LLM error (worth retrying on a re-run)
+    first_error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rows_in": self.rows_in, "rows_out": self.rows_out, "drops": dict(self.drops),
+                "counts": dict(self.counts), "wall_s": self.wall_s, "jobs": self.jobs,
+                "failed": self.failed, "llm_failed": self.llm_failed,
+                "first_error": self.first_error}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StageStats:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        st = cls(**known)
+        st.drops, st.counts = Counter(st.drops), Counter(st.counts)
+        return st
 
 
 class Stats:
@@ -53,12 +72,23 @@ class Stats:
         if n:
             self.stage(stage).counts[what] += n
 
+    def job(self, stage: str, error: str | None) -> None:
+        """One finished LLM job (the engine calls this), for the failure-rate check."""
+        st = self.stage(stage)
+        st.jobs += 1
+        if error:
+            st.failed += 1
+            st.llm_failed += int(error.startswith("llm_error"))
+            st.first_error = st.first_error or error
+
 
 class Rejected:
-    """The rejected table, appended to disk at once so a crash loses nothing."""
+    """The rejected table, appended to disk at once so a crash loses nothing. Each run into
+    the same run dir is a new `attempt`; earlier attempts' records are kept."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, attempt: int = 1) -> None:
         self.path = path
+        self.attempt = attempt
         self.count = 0
 
     def add(self, stage: str, row_id: str, reason: str, attempts: int = 0,
@@ -66,33 +96,58 @@ class Rejected:
         self.count += 1
         if self.path is None:
             return
-        rec = {"stage": stage, "row_id": row_id, "reason": reason, "attempts": attempts,
-               "raw": raw, **extra}
+        rec = {"attempt": self.attempt, "stage": stage, "row_id": row_id, "reason": reason,
+               "attempts": attempts, "raw": raw, **extra}
         with self.path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
 
 
-class StageProgress:
-    """Rows done, rate, cache hits, failures and ETA for one stage."""
+log = logging.getLogger("selfalign")
 
-    def __init__(self, progress: Progress | None, task: TaskID | None) -> None:
-        self.progress, self.task = progress, task
-        self.cache_hits = self.failures = self.done = 0
-        self.started = time.perf_counter()
+
+class LogConsole(Console):
+    """The run's console. `log()` goes to the `selfalign` logger, so every message a stage or
+    the runner logs reaches run.log (and the terminal through the CLI's logging handler)."""
+
+    def log(self, *objects: Any, **_: Any) -> None:  # type: ignore[override]
+        text = " ".join(str(o) for o in objects)
+        level = logging.WARNING if text.startswith(("[yellow]", "[red]")) else logging.INFO
+        try:
+            text = Text.from_markup(text).plain
+        except Exception:  # noqa: BLE001 — not markup after all: log it as it is
+            pass
+        log.log(level, text)
+
+
+class StageProgress:
+    """Calls done, rate, cache hits, failures and ETA for one stage: a rich bar on a terminal,
+    else (output piped to a file) a log line every `every_s` seconds."""
+
+    def __init__(self, progress: Progress | None, task: TaskID | None, stage: str = "",
+                 every_s: float | None = None) -> None:
+        self.progress, self.task, self.stage, self.every_s = progress, task, stage, every_s
+        self.cache_hits = self.failures = self.done = self.total = 0
+        self.started = self._logged = time.perf_counter()
 
     def add_total(self, n: int) -> None:
+        self.total += n
         if self.progress is not None and self.task is not None:
-            total = self.progress.tasks[self.task].total or 0
-            self.progress.update(self.task, total=total + n)
+            self.progress.update(self.task, total=self.total)
+
+    def info(self) -> str:
+        rate = self.done / max(time.perf_counter() - self.started, 1e-6)
+        return f"{rate:.1f}/s · cache {self.cache_hits} · fail {self.failures}"
 
     def advance(self, n: int = 1, cached: bool = False, failed: bool = False) -> None:
         self.cache_hits += int(cached)
         self.failures += int(failed)
         self.done += n
         if self.progress is not None and self.task is not None:
-            rate = self.done / max(time.perf_counter() - self.started, 1e-6)
-            self.progress.update(self.task, advance=n, info=f"{rate:.1f}/s · cache "
-                                 f"{self.cache_hits} · fail {self.failures}")
+            self.progress.update(self.task, advance=n, info=self.info())
+        now = time.perf_counter()
+        if self.every_s is not None and now - self._logged >= self.every_s:
+            self._logged = now
+            log.info("%s: %d/%d calls · %s", self.stage, self.done, self.total, self.info())
 
 
 @dataclass
@@ -102,10 +157,11 @@ class RunContext:
     prompts: PromptLibrary
     llm: LLMSession
     seed: int = 42
-    console: Console = field(default_factory=lambda: Console(stderr=True))
+    console: Console = field(default_factory=lambda: LogConsole(stderr=True))
     stats: Stats = field(default_factory=Stats)
     rejected: Rejected = field(default_factory=lambda: Rejected(None))
     show_progress: bool = True
+    progress_every_s: float = 10.0  # without a terminal: one progress line this often
     _progress: Progress | None = None
 
     def rng(self, stage: str) -> random.Random:
@@ -114,8 +170,9 @@ class RunContext:
 
     @contextmanager
     def progress(self, stage: str, total: int) -> Iterator[StageProgress]:
-        if not self.show_progress:
-            yield StageProgress(None, None)
+        if not self.show_progress or not self.console.is_terminal:
+            every = self.progress_every_s if self.show_progress else None
+            yield StageProgress(None, None, stage, every)
             return
         progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -124,4 +181,4 @@ class RunContext:
         )
         with progress:
             task = progress.add_task(stage, total=total, info="")
-            yield StageProgress(progress, task)
+            yield StageProgress(progress, task, stage)

@@ -104,7 +104,14 @@ class Engine:
     async def run(self, jobs: list[Job], policy: Policy = Policy()) -> list[Outcome]:
         """Every job at once; outcomes in job order."""
         self.progress.add_total(len(jobs))
-        return list(await asyncio.gather(*(self._job(j, policy) for j in jobs)))
+        tasks = [asyncio.ensure_future(self._job(j, policy)) for j in jobs]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:  # a fatal error (endpoint down, on_failure=fail): stop the rest
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
 
     async def call(self, job: Job, policy: Policy = Policy()) -> Outcome:
         """One job, for stages that chain calls per row (each row its own coroutine)."""
@@ -144,6 +151,7 @@ class Engine:
         if out.error and out.error.startswith("parse: incomplete") and policy.keep_incomplete:
             out.error = None
         self.progress.advance(cached=out.cached, failed=not out.ok)
+        self.ctx.stats.job(self.stage, out.error)
         if not out.ok:
             self._failed(out, params)
         return out

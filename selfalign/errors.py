@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+# Exit codes are part of the interface (docs/failures.md).
+EXIT_OK = 0  # the dataset was produced within the failure limits
+EXIT_CONFIG = 2  # bad config or input: found before any model call
+EXIT_RUN_FAILED = 3  # the run failed or is degraded (endpoint down, too many failures, no rows)
+EXIT_BUDGET = 4  # stopped by the budget cap; a re-run with a higher budget continues
+
 
 class SelfAlignError(Exception):
-    """Base of all errors that the CLI prints as one clear paragraph (exit code 2)."""
+    """Base of all errors that the CLI prints as one clear paragraph (exit code 2 unless a
+    subclass says otherwise)."""
 
-    exit_code = 2
+    exit_code = EXIT_CONFIG
 
 
 class ConfigError(SelfAlignError):
@@ -24,9 +31,19 @@ class PromptError(SelfAlignError):
 class StageError(SelfAlignError):
     """A stage failed while running (after validation passed)."""
 
+    exit_code = EXIT_RUN_FAILED
+
 
 class LLMError(SelfAlignError):
     """A model call failed in a way that retrying cannot fix (bad key, bad request, no server)."""
+
+    exit_code = EXIT_RUN_FAILED
+
+
+class RunFailed(SelfAlignError):
+    """The run finished but is not what the user asked for: too many failed calls, no rows."""
+
+    exit_code = EXIT_RUN_FAILED
 
 
 class ParseError(Exception):
@@ -45,3 +62,15 @@ class ValidationFailed(SelfAlignError):
         self.problems = problems
         body = "\n".join(f"  - {p}" for p in problems)
         super().__init__(f"{len(problems)} problem(s) found before any model call:\n{body}")
+
+
+class PreflightFailed(SelfAlignError):
+    """A model endpoint the run needs is unreachable, refuses the key or lacks the model."""
+
+    exit_code = EXIT_RUN_FAILED
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        body = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"preflight: {len(problems)} model endpoint problem(s), nothing was "
+                         f"called:\n{body}")

@@ -10,10 +10,15 @@ from rich.table import Table
 
 
 def stage_table(manifest: dict[str, Any]) -> Table:
-    table = Table(title=f"{manifest.get('pipeline', '')}: {manifest.get('rows', 0)} rows out")
+    rows = manifest.get("rows")
+    title = f"{manifest.get('pipeline', '')}: {'no dataset' if rows is None else f'{rows} rows out'}"
+    table = Table(title=title)
     for col in ("stage", "kind", "in", "out", "drops", "requests", "cached", "tokens", "wall s"):
         table.add_column(col, justify="right" if col not in ("stage", "kind", "drops") else "left")
     for s in manifest.get("stages", []):
+        if s.get("status") == "not run":
+            table.add_row(s["name"], s["kind"], "-", "-", "not run", "-", "-", "-", "-")
+            continue
         llm = list(s.get("llm", {}).values())
         req = sum(x["requests"] for x in llm)
         hits = sum(x["cache_hits"] for x in llm)
@@ -27,9 +32,9 @@ def stage_table(manifest: dict[str, Any]) -> Table:
 
 def print_run_summary(console: Console, manifest: dict[str, Any], run_dir: str) -> None:
     console.print(stage_table(manifest))
-    totals = manifest.get("llm_totals", {})
+    totals = manifest.get("llm_attempt") or manifest.get("llm_totals", {})
     console.print(
-        f"requests {totals.get('requests', 0)} (sent {totals.get('sent', 0)}, cached "
+        f"requests this run {totals.get('requests', 0)} (sent {totals.get('sent', 0)}, cached "
         f"{totals.get('cache_hits', 0)}), failures {totals.get('failures', 0)}, rejected rows "
         f"{manifest.get('rejected', 0)}, wall {manifest.get('wall_s', 0):.1f}s")
     console.print(f"run dir: [bold]{run_dir}[/] (dataset.jsonl, dataset.parquet, rejected.jsonl, "

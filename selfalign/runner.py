@@ -2,34 +2,44 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
+import logging
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from selfalign import io
+from selfalign import aio, io
+from selfalign.checkpoint import Checkpoint, fingerprint, restore
 from selfalign.config import parse_params
-from selfalign.context import Rejected, RunContext
-from selfalign.errors import ConfigError, SelfAlignError, ValidationFailed
+from selfalign.context import Rejected, RunContext, StageStats
+from selfalign.errors import ConfigError, PreflightFailed, RunFailed, SelfAlignError, ValidationFailed
 from selfalign.llm.cache import ResponseCache
-from selfalign.llm.session import LLMSession
+from selfalign.llm.config import ModelConfig
+from selfalign.llm.preflight import preflight
+from selfalign.llm.session import DEFAULT, LLMSession
 from selfalign.manifest import versions
 from selfalign.prompts import PromptLibrary
 from selfalign.registry import did_you_mean
 from selfalign.settings import (
+    RunSettings,
     cache_settings,
     import_plugins,
     model_settings,
     pipeline_settings,
     prompt_search_path,
+    run_settings,
 )
 from selfalign.stages import STAGES, Stage
 from selfalign.stages.base import StageSpec
+
+log = logging.getLogger("selfalign")
+DEFAULT_MAX_FAILURE_RATE = 0.25  # for stages whose params have no max_failure_rate
 
 
 @dataclass
@@ -37,7 +47,9 @@ class Built:
     ctx: RunContext
     stages: list[Stage]
     output: str
+    settings: RunSettings = field(default_factory=RunSettings)
     columns: list[set[str]] = field(default_factory=list)  # columns after each stage
+    attempt: int = 1  # the how-manieth run into this run dir
 
 
 def build(cfg: DictConfig, run_dir: Path | None, show_progress: bool = True) -> Built:
@@ -56,13 +68,13 @@ def build(cfg: DictConfig, run_dir: Path | None, show_progress: bool = True) -> 
     models = attempt(model_settings, cfg)
     cache_cfg = attempt(cache_settings, cfg)
     search = attempt(prompt_search_path, cfg)
-    if pipe is None or models is None or cache_cfg is None or search is None:
+    run = attempt(run_settings, cfg)
+    if pipe is None or models is None or cache_cfg is None or search is None or run is None:
         raise ValidationFailed(problems)
     cache = ResponseCache(cache_cfg.path) if cache_cfg.enabled and run_dir is not None else None
     session = LLMSession(models, run_dir or Path("."), cache, set(cache_cfg.refresh_stages))
-    seed = int(cfg.get("seed", 42))
     ctx = RunContext(cfg=cfg, run_dir=run_dir, prompts=PromptLibrary(search), llm=session,
-                     seed=seed, show_progress=show_progress)
+                     seed=run.seed, show_progress=show_progress)
     specs: dict[str, StageSpec | None] = {}
     for name in pipe.order:
         before = len(problems)
@@ -81,7 +93,7 @@ def build(cfg: DictConfig, run_dir: Path | None, show_progress: bool = True) -> 
     for i, name in enumerate(cache_cfg.refresh_stages):
         if name not in pipe.stages:
             problems.append(f"cache.refresh_stages[{i}]: no stage '{name}' in this pipeline.")
-    built = Built(ctx, stages, pipe.output or (pipe.order[-1] if pipe.order else ""))
+    built = Built(ctx, stages, pipe.output or (pipe.order[-1] if pipe.order else ""), run)
     cols: set[str] = set()
     for stage in stages[:broken]:
         try:
@@ -146,54 +158,117 @@ def _resolve(spec: StageSpec, field_name: str, target: str, kind: str,
     return found
 
 
-def _fingerprint(prev: str, stage: Stage, ctx: RunContext) -> str:
-    params = asdict(stage.params) if hasattr(stage.params, "__dataclass_fields__") else {}
-    extra = getattr(stage, "fingerprint_extra", lambda: "")()
-    model = ctx.llm.identity(getattr(stage.params, "model", None)) if stage.uses_llm else ""
-    blob = json.dumps([prev, stage.kind, stage.name, params, stage.prompt_hashes(), model,
-                       ctx.seed, extra], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
 async def execute(built: Built) -> pd.DataFrame:
-    """Run the stages in order, writing each output; reuse outputs whose fingerprint matches."""
+    """Run the stages in order, writing each output; reuse leading stages whose checkpoint
+    matches. Once a stage has run, every later stage runs too (its input may have changed)."""
     ctx = built.ctx
     assert ctx.run_dir is not None
     stage_dir = ctx.run_dir / "stages"
     stage_dir.mkdir(parents=True, exist_ok=True)
-    df, fp, final = pd.DataFrame(), "", None
+    df, fp, final, ran = pd.DataFrame(), "", None, False
     for i, stage in enumerate(built.stages):
-        fp = _fingerprint(fp, stage, ctx)
-        path = stage_dir / f"{i:02d}_{stage.name}.jsonl"
-        marker = path.with_suffix(".fingerprint")
-        st = ctx.stats.stage(stage.name)
-        st.rows_in, start = len(df), time.perf_counter()
-        if path.exists() and marker.exists() and marker.read_text() == fp:
-            df, st.reused = io.read_jsonl(path) if path.stat().st_size else df.iloc[0:0], True
-            ctx.console.log(f"[dim]{stage.name}: reused {len(df)} rows from {path.name}")
+        fp = fingerprint(fp, stage, ctx)
+        ck = Checkpoint(stage_dir, i, stage.name)
+        saved = None if ran else ck.load(fp, built.settings.retry_failed)
+        if saved is not None:
+            restore(ctx, stage.name, saved[1])
+            df = saved[0] if len(saved[0]) else df.iloc[0:0]
+            log.info("%s: reused %d rows from %s", stage.name, len(df), ck.rows.name)
         else:
-            df = await stage.run(df)
-            io.write_jsonl(df, path)
-            marker.write_text(fp)
-        st.rows_out, st.wall_s = len(df), round(time.perf_counter() - start, 3)
+            ran = True
+            df = await _run_stage(stage, df, ck, fp)
         if stage.name == built.output:
             final = df
         if df.empty and i < len(built.stages) - 1:
-            ctx.console.log(f"[yellow]{stage.name} left no rows; later stages get none.")
+            log.warning("%s left no rows; later stages get none.", stage.name)
     return final if final is not None else df
+
+
+async def _run_stage(stage: Stage, df: pd.DataFrame, ck: Checkpoint, fp: str) -> pd.DataFrame:
+    ctx = stage.ctx
+    st = ctx.stats.stage(stage.name)
+    st.rows_in, start = len(df), time.perf_counter()
+    log.info("%s (%s): %d rows in", stage.name, stage.kind, len(df))
+    out = await stage.run(df)
+    st.rows_out, st.wall_s = len(out), round(time.perf_counter() - start, 3)
+    ck.save(out, fp, st, ctx.llm.accounting.dump_stage(stage.name))
+    drops = ", ".join(f"{k}={v}" for k, v in st.drops.items())
+    log.info("%s: %d rows out%s in %.1fs", stage.name, len(out),
+             f" (dropped: {drops})" if drops else "", st.wall_s)
+    _check_failures(stage, st)
+    return out
+
+
+def _check_failures(stage: Stage, st: StageStats) -> None:
+    """Too many failed calls: stop before later stages spend tokens on a broken run."""
+    limit = getattr(stage.params, "max_failure_rate", DEFAULT_MAX_FAILURE_RATE)
+    if not st.jobs or st.failed / st.jobs <= limit:
+        return
+    retry = (" Re-running into the same run dir sends the failed calls again (the cache answers "
+             "the rest)." if st.llm_failed else "")
+    raise RunFailed(f"{stage.where}: {st.failed} of {st.jobs} model calls failed "
+                    f"({st.failed / st.jobs:.0%} > max_failure_rate {limit:.0%}). First error: "
+                    f"{st.first_error}.{retry} To accept more failures set "
+                    f"{stage.where}.max_failure_rate.")
+
+
+def endpoints(built: Built) -> list[tuple[str, ModelConfig]]:
+    """(label, config) of every model the run may call: those its stages name, and every
+    model defined under `models:` (defined to be used)."""
+    session = built.ctx.llm
+    refs: set[str] = {n for n in session.models if n != DEFAULT}
+    for stage in built.stages:
+        refs |= {r or DEFAULT for r in stage.model_refs()}
+    label = {DEFAULT: "model"}
+    return [(f"{label.get(r, f'models.{r}')} '{session.models[r].name}'", session.models[r])
+            for r in sorted(refs) if r in session.models]
+
+
+def check_endpoints(built: Built) -> None:
+    """The preflight: raise with every unreachable endpoint / rejected key / unknown model."""
+    if not built.settings.preflight:
+        return
+    problems = aio.run(preflight(endpoints(built)))
+    if problems:
+        raise PreflightFailed(problems)
+
+
+def assess(built: Built, df: pd.DataFrame) -> list[str]:
+    """Why a finished run is not what the user asked for (empty = it is)."""
+    if df.empty and not built.settings.allow_empty:
+        return ["the dataset has 0 rows (see the drops per stage above; set allow_empty=true "
+                "if that is expected)"]
+    return []
 
 
 def stage_report(built: Built) -> list[dict[str, Any]]:
     ctx = built.ctx
     out = []
     for s in built.stages:
-        st = ctx.stats.stage(s.name)
-        out.append({"name": s.name, "kind": s.kind, "rows_in": st.rows_in,
+        st = ctx.stats.stages.get(s.name)
+        if st is None:  # the run stopped before this stage
+            out.append({"name": s.name, "kind": s.kind, "status": "not run",
+                        "prompts": s.prompt_hashes()})
+            continue
+        out.append({"name": s.name, "kind": s.kind,
+                    "status": "reused" if st.reused else "ran", "rows_in": st.rows_in,
                     "rows_out": st.rows_out, "drops": dict(st.drops), "counts": dict(st.counts),
-                    "wall_s": st.wall_s,
+                    "calls": st.jobs, "failed_calls": st.failed, "wall_s": st.wall_s,
                     "reused": st.reused, "prompts": s.prompt_hashes(),
                     "llm": ctx.llm.accounting.for_stage(s.name)})
     return out
+
+
+def write_manifest(built: Built, meta: dict[str, Any], rows: int | None) -> dict[str, Any]:
+    ctx = built.ctx
+    assert ctx.run_dir is not None
+    manifest = {**meta, "rows": rows, "rejected": ctx.rejected.count,
+                "stages": stage_report(built), "llm_totals": ctx.llm.accounting.totals(),
+                "llm_attempt": ctx.llm.accounting.totals(this_attempt=True),
+                "versions": versions(),
+                "models": {k: ctx.llm.identity(k) for k in ctx.llm.models}}
+    io.write_json(manifest, ctx.run_dir / "manifest.json")
+    return manifest
 
 
 def write_outputs(built: Built, df: pd.DataFrame, meta: dict[str, Any]) -> dict[str, Any]:
@@ -201,18 +276,40 @@ def write_outputs(built: Built, df: pd.DataFrame, meta: dict[str, Any]) -> dict[
     assert ctx.run_dir is not None
     io.write_jsonl(df, ctx.run_dir / "dataset.jsonl")
     io.write_parquet(df, ctx.run_dir / "dataset.parquet")
-    manifest = {**meta, "rows": len(df), "rejected": ctx.rejected.count,
-                "stages": stage_report(built), "llm_totals": ctx.llm.accounting.totals(),
-                "versions": versions(),
-                "models": {k: ctx.llm.identity(k) for k in ctx.llm.models}}
-    io.write_json(manifest, ctx.run_dir / "manifest.json")
-    return manifest
+    return write_manifest(built, meta, len(df))
 
 
 def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> Built:
+    """Build, then set up the run dir: the run's log file, the rejected table (kept across
+    attempts: each run into the same dir is attempt n+1), the resolved config."""
     run_dir.mkdir(parents=True, exist_ok=True)
     built = build(cfg, run_dir)
-    built.ctx.rejected = Rejected(run_dir / "rejected.jsonl")
-    (run_dir / "rejected.jsonl").write_text("")  # one run's rejects, not an earlier run's
+    built.attempt = _previous_attempt(run_dir) + 1
+    built.ctx.rejected = Rejected(run_dir / "rejected.jsonl", built.attempt)
+    (run_dir / "rejected.jsonl").touch()
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    io.write_json({"status": "running", "attempt": built.attempt}, run_dir / "manifest.json")
     return built
+
+
+def _previous_attempt(run_dir: Path) -> int:
+    try:
+        return int(json.loads((run_dir / "manifest.json").read_text()).get("attempt", 1))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 1 if (run_dir / "stages").is_dir() else 0
+
+
+@contextmanager
+def run_log(run_dir: Path) -> Iterator[None]:
+    """run.log in the run dir holds the `selfalign` logger's lines while the run lasts."""
+    handler = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s] %(message)s"))
+    logger = logging.getLogger("selfalign")
+    logger.addHandler(handler)
+    if logger.level == logging.NOTSET or logger.level > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        handler.close()

@@ -14,6 +14,7 @@ from selfalign.errors import ConfigError
 from selfalign.llm.config import ModelConfig
 from selfalign.llm.session import DEFAULT
 from selfalign.paths import resource_dir
+from selfalign.registry import did_you_mean
 
 
 @dataclass
@@ -45,6 +46,20 @@ def _container(cfg: DictConfig, key: str, where: str) -> Any:
         raise ConfigError(f"{where}: {msg}") from None
 
 
+@dataclass
+class RunSettings:
+    seed: int = doc("every sampling/shuffle seed derives from this", 42)
+    allow_empty: bool = doc("a run whose dataset has 0 rows is a success", False)
+    retry_failed: bool = doc("a re-run re-sends the calls that failed with an LLM error", True)
+    preflight: bool = doc("check every model endpoint before stage 1", True)
+
+
+def run_settings(cfg: DictConfig) -> RunSettings:
+    raw = {k: _container(cfg, k, k) for k in ("seed", "allow_empty", "retry_failed", "preflight")
+           if k in cfg}
+    return parse_params(RunSettings, raw, "config")
+
+
 def pipeline_settings(cfg: DictConfig) -> PipelineSettings:
     if "pipeline" not in cfg:
         raise ConfigError("no pipeline selected: add pipeline=NAME (see `selfalign list pipelines`).")
@@ -54,6 +69,12 @@ def pipeline_settings(cfg: DictConfig) -> PipelineSettings:
         if name not in p.stages:
             raise ConfigError(f"pipeline.order[{i}]: '{name}' is not defined under "
                               f"pipeline.stages (defined: {', '.join(p.stages)}).")
+    for name, raw in p.stages.items():
+        # a stage left out of `order` is simply not run; but one without a `kind` was made by
+        # a misspelt `pipeline.stages.NAME.key=v` override
+        if name not in p.order and not (isinstance(raw, dict) and raw.get("kind")):
+            raise ConfigError(f"pipeline.stages.{name}: no stage '{name}' in this pipeline."
+                              f"{did_you_mean(name, p.order)} Stages: {', '.join(p.order)}.")
     return p
 
 

@@ -24,7 +24,7 @@ def summarize(sweep_dir: Path) -> pd.DataFrame:
             "job": path.parent.name,
             "overrides": " ".join(m.get("overrides", [])),
             "status": m.get("status", "?"),
-            "rows_in": stages[0]["rows_out"] if stages else None,
+            "rows_in": stages[0].get("rows_out") if stages else None,
             "rows_out": m.get("rows"),
             "drops": sum(sum(s.get("drops", {}).values()) for s in stages),
             "rejected": m.get("rejected"),

@@ -15,6 +15,7 @@ from selfalign import aio
 from selfalign.api import check
 from selfalign.commands import reject_flags
 from selfalign.hydra_setup import compose_config
+from selfalign.runner import check_endpoints
 
 
 def validate_command(overrides: list[str], config_dirs: list[str]) -> int:
@@ -31,7 +32,9 @@ def validate_command(overrides: list[str], config_dirs: list[str]) -> int:
             str(i), stage.name, stage.kind, "yes" if stage.uses_llm else "", ", ".join(sorted(cols))
         )
     out.print(table)
-    out.print("[green]OK[/]: config, stages, prompts, models and input columns check out.")
+    check_endpoints(built)  # raises PreflightFailed (exit 3)
+    out.print("[green]OK[/]: config, stages, prompts, models, input columns and model endpoints "
+              "check out.")
     return 0
 
 

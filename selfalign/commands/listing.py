@@ -77,7 +77,7 @@ def _stage_table(kind: str, cls: type[Stage]) -> Table:
     table = Table(title=escape(title), title_justify="left")
     for col in ("param", "type", "default", "doc"):
         table.add_column(col, overflow="fold")
-    for name, tp, default, text in describe_params(cls.Params):
+    for name, tp, default, text in describe_params(cls.Params, nested=True):
         # describe_params marks a param without a default with the text "(required)"
         required = isinstance(default, str) and default == "(required)"
         table.add_row(name, escape(tp), escape(default if required else repr(default)), escape(text))

@@ -17,7 +17,7 @@ from rich.markup import escape
 from selfalign import aio
 from selfalign.api import check, run_config
 from selfalign.commands import split_config_dirs
-from selfalign.errors import SelfAlignError
+from selfalign.errors import EXIT_RUN_FAILED, SelfAlignError
 from selfalign.hydra_setup import (
     check_config_dirs,
     compose_config,
@@ -39,6 +39,9 @@ def _job(cfg: DictConfig) -> None:
     try:
         _, manifest = run_config(cfg, run_dir, list(hc.overrides.task), show_progress=True)
     except SelfAlignError as exc:
+        stages = (getattr(exc, "manifest", None) or {}).get("stages", [])
+        if any(s.get("status") != "not run" for s in stages):  # show what it did get done
+            print_run_summary(console, exc.manifest, str(run_dir))  # type: ignore[attr-defined]
         console.print("[bold red]error:[/] " + escape(str(exc)), highlight=False)
         if hc.mode != RunMode.MULTIRUN:
             sys.exit(exc.exit_code)
@@ -76,5 +79,5 @@ def run_command(args: list[str]) -> int:
     hydra.main(config_path=conf_dir(), config_name="config", version_base=None)(_job)()
     if _FAILED:
         Console(stderr=True).print(f"[bold red]{len(_FAILED)} sweep job(s) failed:[/] " + ", ".join(_FAILED))
-        return 1
+        return EXIT_RUN_FAILED
     return 0

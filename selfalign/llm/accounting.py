@@ -53,17 +53,31 @@ class Accounting:
     """Counters keyed by (stage, model identity)."""
 
     def __init__(self) -> None:
-        self.counters: dict[tuple[str, str], Counter] = defaultdict(Counter)
+        self.counters: dict[tuple[str, str], Counter] = defaultdict(Counter)  # this attempt
+        self.restored: dict[tuple[str, str], Counter] = {}  # reused stages, from checkpoints
 
     def record(self, stage: str, model: str, result: ChatResult) -> None:
         self.counters[(stage, model)].add(result)
 
-    def for_stage(self, stage: str) -> dict[str, dict[str, Any]]:
-        return {m: c.summary() for (s, m), c in self.counters.items() if s == stage}
+    def dump_stage(self, stage: str) -> dict[str, dict[str, Any]]:
+        """A stage's raw counters, stored with its checkpoint (restored when it is reused)."""
+        return {m: dict(vars(c)) for (s, m), c in self.counters.items() if s == stage}
 
-    def totals(self) -> dict[str, Any]:
+    def load_stage(self, stage: str, data: dict[str, dict[str, Any]]) -> None:
+        for model, fields in data.items():
+            known = {k: v for k, v in fields.items() if k in Counter.__dataclass_fields__}
+            self.restored[(stage, model)] = Counter(**known)
+
+    def _all(self) -> dict[tuple[str, str], Counter]:
+        return {**self.restored, **self.counters}
+
+    def for_stage(self, stage: str) -> dict[str, dict[str, Any]]:
+        return {m: c.summary() for (s, m), c in self._all().items() if s == stage}
+
+    def totals(self, this_attempt: bool = False) -> dict[str, Any]:
+        """Everything the dataset took (reused stages included), or only this attempt's calls."""
         total = Counter()
-        for c in self.counters.values():
+        for c in (self.counters if this_attempt else self._all()).values():
             for name in ("requests", "cache_hits", "retries", "failures", "prompt_tokens"):
                 setattr(total, name, getattr(total, name) + getattr(c, name))
             total.completion_tokens += c.completion_tokens

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from selfalign.config import doc
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+def looks_like_secret(value: str) -> bool:
+    """An env var name is short and [A-Za-z0-9_]; a key has dashes, is long, or starts sk-."""
+    return value.startswith(("sk-", "sk_", "key-")) or not _ENV_NAME.match(value) \
+        or (len(value) >= 32 and any(c.isdigit() for c in value) and any(c.islower() for c in value))
 
 
 @dataclass
@@ -19,6 +28,8 @@ class ModelConfig:
     max_retries: int = doc("retries on 429/5xx/timeouts/connection errors", 5)
     backoff_base_s: float = doc("first backoff delay; doubles each retry, with jitter", 1.0)
     backoff_max_s: float = doc("cap on one backoff delay", 60.0)
+    circuit_breaker: int = doc("connection failures in a row (refused, unknown host) that stop "
+                               "the run; 0 = never stop", 5)
     transport: Literal["auto", "litellm", "direct"] = doc(
         "auto: direct HTTP for an api_base endpoint, litellm otherwise", "auto")
     supports_json_schema: bool = doc("send JSON-schema response_format where a stage asks", False)
@@ -38,3 +49,15 @@ class ModelConfig:
             raise ValueError("concurrency must be >= 1")
         if self.max_retries < 0:
             raise ValueError("max_retries must be >= 0")
+        for name in ("timeout_s", "backoff_base_s", "backoff_max_s", "startup_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0 (got {getattr(self, name)})")
+        if self.circuit_breaker < 0:
+            raise ValueError("circuit_breaker must be >= 0 (0 = off)")
+        if self.latency_s < 0:
+            raise ValueError("latency_s must be >= 0")
+        if self.api_key_env and looks_like_secret(self.api_key_env):
+            # never echo it: the message, config.yaml and the manifest would all carry the key
+            raise ValueError("api_key_env must be the NAME of an environment variable (e.g. "
+                             "OPENAI_API_KEY), but the value given looks like a key itself. "
+                             "Export the key (export MY_KEY=...) and set api_key_env=MY_KEY.")

@@ -24,6 +24,7 @@ from selfalign.llm.transport import (
     classify_status,
     parse_retry_after,
     retry_after_from,
+    unreachable,
 )
 
 # Without this, importing litellm fetches a price list from the internet.
@@ -97,7 +98,8 @@ class _LiteLLMTransport:
         except lt.ContextWindowExceededError as exc:
             raise TransportError("row", str(exc), 400) from None
         except self._conn_errors as exc:  # connection errors and timeouts
-            raise TransportError("retry", str(exc)) from None
+            raise TransportError("unreachable" if unreachable(exc) else "retry", str(exc)) \
+                from None
         except self._api_errors as exc:  # 4xx/5xx; litellm maps malformed bodies to 500
             status = getattr(exc, "status_code", None)
             msg = str(exc)
@@ -165,6 +167,7 @@ class LiteLLMClient:
         self._sem = asyncio.Semaphore(cfg.concurrency)
         self.in_flight = 0
         self.max_in_flight = 0
+        self.unreachable = 0  # connection failures (refused / unknown host) since the last reply
 
     def __repr__(self) -> str:
         return f"LiteLLMClient({self.identity!r}, concurrency={self.cfg.concurrency})"
@@ -224,10 +227,13 @@ class LiteLLMClient:
                     self.in_flight -= 1
                 latency = time.perf_counter() - t0
             if failure is None:
+                self.unreachable = 0
                 return self._result(reply, retry + 1, latency, start)
             if failure.kind == "fatal":
                 raise LLMError(self._fatal_message(failure, request)) from None
             error = self._describe(failure)
+            if failure.kind == "unreachable":
+                self._trip(error)
             if failure.kind == "row":
                 return ChatResult(text=None, error=error, attempts=retry + 1, retries=retry,
                                   latency_s=latency)
@@ -247,6 +253,17 @@ class LiteLLMClient:
             cost=float(reply.cost) if reply.cost is not None else None,
             extra={"finish_reason": reply.finish_reason, "elapsed_s": time.perf_counter() - start},
         )
+
+    def _trip(self, error: str) -> None:
+        """Circuit breaker: after `circuit_breaker` connection failures in a row nobody is
+        listening, and retrying it for every row would only waste minutes: stop the run."""
+        self.unreachable += 1
+        limit = self.cfg.circuit_breaker
+        if limit and self.unreachable >= limit:
+            where = self.api_base or self.cfg.name
+            raise LLMError(f"{self.label}: cannot reach {where} ({self.unreachable} connection "
+                           f"failures in a row: {error}). Start the server or fix model.api_base "
+                           "/ model.name, then re-run into the same run dir to resume.")
 
     def _describe(self, failure: TransportError) -> str:
         head = f"HTTP {failure.status} " if failure.status else ""

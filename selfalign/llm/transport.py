@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import json
+import re
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,13 +37,33 @@ class Reply:
 
 
 class TransportError(Exception):
-    """A failed call, classified: kind is 'retry' (transient), 'row' (only this request is bad)
-    or 'fatal' (configuration: key, model name, params). `message` may hold server text."""
+    """A failed call, classified: kind is 'retry' (transient), 'unreachable' (connection refused
+    or unknown host: retried, but it trips the client's circuit breaker), 'row' (only this
+    request is bad) or 'fatal' (configuration: key, model name, params). `message` may hold
+    server text."""
 
     def __init__(self, kind: str, message: str, status: int | None = None,
                  retry_after: float | None = None) -> None:
         super().__init__(message)
         self.kind, self.status, self.message, self.retry_after = kind, status, message, retry_after
+
+
+# what a refused connection or a failed DNS look-up says, through litellm/httpx/openai
+_UNREACHABLE = re.compile(r"connection refused|cannot connect to host|name or service not known|"
+                          r"nodename nor servname|getaddrinfo failed|name resolution|"
+                          r"no address associated|errno 111|errno -[23]\b", re.I)
+
+
+def unreachable(exc: BaseException) -> bool:
+    """True when an exception (or one it was raised from) says nobody listens at the address."""
+    seen: BaseException | None = exc
+    for _ in range(6):
+        if seen is None:
+            return False
+        if isinstance(seen, ConnectionRefusedError) or _UNREACHABLE.search(str(seen)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def classify_status(status: int, message: str) -> str:
@@ -144,7 +165,9 @@ class DirectTransport:
             ) as r:
                 raw = await r.read()
                 status, resp_headers = r.status, r.headers
-        except (aiohttp.ClientError, OSError) as exc:  # refused, reset, disconnected …
+        except aiohttp.ClientConnectorError as exc:  # refused, no such host: nobody to talk to
+            raise TransportError("unreachable", f"cannot connect: {exc}") from None
+        except (aiohttp.ClientError, OSError) as exc:  # reset, disconnected …
             raise TransportError("retry", f"connection error: {type(exc).__name__}: {exc}") \
                 from None
         if status != 200:

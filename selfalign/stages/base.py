@@ -62,6 +62,10 @@ class Stage:
     def prompt_hashes(self) -> dict[str, str]:
         return {}
 
+    def model_refs(self) -> set[str | None]:
+        """Named models this stage calls (None = the run's model), for the preflight."""
+        return {getattr(self.params, "model", None)} if self.uses_llm else set()
+
     def check(self, columns: set[str]) -> tuple[set[str], list[str]]:
         """Columns after this stage, and problems (missing columns) as messages."""
         missing = sorted(self.reads() - columns)

@@ -41,12 +41,23 @@ class LLMParams:
     json_schema: dict[str, Any] | None = doc("JSON schema for response_format (if supported)", None)
     system_prompt: str | None = doc("system prompt template name", None)
     vars: dict[str, Any] = doc("constants visible to the templates", factory=dict)
+    max_failure_rate: float = doc("stop the run when more than this share of the stage's calls "
+                                  "failed (LLM error, or unparsable after every retry)", 0.25)
 
     def __post_init__(self) -> None:
         if self.retries < 0:
             raise ValueError("`retries` must be >= 0")
         if self.max_tokens < 1:
             raise ValueError("`max_tokens` must be >= 1")
+        if self.temperature is not None and self.temperature < 0:
+            raise ValueError(f"`temperature` must be >= 0 (got {self.temperature})")
+        if self.retry_temperature is not None and self.retry_temperature < 0:
+            raise ValueError(f"`retry_temperature` must be >= 0 (got {self.retry_temperature})")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"`top_p` must be in (0, 1] (got {self.top_p})")
+        if not 0 <= self.max_failure_rate <= 1:
+            raise ValueError(f"`max_failure_rate` must be between 0 and 1 "
+                             f"(got {self.max_failure_rate})")
 
     def sampling(self, supports_json_schema: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {"temperature": self.temperature, "top_p": self.top_p,

@@ -5,7 +5,7 @@ import json
 import os
 
 import pytest
-from conftest import FIXTURES, ROOT, cli
+from helpers import FIXTURES, ROOT, cli
 
 from selfalign import api
 

@@ -31,7 +31,9 @@ def test_rerun_same_dir_reuses_stage_outputs(run_pipeline):
     first, _, run_dir = run_pipeline(*CONF, config_dirs=DIRS)
     again, manifest, _ = run_pipeline(*CONF, config_dirs=DIRS, run_dir=run_dir)
     assert all(s["reused"] for s in manifest["stages"])
-    assert manifest["llm_totals"]["requests"] == 0
+    assert manifest["llm_attempt"]["requests"] == 0  # this attempt sent nothing …
+    assert manifest["llm_totals"]["requests"] == 20  # … and the record of the first one is kept
+    assert manifest["stages"][1]["drops"] == {"too_short": 1}
     assert list(again.answer) == list(first.answer)
     # a changed stage param re-runs that stage and those after it, not the ones before
     _, m3, _ = run_pipeline(*CONF, "pipeline.stages.judge.max_tokens=99", config_dirs=DIRS,

@@ -1,0 +1,75 @@
+"""Stage checkpoints in the run dir: each stage's output with its fingerprint and its stats.
+
+A re-run into the same run dir reuses a stage whose fingerprint matches, and restores its stats
+(rows, drops, LLM accounting), so the manifest of a resumed run still tells the whole story. A
+stage that had calls fail with an LLM error is marked partial: by default (`retry_failed`) a
+re-run runs it again, the cache answers the calls that succeeded and only the failed ones are
+sent again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from selfalign import io
+from selfalign.context import StageStats
+
+if TYPE_CHECKING:
+    from selfalign.context import RunContext
+    from selfalign.stages.base import Stage
+
+PARTIAL = "\npartial"
+
+
+def fingerprint(prev: str, stage: Stage, ctx: RunContext) -> str:
+    """sha256 of the previous fingerprint and everything that decides this stage's output."""
+    params = asdict(stage.params) if hasattr(stage.params, "__dataclass_fields__") else {}
+    extra = getattr(stage, "fingerprint_extra", lambda: "")()
+    model = ctx.llm.identity(getattr(stage.params, "model", None)) if stage.uses_llm else ""
+    blob = json.dumps([prev, stage.kind, stage.name, params, stage.prompt_hashes(), model,
+                       ctx.seed, extra], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class Checkpoint:
+    """stages/NN_<name>.jsonl (rows), .fingerprint, .stats.json (stats + LLM accounting)."""
+
+    def __init__(self, stage_dir: Path, index: int, name: str) -> None:
+        base = stage_dir / f"{index:02d}_{name}"
+        self.rows = base.with_suffix(".jsonl")
+        self.marker = base.with_suffix(".fingerprint")
+        self.stats = base.with_suffix(".stats.json")
+
+    def load(self, fp: str, retry_failed: bool) -> tuple[pd.DataFrame, dict[str, Any]] | None:
+        """(rows, saved stats) when this stage can be reused, else None."""
+        if not (self.rows.exists() and self.marker.exists()):
+            return None
+        mark = self.marker.read_text()
+        if mark != fp and not (mark == fp + PARTIAL and not retry_failed):
+            return None
+        saved = json.loads(self.stats.read_text()) if self.stats.exists() else {}
+        df = io.read_jsonl(self.rows) if self.rows.stat().st_size else pd.DataFrame()
+        return df, saved
+
+    def save(self, df: pd.DataFrame, fp: str, st: StageStats,
+             llm: dict[str, dict[str, Any]]) -> None:
+        """Rows first, the marker last: a crash in between leaves no marker, so no reuse."""
+        self.marker.unlink(missing_ok=True)
+        io.write_jsonl(df, self.rows)
+        io.write_json({"stats": st.to_json(), "llm": llm}, self.stats)
+        self.marker.write_text(fp + (PARTIAL if st.llm_failed else ""))
+
+
+def restore(ctx: RunContext, name: str, saved: dict[str, Any]) -> StageStats:
+    """Put a reused stage's saved stats and accounting back into the run's."""
+    st = StageStats.from_json(saved.get("stats", {}))
+    st.reused = True
+    ctx.stats.stages[name] = st
+    ctx.llm.accounting.load_stage(name, saved.get("llm", {}))
+    return st
