@@ -1,12 +1,13 @@
-"""The pipeline's deterministic rules as configured in pipelines/backtranslation.yaml: presets,
-the length filter, the instruction parser and checks — each on hand-made rows."""
+"""The pipeline's deterministic rules as configured in pipelines/backtranslation.yaml and its
+presets (the `preset` config group, conf/preset/): the length filter, the instruction parser and
+checks — each on hand-made rows."""
 
 import pandas as pd
 import pytest
 from helpers import run_stage
 
 from selfalign import api
-from selfalign.errors import ConfigError, ValidationFailed
+from selfalign.errors import ConfigError
 
 
 def stage(name, *overrides):
@@ -16,8 +17,9 @@ def stage(name, *overrides):
 
 def texts(*lengths):
     """One row per length: a response of that many word tokens."""
-    return pd.DataFrame({"row_id": [str(i) for i in range(len(lengths))],
-                         "response": [" ".join(["w"] * n) for n in lengths]})
+    return pd.DataFrame(
+        {"row_id": [str(i) for i in range(len(lengths))], "response": [" ".join(["w"] * n) for n in lengths]}
+    )
 
 
 def rules(st):
@@ -55,18 +57,29 @@ def test_a_preset_leaf_can_be_overridden_alone():
     assert (r["outside_quantiles"].low, r["outside_quantiles"].high) == (0.25, 0.75)
 
 
-def test_unknown_preset_is_a_config_error():
-    with pytest.raises((ConfigError, ValidationFailed), match="presets"):
+def test_unknown_preset_lists_the_options():
+    with pytest.raises(ConfigError) as e:
         api.validate(["pipeline=backtranslation", "model=test", "preset=lima"])
+    assert "Could not find 'preset/lima'" in str(e.value)
+    assert "Available options in 'preset':" in str(e.value)
+    assert "default" in str(e.value) and "humpback_lima" in str(e.value)
 
 
-@pytest.mark.parametrize("raw,instruction", [
-    ("How do I peel eggs easily?", "How do I peel eggs easily?"),
-    ("Request: How do I peel eggs easily?", "How do I peel eggs easily?"),
-    ("\"Write a haiku about autumn.\"", "Write a haiku about autumn."),
-    ("Explain compound interest.\nText:\nCompound interest is...", "Explain compound interest."),
-    ("Instruction: Summarise the text.\nResponse: The text says", "Summarise the text."),
-])
+def test_preset_is_a_group_of_this_pipeline_only():
+    with pytest.raises(ConfigError, match="preset"):
+        api.validate(["pipeline=almost", "model=test", "preset=humpback_lima"])
+
+
+@pytest.mark.parametrize(
+    "raw,instruction",
+    [
+        ("How do I peel eggs easily?", "How do I peel eggs easily?"),
+        ("Request: How do I peel eggs easily?", "How do I peel eggs easily?"),
+        ('"Write a haiku about autumn."', "Write a haiku about autumn."),
+        ("Explain compound interest.\nText:\nCompound interest is...", "Explain compound interest."),
+        ("Instruction: Summarise the text.\nResponse: The text says", "Summarise the text."),
+    ],
+)
 def test_augment_parser_cleans_the_generated_instruction(raw, instruction):
     assert stage("augment").parse(raw)["value"] == instruction
 
@@ -80,18 +93,22 @@ def test_augment_parser_rejects_an_empty_instruction():
 
 def test_instruction_checks_drop_fragments_and_copied_text():
     st = stage("check_instruction")
-    df = pd.DataFrame({"row_id": ["0", "1", "2"],
-                       "instruction": ["Explain it.", "Explain photosynthesis to a child.",
-                                       " ".join(["word"] * 81)]})
+    df = pd.DataFrame(
+        {
+            "row_id": ["0", "1", "2"],
+            "instruction": ["Explain it.", "Explain photosynthesis to a child.", " ".join(["word"] * 81)],
+        }
+    )
     out = run_stage(st, df)
     assert list(out.row_id) == ["1"]
-    assert st.ctx.stats.stage("check_instruction").drops == {"instruction_too_short": 1,
-                                                             "instruction_too_long": 1}
+    assert st.ctx.stats.stage("check_instruction").drops == {
+        "instruction_too_short": 1,
+        "instruction_too_long": 1,
+    }
 
 
 def test_curation_defaults_follow_the_paper_a5():
     p = stage("curate").params
     assert (p.threshold, p.iterations, p.models, p.rescore) == (5.0, 1, [None], "all")
-    p4 = stage("curate", "curation.threshold=4", "iterations=2",
-               "curation.models=[null,null]").params
+    p4 = stage("curate", "curation.threshold=4", "iterations=2", "curation.models=[null,null]").params
     assert (p4.threshold, p4.iterations) == (4.0, 2)

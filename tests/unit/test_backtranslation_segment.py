@@ -5,7 +5,7 @@ import pytest
 from helpers import make_stage, run_stage
 
 from selfalign.errors import ConfigError
-from selfalign.stages.backtranslation import segment
+from selfalign.stages.segment import segment
 from selfalign.text import count_tokens
 
 
@@ -24,15 +24,13 @@ def test_paragraphs_are_packed_greedily_within_the_limit():
 
 def test_long_paragraph_falls_back_to_sentences_then_words():
     para = "One two three. Four five six. Seven eight nine ten eleven twelve."
-    assert segment(para, 8) == ["One two three. Four five six.",
-                                "Seven eight nine ten eleven twelve."]
+    assert segment(para, 8) == ["One two three. Four five six.", "Seven eight nine ten eleven twelve."]
     pieces = segment("w1 w2 w3 w4 w5 w6 w7", 3)
     assert pieces == ["w1 w2 w3", "w4 w5 w6", "w7"]
 
 
 def test_every_piece_fits_and_no_word_is_lost():
-    doc = ("Alpha beta gamma. Delta epsilon!\n\n" * 5
-           + "Zeta eta theta iota kappa lambda mu nu. ") * 3
+    doc = ("Alpha beta gamma. Delta epsilon!\n\n" * 5 + "Zeta eta theta iota kappa lambda mu nu. ") * 3
     for limit in (3, 7, 20, 1000):
         pieces = segment(doc, limit)
         assert all(count_tokens(p) <= limit for p in pieces)
@@ -44,14 +42,16 @@ def test_a_word_longer_than_the_limit_stays_whole():
 
 
 def frame(texts):
-    return pd.DataFrame({"row_id": [str(i) for i in range(len(texts))], "text": texts,
-                         "origin": ["x"] * len(texts)})
+    return pd.DataFrame(
+        {"row_id": [str(i) for i in range(len(texts))], "text": texts, "origin": ["x"] * len(texts)}
+    )
 
 
 def test_stage_keeps_ids_of_unsplit_documents_and_numbers_pieces(ctx):
     df = frame(["short one.", "a b c.\n\nd e f.", "   "])
-    out = run_stage(make_stage("segment_text", ctx, "seg", column="text", output="response",
-                               max_tokens=4), df)
+    out = run_stage(
+        make_stage("segment_text", ctx, "seg", column="text", output="response", max_tokens=4), df
+    )
     assert list(out.row_id) == ["0", "1.s0", "1.s1"]
     assert list(out.doc_id) == ["0", "1", "1"]
     assert list(out.segment) == [0, 0, 1]
@@ -61,8 +61,10 @@ def test_stage_keeps_ids_of_unsplit_documents_and_numbers_pieces(ctx):
 
 
 def test_stage_without_limit_only_strips(ctx):
-    out = run_stage(make_stage("segment_text", ctx, "seg", column="text", output="text"),
-                    frame(["  keep me whole.\n\nsecond paragraph  "]))
+    out = run_stage(
+        make_stage("segment_text", ctx, "seg", column="text", output="text"),
+        frame(["  keep me whole.\n\nsecond paragraph  "]),
+    )
     assert list(out.text) == ["keep me whole.\n\nsecond paragraph"]
     assert list(out.row_id) == ["0"]
 
