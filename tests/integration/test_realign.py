@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from selfalign import api
-from selfalign.errors import ValidationFailed
+from selfalign.errors import ConfigError, ValidationFailed
 
 
 def requests(manifest, stage: str) -> int:
@@ -63,7 +63,7 @@ def test_sharegpt_input_keeps_given_labels_and_evidence(run_pipeline, tmp_path: 
     ]
     path = tmp_path / "in.json"
     path.write_text(json.dumps(records))
-    df, manifest, run_dir = run_pipeline("pipeline=realign", f"realign.input={path}")
+    df, manifest, run_dir = run_pipeline("pipeline=realign", f"input_path={path}")
     assert requests(manifest, "classify") == 1  # only the record without a category
     assert list(df.category_match) == ["given", "exact", "given"]
     assert df.evidence[0] == ["Ice is less dense."]  # existing evidence is not searched again
@@ -76,13 +76,21 @@ def test_sharegpt_input_keeps_given_labels_and_evidence(run_pipeline, tmp_path: 
 
 
 def test_rule_set_and_retrieval_switches(run_pipeline):
-    df, manifest, _ = run_pipeline("pipeline=realign", "realign.rules=no_robots",
-                                   "retrieval.enabled=false", "realign.samples=1",
-                                   "realign.limit=7")
+    df, manifest, _ = run_pipeline("pipeline=realign", "post_filter.rules=no_robots",
+                                   "retrieval.enabled=false", "rewrite.samples=1", "n_rows=7")
     assert len(df) == 7 and "evidence" not in df.columns
     assert requests(manifest, "reformat") == 6  # the advice row (no format) is not sent
     letter = df[df.response.str.contains("C")].iloc[0]
     assert letter.tag_reason == "ok"  # no_robots has no single-character rule
+
+
+def test_method_params_live_at_the_root():
+    with pytest.raises(ConfigError, match=r"Could not override 'realign\.limit'"):
+        api.validate(["pipeline=realign", "model=test", "realign.limit=7"])
+    with pytest.raises(ConfigError, match=r"Could not override 'rewrite\.sample'"):
+        api.validate(["pipeline=realign", "model=test", "rewrite.sample=1"])
+    with pytest.raises(ValidationFailed, match=r"select\.rules: expected 'open_platypus'"):
+        api.validate(["pipeline=realign", "model=test", "post_filter.rules=gsm8k"])
 
 
 def test_validate_and_serper_without_key(monkeypatch):

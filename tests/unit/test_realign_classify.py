@@ -1,4 +1,4 @@
-"""ReAlign classification: the label file, the `label` parser's matching modes, `classify_text`."""
+"""`classify_text` on ReAlign's 46 tasks: the label file, the `label` parser's matching modes."""
 
 from pathlib import Path
 
@@ -10,7 +10,7 @@ from helpers import make_stage, run_stage
 from selfalign.errors import ConfigError
 from selfalign.parsers import normalize_label, parse_label
 from selfalign.paths import resource_dir
-from selfalign.stages.realign import load_labels
+from selfalign.stages.classify import load_labels
 
 TASKS_FILE = resource_dir("prompts") / "realign" / "tasks.yaml"
 # METHODS §5.2: the 46 task names of the original's classifier prompt
@@ -33,11 +33,17 @@ def requests(ctx, stage: str) -> int:
     return sum(c["requests"] for c in ctx.llm.accounting.for_stage(stage).values())
 
 
+def classify(ctx, name: str = "c", **params):
+    """A classify_text stage on the shipped ReAlign prompt and task file, as the pipeline sets it."""
+    return make_stage("classify_text", ctx, name, **{"prompt": "realign/classify",
+                                                     "labels": "realign/tasks.yaml", **params})
+
+
 def test_task_file_has_the_46_tasks_each_described():
     ls = load_labels(TASKS_FILE, None, "t")
     assert sorted(ls.names) == sorted(EXPECTED) and len(ls.names) == 46
     assert ls.fallback == "default"
-    assert all(len(t["description"].split()) >= 4 for t in ls.labels)
+    assert all(len(t.description.split()) >= 4 for t in ls.labels)
 
 
 @pytest.mark.parametrize("answer, label, how", [
@@ -72,7 +78,13 @@ def test_normalize_label():
 
 @pytest.mark.parametrize("content, message", [
     ({"tasks": []}, "non-empty `tasks:`"),
-    ({"tasks": [{"description": "x"}]}, r"tasks\[0\] has no `name`"),
+    ({"tasks": [{"description": "x"}]}, r"tasks\[0\]\.name: required key is missing"),
+    ({"tasks": [{"name": " "}]}, r"tasks\[0\] has no `name`"),
+    ({"tasks": [{"name": "a", "descripton": "x"}]},
+     r"tasks\[0\]\.descripton: unknown key\. Did you mean 'description'\?"),
+    ({"tasks": [{"name": "a", "description": 3}]}, r"tasks\[0\]\.description: expected str"),
+    ({"fallbak": "a", "tasks": ["a"]}, r"fallbak: unknown key\. Did you mean 'fallback'\?"),
+    ("just a string", "non-empty `tasks:`"),
     ({"tasks": ["a", "b", "a"]}, "twice: a"),
     ({"tasks": ["a", "b"], "fallback": "zzz"}, "fallback label 'zzz' is not in"),
 ])
@@ -87,7 +99,7 @@ def test_classify_stage_skips_given_labels_and_counts_fallback(ctx, tmp_path: Pa
     labels = tmp_path / "labels.yaml"
     labels.write_text(yaml.safe_dump({"fallback": "other", "tasks": [
         {"name": "greeting", "description": "says hello"}, {"name": "other"}]}))
-    stage = make_stage("classify_text", ctx, "c", labels=str(labels))
+    stage = classify(ctx, labels=str(labels))
     df = pd.DataFrame({"row_id": ["0", "1", "2"], "instruction": ["hi", "yo", "hey"],
                        "category": ["greeting", None, "not_a_label"]})
     out = run_stage(stage, df)
@@ -98,7 +110,7 @@ def test_classify_stage_skips_given_labels_and_counts_fallback(ctx, tmp_path: Pa
 
 
 def test_classify_prompt_lists_every_label_with_description(ctx):
-    stage = make_stage("classify_text", ctx, "c")
+    stage = classify(ctx)
     msgs = stage.render({"row_id": "0", "instruction": "Why is the sky blue?"})
     text = msgs[-1]["content"]
     assert all(f"- {name}: " in text for name in EXPECTED)
@@ -108,7 +120,7 @@ def test_classify_prompt_lists_every_label_with_description(ctx):
 
 
 def test_classify_keep_raw(ctx):
-    stage = make_stage("classify_text", ctx, "c", keep_raw=True)
+    stage = classify(ctx, keep_raw=True)
     df = pd.DataFrame({"row_id": ["0"], "instruction": ["What causes the seasons?"]})
     out = run_stage(stage, df)
     assert "category_raw" in stage.writes()
@@ -116,11 +128,31 @@ def test_classify_keep_raw(ctx):
     assert (out.category[0], out.category_match[0]) == ("open_qa", "search")
 
 
-def test_classify_rejects_n_above_one(ctx):
-    with pytest.raises(ConfigError, match="one answer per row"):
-        make_stage("classify_text", ctx, "c", n=2)
+def test_classify_takes_one_answer_per_row(ctx):
+    # not a generate_text: there is no n / parser / explode_list to set
+    with pytest.raises(ConfigError, match=r"pipeline\.stages\.c\.n: unknown key"):
+        classify(ctx, n=2)
+    with pytest.raises(ConfigError, match=r"pipeline\.stages\.c\.parser: unknown key"):
+        classify(ctx, parser="text")
+
+
+def test_classify_needs_a_prompt_and_a_label_file(ctx):
+    with pytest.raises(ConfigError, match=r"c: `labels` is required"):
+        make_stage("classify_text", ctx, "c", prompt="realign/classify")
+    with pytest.raises(ConfigError, match=r"c: `prompt` is required"):
+        make_stage("classify_text", ctx, "c", labels="realign/tasks.yaml")
 
 
 def test_classify_unknown_label_file(ctx):
     with pytest.raises(ConfigError, match=r"pipeline\.stages\.c\.labels: data file 'nope\.yaml'"):
-        make_stage("classify_text", ctx, "c", labels="nope.yaml")
+        classify(ctx, labels="nope.yaml")
+
+
+def test_an_edited_label_file_changes_the_fingerprint(ctx, tmp_path: Path):
+    labels = tmp_path / "labels.yaml"
+    labels.write_text(yaml.safe_dump({"tasks": ["greeting", "other"]}))
+    before = classify(ctx, labels=str(labels)).fingerprint_extra()
+    assert classify(ctx, labels=str(labels)).fingerprint_extra() == before
+    labels.write_text(yaml.safe_dump({"tasks": ["greeting", "farewell", "other"]}))
+    assert classify(ctx, labels=str(labels)).fingerprint_extra() != before
+

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 from helpers import make_stage, run_stage
 
-from selfalign.stages.realign_records import turn_pair
+from selfalign.stages.records import turn_pair
 
 RECORDS = [
     {"id": 0, "items": [
@@ -67,7 +67,7 @@ def test_pack_updates_existing_records_and_writes_json(ctx):
     df["category"] = ["advice_giving", "open_qa"]
     df["evidence"] = [[], ["a ranking function", "from Okapi"]]
     df["tag"] = ["original", "rewrite"]
-    out = run_stage(make_stage("pack_sharegpt", ctx, "p"), df)
+    out = run_stage(make_stage("pack_sharegpt", ctx, "p", file="realign_sharegpt"), df)
     first, second = out["items"]
     assert first[1] == {"from": "gpt", "value": "Rewritten tips.", "tag": "original"}
     assert "evidence" not in first[0] and first[0]["category"] == "advice_giving"
@@ -82,7 +82,7 @@ def test_pack_updates_existing_records_and_writes_json(ctx):
 def test_pack_builds_records_from_plain_columns(ctx):
     df = pd.DataFrame({"row_id": ["a", "b"], "instruction": ["q1", "q2"],
                        "response": ["r1", "r2"], "id": [7, 9]})
-    out = run_stage(make_stage("pack_sharegpt", ctx, "p", file=None), df)
+    out = run_stage(make_stage("pack_sharegpt", ctx, "p"), df)  # file: null by default
     assert out["items"][0] == [{"from": "human", "value": "q1"}, {"from": "gpt", "value": "r1"}]
     assert list(out.id) == [7, 9] and not (ctx.run_dir / "realign_sharegpt.json").exists()
     renum = run_stage(make_stage("pack_sharegpt", ctx, "p", file=None, renumber=True), df)

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from helpers import make_stage, run_stage
 
-from selfalign.errors import ParseError
+from selfalign.errors import ConfigError, ParseError
 from selfalign.llm.cache import ResponseCache
 from selfalign.llm.config import ModelConfig
 from selfalign.llm.session import LLMSession
@@ -124,6 +124,7 @@ def test_parse_failures_are_retried_a_bounded_number_of_times(tmp_path):
     rejected = [json.loads(x) for x in (tmp_path / "rejected.jsonl").read_text().splitlines()]
     assert [r["attempts"] for r in rejected] == [3, 3]
     assert {r["reason"] for r in rejected} == {"parse: no_revised_response"}
+    assert sorted(r.get("sample", 0) for r in rejected) == [0, 1]  # the engine notes the sample
 
 
 def test_reads_and_writes(ctx):
@@ -131,3 +132,32 @@ def test_reads_and_writes(ctx):
     assert stage.reads() == {"instruction", "response", "category"}  # evidence is optional
     assert stage.writes() == {"rw", "rw_reasoning", "rw_status"}
     assert len(stage.prompt_hashes()) == 2 + 36
+
+
+def test_recipes_are_partials_rendered_with_the_row(ctx, tmp_path):
+    from selfalign.prompts import PromptLibrary
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "open_qa.j2").write_text("Answer {{ question }} for {{ audience }}.\n")
+    ctx.prompts = PromptLibrary([tmp_path, resource_dir("prompts")])
+    stage = make_stage("reformat_response", ctx, "rf", formats="mine")
+    assert stage.reads() == {"instruction", "response", "category", "audience"}
+    assert "mine/open_qa" in stage.prompt_hashes() and len(stage.prompt_hashes()) == 3
+    row = {"row_id": "0", "instruction": "Q?", "response": "A.", "category": "open_qa",
+           "audience": "children"}
+    user = stage.render(row)[-1]["content"]
+    assert "[Format recipe]\nAnswer Q? for children.\n[End of format recipe]" in user
+    assert stage.status({**row, "category": "closed_qa"}) == "no_format"
+
+
+def test_a_formats_folder_without_recipes_is_a_config_error(ctx):
+    with pytest.raises(ConfigError, match=r"rf\.formats: no recipe templates 'realign/fromats/"):
+        make_stage("reformat_response", ctx, "rf", formats="realign/fromats")
+
+
+def test_generic_llm_params_come_from_the_mixin(ctx):
+    stage = make_stage("reformat_response", ctx, "rf", retry_temperature=0.9, vars={"x": 1})
+    assert stage.params.retry_temperature == 0.9 and stage.templates.vars == {"x": 1}
+    with pytest.raises(ConfigError, match=r"rf\.temprature: unknown key\. Did you mean "
+                                          r"'temperature'"):
+        make_stage("reformat_response", ctx, "rf", temprature=0.1)

@@ -6,13 +6,15 @@ import threading
 
 import pandas as pd
 import pytest
+import yaml
 from aiohttp import web
 from helpers import make_stage, run_stage
 
 from selfalign import aio
 from selfalign.errors import ConfigError
-from selfalign.paths import sample_path
-from selfalign.stages.realign_search import (
+from selfalign.paths import resource_dir, sample_path
+from selfalign.stages.methods.realign import RAG_TASKS
+from selfalign.stages.search import (
     NO_RESULT,
     Bm25Provider,
     SerperProvider,
@@ -71,8 +73,13 @@ def frame(**cols):
     return pd.DataFrame({"row_id": [str(i) for i in range(n)], **cols})
 
 
+def test_pipeline_retrieves_for_the_originals_rag_tasks():
+    pipe = yaml.safe_load((resource_dir("pipelines") / "realign.yaml").read_text())
+    assert pipe["retrieval"]["categories"] == RAG_TASKS
+
+
 def test_stage_only_wanted_single_turn_rows_without_evidence(ctx):
-    stage = make_stage("retrieve_evidence", ctx, "r", corpus=CORPUS)
+    stage = make_stage("retrieve_evidence", ctx, "r", corpus=CORPUS, categories=RAG_TASKS)
     df = frame(instruction=["Why does ice float?"] * 4 + ["Why does ice float?"],
                category=["explain_answer", "advice_giving", "open_qa", "open_qa", None],
                num_items=[2, 2, 4, 2, 2],

@@ -5,7 +5,7 @@ import pytest
 from helpers import make_stage, run_stage
 
 from selfalign.errors import ConfigError
-from selfalign.stages.realign_select import (
+from selfalign.stages.methods.realign.select import (
     choose,
     code_ok,
     has_code,

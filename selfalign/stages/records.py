@@ -1,4 +1,4 @@
-"""ReAlign/ShareGPT record shape ↔ flat columns: `unpack_sharegpt` after load (items → instruction,
+"""ShareGPT-style records ↔ flat columns: `unpack_sharegpt` after load (items → instruction,
 response, category, evidence) and `pack_sharegpt` before export (columns → id + items)."""
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class UnpackParams:
 
 @register_stage
 class UnpackSharegpt(Stage):
-    """ReAlign records → flat columns; records with no user→assistant pair are dropped, counted."""
+    """ShareGPT records → flat columns; records with no user→assistant pair are dropped, counted."""
 
     kind = "unpack_sharegpt"
     Params = UnpackParams
@@ -105,7 +105,7 @@ class PackParams:
     user_role: str = doc("`from` of a new user item", "human")
     assistant_role: str = doc("`from` of a new assistant item", "gpt")
     file: str | None = doc("also write <run dir>/<file>.json as one JSON list (null = don't)",
-                           "realign_sharegpt")
+                           None)
 
 
 @register_stage

@@ -1,29 +1,31 @@
-"""`reformat_response`: rewrite each response into its task's format recipe (a Jinja partial per
-task), with evidence when the row has some; n samples, keep the longest; rows whose task has no
-recipe pass through without a model call."""
+"""`reformat_response`: ReAlign's rewrite of each response into its task's format recipe (a Jinja
+partial per task), with evidence when the row has some; n samples, keep the longest; rows whose
+task has no recipe pass through without a model call."""
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
 from selfalign import io
 from selfalign.config import doc
+from selfalign.engine import Job, Policy
+from selfalign.errors import ConfigError
 from selfalign.parsers.revised import parse_revised
 from selfalign.prompts import Prompt
-from selfalign.stages.base import ROW_ID, Stage, register_stage
-from selfalign.stages.llm_util import Job, LLMParams, messages, run_jobs
+from selfalign.stages.base import ROW_ID, register_stage
+from selfalign.stages.llm import LLMStage, PromptParams
 from selfalign.text import count_tokens
 
-# names the templates get from the stage (not row columns)
-PROVIDED = {"question", "response", "category", "evidence", "format", "adaptive", "row"}
+if TYPE_CHECKING:
+    from selfalign.context import RunContext
 
 
 @dataclass
-class ReformatParams(LLMParams):
+class ReformatParams(PromptParams):
     prompt: str = doc("user prompt template", "realign/rewrite")
     system_prompt: str | None = doc("system prompt template (the rules)", "realign/rewrite_system")
     formats: str = doc("prompt folder of the per-task recipes: <formats>/<task>.j2",
@@ -42,46 +44,47 @@ class ReformatParams(LLMParams):
                                             "longest")
     output: str = doc("column for the chosen rewrite (null for rows not rewritten)", "rewrite")
     keep_samples: bool = doc("also keep every parsed sample in <output>_samples", True)
-    vars: dict[str, Any] = doc("constants visible to the templates", factory=dict)
     temperature: float | None = doc("sampling temperature", 0.3)
     top_p: float | None = doc("nucleus sampling", 1.0)
     max_tokens: int = doc("completion token limit", 512)
-    retries: int = doc("new samples tried when an output cannot be parsed (bounded)", 2)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.n < 1:
             raise ValueError("`n` must be >= 1")
-        if self.retries < 0:
-            raise ValueError("`retries` must be >= 0")
 
 
 @register_stage
-class ReformatResponse(Stage):
+class ReformatResponse(LLMStage):
     """Per row: recipe for its task → n rewrites → longest kept; status says what happened."""
 
     kind = "reformat_response"
     Params = ReformatParams
-    uses_llm = True
+    # the stage fills these from the row (by the *_column params) and from `adaptive`
+    injected = frozenset({"question", "response", "category", "evidence", "format", "adaptive"})
 
-    def __init__(self, name: str, params: ReformatParams, ctx: Any) -> None:
+    def __init__(self, name: str, params: ReformatParams, ctx: RunContext) -> None:
         super().__init__(name, params, ctx)
-        self.prompt: Prompt = ctx.prompts.get(params.prompt, f"{self.where}.prompt")
-        self.system: Prompt | None = (ctx.prompts.get(params.system_prompt,
-                                      f"{self.where}.system_prompt")
-                                      if params.system_prompt else None)
-        prefix = params.formats.rstrip("/") + "/"
-        self.formats: dict[str, Prompt] = {
-            n[len(prefix):]: ctx.prompts.get(n, f"{self.where}.formats")
-            for n in ctx.prompts.names() if n.startswith(prefix) and "/" not in n[len(prefix):]}
-        ctx.llm.check_ref(params.model, f"{self.where}.model")
+        self.formats = self._recipes(ctx, params.formats, f"{self.where}.formats")
 
-    def _templates(self) -> list[Prompt]:
-        return [self.prompt, *([self.system] if self.system else []), *self.formats.values()]
+    @staticmethod
+    def _recipes(ctx: RunContext, folder: str, where: str) -> dict[str, Prompt]:
+        """task → its recipe: every <folder>/<task>.j2 in the prompt folders."""
+        prefix = folder.rstrip("/") + "/"
+        found = {n[len(prefix):]: ctx.prompts.get(n, where) for n in ctx.prompts.names()
+                 if n.startswith(prefix) and "/" not in n[len(prefix):]}
+        if not found:
+            raise ConfigError(f"{where}: no recipe templates '{prefix}<task>.j2' in the prompt "
+                              "folders, so no row could be rewritten. Point it at a folder of "
+                              "recipes (the shipped one is realign/formats).")
+        return found
 
     def reads(self) -> set[str]:
         p: ReformatParams = self.params
-        extra = set().union(*(t.variables for t in self._templates())) - PROVIDED - set(p.vars)
-        return {p.question_column, p.response_column, p.category_column} | extra
+        recipes = set().union(*(t.variables for t in self.formats.values()))
+        extra = recipes - self.injected - set(p.vars) - {"row"}
+        return {p.question_column, p.response_column, p.category_column} | (
+            self.templates.variables() | extra)
 
     def writes(self) -> set[str]:
         o = self.params.output
@@ -89,7 +92,7 @@ class ReformatResponse(Stage):
             {f"{o}_samples"} if self.params.keep_samples else set())
 
     def prompt_hashes(self) -> dict[str, str]:
-        return {t.name: t.sha256 for t in self._templates()}
+        return {**self.templates.hashes(), **{t.name: t.sha256 for t in self.formats.values()}}
 
     def status(self, row: dict[str, Any]) -> str:
         """'todo' when the row is sent to the model; otherwise why it passes through."""
@@ -103,33 +106,31 @@ class ReformatResponse(Stage):
             return "empty_response"
         return "todo"
 
-    def render(self, row: dict[str, Any]) -> list[dict[str, str]]:
+    def render(self, row: dict[str, Any], role: str = "prompt", **extra: Any
+               ) -> list[dict[str, str]]:
         p: ReformatParams = self.params
         ev = row.get(p.evidence_column)
-        values = {**row, **p.vars, "row": row, "question": row.get(p.question_column),
-                  "response": row.get(p.response_column), "adaptive": p.adaptive,
-                  "category": row.get(p.category_column),
-                  "evidence": [str(e) for e in ev] if isinstance(ev, list) else []}
-        values["format"] = self.formats[values["category"]].render(**values)
-        system = self.system.render(**values) if self.system else None
-        return messages(self.prompt.render(**values), system)
+        given = {"question": row.get(p.question_column), "response": row.get(p.response_column),
+                 "adaptive": p.adaptive, "category": row.get(p.category_column),
+                 "evidence": [str(e) for e in ev] if isinstance(ev, list) else [], **extra}
+        # the recipe is a partial: rendered with the prompt's own values, then passed to it
+        recipe = self.formats[given["category"]].render(
+            **{**row, **self.templates.vars, "row": row, **given})
+        return super().render(row, role, format=recipe, **given)
 
-    async def run(self, df: pd.DataFrame) -> pd.DataFrame:
+    async def process(self, df: pd.DataFrame) -> pd.DataFrame:
         p: ReformatParams = self.params
         rows = io.records(df)
         status = [self.status(r) for r in rows]
         jobs = [Job(str(r[ROW_ID]), self.render(r), j, (i, j))
                 for i, r in enumerate(rows) if status[i] == "todo" for j in range(p.n)]
         picked: dict[int, list[dict[str, Any]]] = {}
-        if jobs:
-            with self.ctx.progress(self.name, 0) as prog:
-                outcomes = await run_jobs(self.ctx, self.name, p, jobs, parse_revised, prog)
-            for o in outcomes:
-                i, j = o.job.tag
-                if o.ok:
-                    picked.setdefault(i, []).append(
-                        {"sample": j, "reasoning": o.fields.get("reasoning", ""),
-                         "revised_response": o.fields["value"]})
+        for o in await self.engine.run(jobs, Policy(parse=parse_revised)):
+            i, j = o.job.tag
+            if o.ok:
+                picked.setdefault(i, []).append(
+                    {"sample": j, "reasoning": o.fields.get("reasoning", ""),
+                     "revised_response": o.value})
         return self._frame(df, status, picked)
 
     def _frame(self, df: pd.DataFrame, status: list[str],

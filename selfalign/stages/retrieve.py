@@ -1,5 +1,5 @@
-"""`retrieve_evidence`: top-k evidence snippets for the rows of knowledge-heavy task types, from a
-pluggable provider (offline `bm25` over a local corpus, or `serper` Google Search)."""
+"""`retrieve_evidence`: top-k evidence snippets per row (optionally only rows with chosen labels),
+from a pluggable provider (offline `bm25` over a local corpus, or `serper` Google Search)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ import pandas as pd
 from selfalign.config import doc
 from selfalign.errors import ConfigError
 from selfalign.stages.base import Stage, register_stage
-from selfalign.stages.realign import RAG_TASKS
-from selfalign.stages.realign_search import (
+from selfalign.stages.search import (
     Bm25Provider,
     SerperProvider,
     clean_snippets,
@@ -30,7 +29,7 @@ class RetrieveParams:
     category_column: str | None = doc("column holding the task label (null = every row)",
                                       "category")
     categories: list[str] = doc("only rows with these labels get evidence ([] = all rows)",
-                                factory=lambda: list(RAG_TASKS))
+                                factory=list)
     turns_column: str = doc("if present: rows whose value is not 2 (multi-turn) are skipped",
                             "num_items")
     output: str = doc("column for the evidence list (rows that already have some keep it)",
