@@ -66,9 +66,11 @@ def find_data_file(ctx: RunContext, name: str, where: str) -> Path:
     for d in dirs:
         if (Path(d) / name).is_file():
             return Path(d) / name
-    raise ConfigError(f"{where}: data file '{name}' not found as a path or in the prompt folders "
-                      f"({', '.join(map(str, dirs)) or 'none'}). Give a path or add a folder with "
-                      "`prompts.search_path=[DIR]`.")
+    raise ConfigError(
+        f"{where}: data file '{name}' not found as a path or in the prompt folders "
+        f"({', '.join(map(str, dirs)) or 'none'}). Give a path or add a folder with "
+        "`prompts.search_path=[DIR]`."
+    )
 
 
 def _read_label_file(path: Path, where: str) -> tuple[LabelFile, bytes]:
@@ -80,8 +82,9 @@ def _read_label_file(path: Path, where: str) -> tuple[LabelFile, bytes]:
     if isinstance(data, list):
         data = {"tasks": data}  # a plain list of names or entries
     if not isinstance(data, dict) or not isinstance(data.get("tasks"), list) or not data["tasks"]:
-        raise ConfigError(f"{where}: {path} needs a non-empty `tasks:` list of "
-                          "{name, description} entries.")
+        raise ConfigError(
+            f"{where}: {path} needs a non-empty `tasks:` list of {{name, description}} entries."
+        )
     tasks = [{"name": t} if isinstance(t, str) else t for t in data["tasks"]]
     try:
         # typed entries: a misspelt key gets a did-you-mean naming tasks[i]
@@ -103,20 +106,23 @@ def load_labels(path: Path, fallback: str | None, where: str) -> LabelSet:
         raise ConfigError(f"{where}: {path} lists these labels twice: {', '.join(dupes)}.")
     fb = fallback or spec.fallback or names[-1]
     if fb not in names:
-        raise ConfigError(f"{where}: fallback label '{fb}' is not in {path} "
-                          f"(labels: {', '.join(names)}).")
+        raise ConfigError(f"{where}: fallback label '{fb}' is not in {path} (labels: {', '.join(names)}).")
     return LabelSet(spec.tasks, fb, str(path), hashlib.sha256(blob).hexdigest())
 
 
 @dataclass
 class ClassifyParams(PromptParams):
-    labels: str = doc("label file (required): a path, or a name under the prompt folders; the "
-                      "prompt gets its entries as `labels` ([{name, description, group}])", "")
-    fallback: str | None = doc("label for answers naming no known label (null = the file's "
-                               "`fallback`)", None)
+    labels: str = doc(
+        "label file (required): a path, or a name under the prompt folders; the "
+        "prompt gets its entries as `labels` ([{name, description, group}])",
+        "",
+    )
+    fallback: str | None = doc("label for answers naming no known label (null = the file's `fallback`)", None)
     search: bool = doc("if the answer is not a bare label, take the first label it mentions", True)
-    skip_labelled: bool = doc("rows whose output column already holds a known label are kept "
-                              "as they are, without a model call", True)
+    skip_labelled: bool = doc(
+        "rows whose output column already holds a known label are kept as they are, without a model call",
+        True,
+    )
     output: str = doc("column for the label (plus <output>_match)", "category")
     keep_raw: bool = doc("also keep the raw model text in <output>_raw", False)
     temperature: float | None = doc("sampling temperature (greedy: one stable answer)", 0.0)
@@ -126,8 +132,7 @@ class ClassifyParams(PromptParams):
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.labels:
-            raise ValueError("`labels` is required (a label file: a path or a name under the "
-                             "prompt folders)")
+            raise ValueError("`labels` is required (a label file: a path or a name under the prompt folders)")
 
 
 @register_stage
@@ -141,13 +146,12 @@ class ClassifyText(LLMStage):
     def __init__(self, name: str, params: ClassifyParams, ctx: RunContext) -> None:
         super().__init__(name, params, ctx)
         where = f"{self.where}.labels"
-        self.label_set = load_labels(find_data_file(ctx, params.labels, where), params.fallback,
-                                     where)
-        self.parse = partial(parse_label, labels=self.label_set.names,
-                             fallback=self.label_set.fallback, search=params.search)
+        self.label_set = load_labels(find_data_file(ctx, params.labels, where), params.fallback, where)
+        self.parse = partial(
+            parse_label, labels=self.label_set.names, fallback=self.label_set.fallback, search=params.search
+        )
 
-    def render(self, row: dict[str, Any], role: str = "prompt", **extra: Any
-               ) -> list[dict[str, str]]:
+    def render(self, row: dict[str, Any], role: str = "prompt", **extra: Any) -> list[dict[str, str]]:
         return super().render(row, role, labels=self.label_set.labels, **extra)
 
     def writes(self) -> set[str]:
@@ -164,8 +168,7 @@ class ClassifyText(LLMStage):
         labels = [r.get(p.output) if g else None for r, g in zip(rows, given, strict=True)]
         how = ["given" if g else None for g in given]
         raws: list[str | None] = [None] * len(rows)
-        jobs = [Job(str(r[ROW_ID]), self.render(r), 0, i)
-                for i, r in enumerate(rows) if not given[i]]
+        jobs = [Job(str(r[ROW_ID]), self.render(r), 0, i) for i, r in enumerate(rows) if not given[i]]
         for o in await self.engine.run(jobs, Policy(parse=self.parse)):
             # a failed call still yields a row: the fallback label, marked 'error'
             i = o.job.tag
@@ -185,4 +188,5 @@ class ClassifyText(LLMStage):
             self.ctx.console.log(
                 f"{self.name}: {odd} row(s) got the fallback label '{self.label_set.fallback}' "
                 f"(unknown answer: {counts.get('fallback', 0)}, failed call: "
-                f"{counts.get('error', 0)}); see column {self.params.output}_match.")
+                f"{counts.get('error', 0)}); see column {self.params.output}_match."
+            )

@@ -25,8 +25,14 @@ exam_problem_solving_tutor ml_ai_language_model_tutor general_classification ord
 sentiment_analysis code_language_classification language_classification topic_classification
 value_judgement rejecting roleplay default"""
 EXPECTED = _NAMES.split()
-LABELS = ["open_qa", "closed_qa", "code_to_text_translation", "text_to_code_translation",
-          "recommendations", "default"]
+LABELS = [
+    "open_qa",
+    "closed_qa",
+    "code_to_text_translation",
+    "text_to_code_translation",
+    "recommendations",
+    "default",
+]
 
 
 def requests(ctx, stage: str) -> int:
@@ -35,8 +41,9 @@ def requests(ctx, stage: str) -> int:
 
 def classify(ctx, name: str = "c", **params):
     """A classify_text stage on the shipped ReAlign prompt and task file, as the pipeline sets it."""
-    return make_stage("classify_text", ctx, name, **{"prompt": "realign/classify",
-                                                     "labels": "realign/tasks.yaml", **params})
+    return make_stage(
+        "classify_text", ctx, name, **{"prompt": "realign/classify", "labels": "realign/tasks.yaml", **params}
+    )
 
 
 def test_task_file_has_the_46_tasks_each_described():
@@ -46,23 +53,26 @@ def test_task_file_has_the_46_tasks_each_described():
     assert all(len(t.description.split()) >= 4 for t in ls.labels)
 
 
-@pytest.mark.parametrize("answer, label, how", [
-    ("open_qa", "open_qa", "exact"),
-    ("open_qa\nbecause it is a question", "open_qa", "exact"),
-    ("  Open_QA  ", "open_qa", "normalized"),
-    ("`closed_qa`", "closed_qa", "normalized"),
-    ("**closed_qa**.", "closed_qa", "normalized"),
-    ("Task type: open qa", "open_qa", "normalized"),
-    ("task name: Code-To-Text-Translation", "code_to_text_translation", "normalized"),
-    ("recommendation", "recommendations", "normalized"),
-    ("open_qas", "open_qa", "normalized"),
-    ("code_generation", "default", "fallback"),
-    ("I think this is closed_qa, not open_qa.", "closed_qa", "search"),
-    ("The answer: open QA.", "open_qa", "search"),
-    ("reopen_qa_thing", "default", "fallback"),  # not a whole word
-    ("poetry", "default", "fallback"),
-    ("", "default", "fallback"),
-])
+@pytest.mark.parametrize(
+    "answer, label, how",
+    [
+        ("open_qa", "open_qa", "exact"),
+        ("open_qa\nbecause it is a question", "open_qa", "exact"),
+        ("  Open_QA  ", "open_qa", "normalized"),
+        ("`closed_qa`", "closed_qa", "normalized"),
+        ("**closed_qa**.", "closed_qa", "normalized"),
+        ("Task type: open qa", "open_qa", "normalized"),
+        ("task name: Code-To-Text-Translation", "code_to_text_translation", "normalized"),
+        ("recommendation", "recommendations", "normalized"),
+        ("open_qas", "open_qa", "normalized"),
+        ("code_generation", "default", "fallback"),
+        ("I think this is closed_qa, not open_qa.", "closed_qa", "search"),
+        ("The answer: open QA.", "open_qa", "search"),
+        ("reopen_qa_thing", "default", "fallback"),  # not a whole word
+        ("poetry", "default", "fallback"),
+        ("", "default", "fallback"),
+    ],
+)
 def test_label_parser_tolerant_matching(answer, label, how):
     assert parse_label(answer, labels=LABELS, fallback="default") == {"value": label, "match": how}
 
@@ -76,18 +86,23 @@ def test_normalize_label():
     assert normalize_label(" `Text To-Code  Translation`. ") == "text_to_code_translation"
 
 
-@pytest.mark.parametrize("content, message", [
-    ({"tasks": []}, "non-empty `tasks:`"),
-    ({"tasks": [{"description": "x"}]}, r"tasks\[0\]\.name: required key is missing"),
-    ({"tasks": [{"name": " "}]}, r"tasks\[0\] has no `name`"),
-    ({"tasks": [{"name": "a", "descripton": "x"}]},
-     r"tasks\[0\]\.descripton: unknown key\. Did you mean 'description'\?"),
-    ({"tasks": [{"name": "a", "description": 3}]}, r"tasks\[0\]\.description: expected str"),
-    ({"fallbak": "a", "tasks": ["a"]}, r"fallbak: unknown key\. Did you mean 'fallback'\?"),
-    ("just a string", "non-empty `tasks:`"),
-    ({"tasks": ["a", "b", "a"]}, "twice: a"),
-    ({"tasks": ["a", "b"], "fallback": "zzz"}, "fallback label 'zzz' is not in"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ({"tasks": []}, "non-empty `tasks:`"),
+        ({"tasks": [{"description": "x"}]}, r"tasks\[0\]\.name: required key is missing"),
+        ({"tasks": [{"name": " "}]}, r"tasks\[0\] has no `name`"),
+        (
+            {"tasks": [{"name": "a", "descripton": "x"}]},
+            r"tasks\[0\]\.descripton: unknown key\. Did you mean 'description'\?",
+        ),
+        ({"tasks": [{"name": "a", "description": 3}]}, r"tasks\[0\]\.description: expected str"),
+        ({"fallbak": "a", "tasks": ["a"]}, r"fallbak: unknown key\. Did you mean 'fallback'\?"),
+        ("just a string", "non-empty `tasks:`"),
+        ({"tasks": ["a", "b", "a"]}, "twice: a"),
+        ({"tasks": ["a", "b"], "fallback": "zzz"}, "fallback label 'zzz' is not in"),
+    ],
+)
 def test_label_file_errors(tmp_path: Path, content, message):
     path = tmp_path / "labels.yaml"
     path.write_text(yaml.safe_dump(content))
@@ -97,11 +112,22 @@ def test_label_file_errors(tmp_path: Path, content, message):
 
 def test_classify_stage_skips_given_labels_and_counts_fallback(ctx, tmp_path: Path):
     labels = tmp_path / "labels.yaml"
-    labels.write_text(yaml.safe_dump({"fallback": "other", "tasks": [
-        {"name": "greeting", "description": "says hello"}, {"name": "other"}]}))
+    labels.write_text(
+        yaml.safe_dump(
+            {
+                "fallback": "other",
+                "tasks": [{"name": "greeting", "description": "says hello"}, {"name": "other"}],
+            }
+        )
+    )
     stage = classify(ctx, labels=str(labels))
-    df = pd.DataFrame({"row_id": ["0", "1", "2"], "instruction": ["hi", "yo", "hey"],
-                       "category": ["greeting", None, "not_a_label"]})
+    df = pd.DataFrame(
+        {
+            "row_id": ["0", "1", "2"],
+            "instruction": ["hi", "yo", "hey"],
+            "category": ["greeting", None, "not_a_label"],
+        }
+    )
     out = run_stage(stage, df)
     # the test model's classify rule answers "I am not sure." here: the fallback is used
     assert list(out.category) == ["greeting", "other", "other"]
@@ -155,4 +181,3 @@ def test_an_edited_label_file_changes_the_fingerprint(ctx, tmp_path: Path):
     assert classify(ctx, labels=str(labels)).fingerprint_extra() == before
     labels.write_text(yaml.safe_dump({"tasks": ["greeting", "farewell", "other"]}))
     assert classify(ctx, labels=str(labels)).fingerprint_extra() != before
-

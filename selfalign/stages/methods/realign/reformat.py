@@ -28,20 +28,20 @@ if TYPE_CHECKING:
 class ReformatParams(PromptParams):
     prompt: str = doc("user prompt template", "realign/rewrite")
     system_prompt: str | None = doc("system prompt template (the rules)", "realign/rewrite_system")
-    formats: str = doc("prompt folder of the per-task recipes: <formats>/<task>.j2",
-                       "realign/formats")
+    formats: str = doc("prompt folder of the per-task recipes: <formats>/<task>.j2", "realign/formats")
     question_column: str = doc("column with the query", "instruction")
     response_column: str = doc("column with the response to rewrite", "response")
     category_column: str = doc("column with the task label", "category")
-    evidence_column: str = doc("column with evidence lists (optional: used when present)",
-                               "evidence")
-    skip_categories: list[str] = doc("labels never rewritten (the original skips default)",
-                                     factory=lambda: ["default"])
-    adaptive: bool = doc("ask the model first to judge whether the recipe fits (false = the "
-                         "original's non-adaptive ablation)", True)
+    evidence_column: str = doc("column with evidence lists (optional: used when present)", "evidence")
+    skip_categories: list[str] = doc(
+        "labels never rewritten (the original skips default)", factory=lambda: ["default"]
+    )
+    adaptive: bool = doc(
+        "ask the model first to judge whether the recipe fits (false = the original's non-adaptive ablation)",
+        True,
+    )
     n: int = doc("rewrites sampled per row", 2)
-    pick: Literal["longest", "first"] = doc("which successful sample is kept (longest by tokens)",
-                                            "longest")
+    pick: Literal["longest", "first"] = doc("which successful sample is kept (longest by tokens)", "longest")
     output: str = doc("column for the chosen rewrite (null for rows not rewritten)", "rewrite")
     keep_samples: bool = doc("also keep every parsed sample in <output>_samples", True)
     temperature: float | None = doc("sampling temperature", 0.3)
@@ -71,12 +71,17 @@ class ReformatResponse(LLMStage):
     def _recipes(ctx: RunContext, folder: str, where: str) -> dict[str, Prompt]:
         """task → its recipe: every <folder>/<task>.j2 in the prompt folders."""
         prefix = folder.rstrip("/") + "/"
-        found = {n[len(prefix):]: ctx.prompts.get(n, where) for n in ctx.prompts.names()
-                 if n.startswith(prefix) and "/" not in n[len(prefix):]}
+        found = {
+            n[len(prefix) :]: ctx.prompts.get(n, where)
+            for n in ctx.prompts.names()
+            if n.startswith(prefix) and "/" not in n[len(prefix) :]
+        }
         if not found:
-            raise ConfigError(f"{where}: no recipe templates '{prefix}<task>.j2' in the prompt "
-                              "folders, so no row could be rewritten. Point it at a folder of "
-                              "recipes (the shipped one is realign/formats).")
+            raise ConfigError(
+                f"{where}: no recipe templates '{prefix}<task>.j2' in the prompt "
+                "folders, so no row could be rewritten. Point it at a folder of "
+                "recipes (the shipped one is realign/formats)."
+            )
         return found
 
     def reads(self) -> set[str]:
@@ -84,12 +89,14 @@ class ReformatResponse(LLMStage):
         recipes = set().union(*(t.variables for t in self.formats.values()))
         extra = recipes - self.injected - set(p.vars) - {"row"}
         return {p.question_column, p.response_column, p.category_column} | (
-            self.templates.variables() | extra)
+            self.templates.variables() | extra
+        )
 
     def writes(self) -> set[str]:
         o = self.params.output
         return {o, f"{o}_reasoning", f"{o}_status"} | (
-            {f"{o}_samples"} if self.params.keep_samples else set())
+            {f"{o}_samples"} if self.params.keep_samples else set()
+        )
 
     def prompt_hashes(self) -> dict[str, str]:
         return {**self.templates.hashes(), **{t.name: t.sha256 for t in self.formats.values()}}
@@ -106,35 +113,43 @@ class ReformatResponse(LLMStage):
             return "empty_response"
         return "todo"
 
-    def render(self, row: dict[str, Any], role: str = "prompt", **extra: Any
-               ) -> list[dict[str, str]]:
+    def render(self, row: dict[str, Any], role: str = "prompt", **extra: Any) -> list[dict[str, str]]:
         p: ReformatParams = self.params
         ev = row.get(p.evidence_column)
-        given = {"question": row.get(p.question_column), "response": row.get(p.response_column),
-                 "adaptive": p.adaptive, "category": row.get(p.category_column),
-                 "evidence": [str(e) for e in ev] if isinstance(ev, list) else [], **extra}
+        given = {
+            "question": row.get(p.question_column),
+            "response": row.get(p.response_column),
+            "adaptive": p.adaptive,
+            "category": row.get(p.category_column),
+            "evidence": [str(e) for e in ev] if isinstance(ev, list) else [],
+            **extra,
+        }
         # the recipe is a partial: rendered with the prompt's own values, then passed to it
-        recipe = self.formats[given["category"]].render(
-            **{**row, **self.templates.vars, "row": row, **given})
+        recipe = self.formats[given["category"]].render(**{**row, **self.templates.vars, "row": row, **given})
         return super().render(row, role, format=recipe, **given)
 
     async def process(self, df: pd.DataFrame) -> pd.DataFrame:
         p: ReformatParams = self.params
         rows = io.records(df)
         status = [self.status(r) for r in rows]
-        jobs = [Job(str(r[ROW_ID]), self.render(r), j, (i, j))
-                for i, r in enumerate(rows) if status[i] == "todo" for j in range(p.n)]
+        jobs = [
+            Job(str(r[ROW_ID]), self.render(r), j, (i, j))
+            for i, r in enumerate(rows)
+            if status[i] == "todo"
+            for j in range(p.n)
+        ]
         picked: dict[int, list[dict[str, Any]]] = {}
         for o in await self.engine.run(jobs, Policy(parse=parse_revised)):
             i, j = o.job.tag
             if o.ok:
                 picked.setdefault(i, []).append(
-                    {"sample": j, "reasoning": o.fields.get("reasoning", ""),
-                     "revised_response": o.value})
+                    {"sample": j, "reasoning": o.fields.get("reasoning", ""), "revised_response": o.value}
+                )
         return self._frame(df, status, picked)
 
-    def _frame(self, df: pd.DataFrame, status: list[str],
-               picked: dict[int, list[dict[str, Any]]]) -> pd.DataFrame:
+    def _frame(
+        self, df: pd.DataFrame, status: list[str], picked: dict[int, list[dict[str, Any]]]
+    ) -> pd.DataFrame:
         p: ReformatParams = self.params
         best: list[dict[str, Any] | None] = []
         for i, st in enumerate(status):
@@ -151,9 +166,12 @@ class ReformatResponse(LLMStage):
         if p.keep_samples:
             out[f"{p.output}_samples"] = pd.Series(
                 [sorted(picked.get(i, []), key=lambda c: c["sample"]) for i in range(len(df))],
-                index=df.index, dtype=object)
-        self.ctx.console.log(f"{self.name}: " + ", ".join(
-            f"{k}={v}" for k, v in sorted(Counter(status).items())))
+                index=df.index,
+                dtype=object,
+            )
+        self.ctx.console.log(
+            f"{self.name}: " + ", ".join(f"{k}={v}" for k, v in sorted(Counter(status).items()))
+        )
         return out
 
     def preview(self, df: pd.DataFrame, k: int) -> list[list[dict[str, str]]]:
