@@ -1,4 +1,4 @@
-"""ReAlign classification: the label file, the `label` parser's matching modes, `classify_text`."""
+"""`classify_text` on ReAlign's 46 tasks: the label file, the `label` parser's matching modes."""
 
 from pathlib import Path
 
@@ -10,7 +10,7 @@ from helpers import make_stage, run_stage
 from selfalign.errors import ConfigError
 from selfalign.parsers import normalize_label, parse_label
 from selfalign.paths import resource_dir
-from selfalign.stages.realign import load_labels
+from selfalign.stages.classify import load_labels
 
 TASKS_FILE = resource_dir("prompts") / "realign" / "tasks.yaml"
 # METHODS §5.2: the 46 task names of the original's classifier prompt
@@ -25,38 +25,54 @@ exam_problem_solving_tutor ml_ai_language_model_tutor general_classification ord
 sentiment_analysis code_language_classification language_classification topic_classification
 value_judgement rejecting roleplay default"""
 EXPECTED = _NAMES.split()
-LABELS = ["open_qa", "closed_qa", "code_to_text_translation", "text_to_code_translation",
-          "recommendations", "default"]
+LABELS = [
+    "open_qa",
+    "closed_qa",
+    "code_to_text_translation",
+    "text_to_code_translation",
+    "recommendations",
+    "default",
+]
 
 
 def requests(ctx, stage: str) -> int:
     return sum(c["requests"] for c in ctx.llm.accounting.for_stage(stage).values())
 
 
+def classify(ctx, name: str = "c", **params):
+    """A classify_text stage on the shipped ReAlign prompt and task file, as the pipeline sets it."""
+    return make_stage(
+        "classify_text", ctx, name, **{"prompt": "realign/classify", "labels": "realign/tasks.yaml", **params}
+    )
+
+
 def test_task_file_has_the_46_tasks_each_described():
     ls = load_labels(TASKS_FILE, None, "t")
     assert sorted(ls.names) == sorted(EXPECTED) and len(ls.names) == 46
     assert ls.fallback == "default"
-    assert all(len(t["description"].split()) >= 4 for t in ls.labels)
+    assert all(len(t.description.split()) >= 4 for t in ls.labels)
 
 
-@pytest.mark.parametrize("answer, label, how", [
-    ("open_qa", "open_qa", "exact"),
-    ("open_qa\nbecause it is a question", "open_qa", "exact"),
-    ("  Open_QA  ", "open_qa", "normalized"),
-    ("`closed_qa`", "closed_qa", "normalized"),
-    ("**closed_qa**.", "closed_qa", "normalized"),
-    ("Task type: open qa", "open_qa", "normalized"),
-    ("task name: Code-To-Text-Translation", "code_to_text_translation", "normalized"),
-    ("recommendation", "recommendations", "normalized"),
-    ("open_qas", "open_qa", "normalized"),
-    ("code_generation", "default", "fallback"),
-    ("I think this is closed_qa, not open_qa.", "closed_qa", "search"),
-    ("The answer: open QA.", "open_qa", "search"),
-    ("reopen_qa_thing", "default", "fallback"),  # not a whole word
-    ("poetry", "default", "fallback"),
-    ("", "default", "fallback"),
-])
+@pytest.mark.parametrize(
+    "answer, label, how",
+    [
+        ("open_qa", "open_qa", "exact"),
+        ("open_qa\nbecause it is a question", "open_qa", "exact"),
+        ("  Open_QA  ", "open_qa", "normalized"),
+        ("`closed_qa`", "closed_qa", "normalized"),
+        ("**closed_qa**.", "closed_qa", "normalized"),
+        ("Task type: open qa", "open_qa", "normalized"),
+        ("task name: Code-To-Text-Translation", "code_to_text_translation", "normalized"),
+        ("recommendation", "recommendations", "normalized"),
+        ("open_qas", "open_qa", "normalized"),
+        ("code_generation", "default", "fallback"),
+        ("I think this is closed_qa, not open_qa.", "closed_qa", "search"),
+        ("The answer: open QA.", "open_qa", "search"),
+        ("reopen_qa_thing", "default", "fallback"),  # not a whole word
+        ("poetry", "default", "fallback"),
+        ("", "default", "fallback"),
+    ],
+)
 def test_label_parser_tolerant_matching(answer, label, how):
     assert parse_label(answer, labels=LABELS, fallback="default") == {"value": label, "match": how}
 
@@ -70,12 +86,23 @@ def test_normalize_label():
     assert normalize_label(" `Text To-Code  Translation`. ") == "text_to_code_translation"
 
 
-@pytest.mark.parametrize("content, message", [
-    ({"tasks": []}, "non-empty `tasks:`"),
-    ({"tasks": [{"description": "x"}]}, r"tasks\[0\] has no `name`"),
-    ({"tasks": ["a", "b", "a"]}, "twice: a"),
-    ({"tasks": ["a", "b"], "fallback": "zzz"}, "fallback label 'zzz' is not in"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ({"tasks": []}, "non-empty `tasks:`"),
+        ({"tasks": [{"description": "x"}]}, r"tasks\[0\]\.name: required key is missing"),
+        ({"tasks": [{"name": " "}]}, r"tasks\[0\] has no `name`"),
+        (
+            {"tasks": [{"name": "a", "descripton": "x"}]},
+            r"tasks\[0\]\.descripton: unknown key\. Did you mean 'description'\?",
+        ),
+        ({"tasks": [{"name": "a", "description": 3}]}, r"tasks\[0\]\.description: expected str"),
+        ({"fallbak": "a", "tasks": ["a"]}, r"fallbak: unknown key\. Did you mean 'fallback'\?"),
+        ("just a string", "non-empty `tasks:`"),
+        ({"tasks": ["a", "b", "a"]}, "twice: a"),
+        ({"tasks": ["a", "b"], "fallback": "zzz"}, "fallback label 'zzz' is not in"),
+    ],
+)
 def test_label_file_errors(tmp_path: Path, content, message):
     path = tmp_path / "labels.yaml"
     path.write_text(yaml.safe_dump(content))
@@ -85,11 +112,22 @@ def test_label_file_errors(tmp_path: Path, content, message):
 
 def test_classify_stage_skips_given_labels_and_counts_fallback(ctx, tmp_path: Path):
     labels = tmp_path / "labels.yaml"
-    labels.write_text(yaml.safe_dump({"fallback": "other", "tasks": [
-        {"name": "greeting", "description": "says hello"}, {"name": "other"}]}))
-    stage = make_stage("classify_text", ctx, "c", labels=str(labels))
-    df = pd.DataFrame({"row_id": ["0", "1", "2"], "instruction": ["hi", "yo", "hey"],
-                       "category": ["greeting", None, "not_a_label"]})
+    labels.write_text(
+        yaml.safe_dump(
+            {
+                "fallback": "other",
+                "tasks": [{"name": "greeting", "description": "says hello"}, {"name": "other"}],
+            }
+        )
+    )
+    stage = classify(ctx, labels=str(labels))
+    df = pd.DataFrame(
+        {
+            "row_id": ["0", "1", "2"],
+            "instruction": ["hi", "yo", "hey"],
+            "category": ["greeting", None, "not_a_label"],
+        }
+    )
     out = run_stage(stage, df)
     # the test model's classify rule answers "I am not sure." here: the fallback is used
     assert list(out.category) == ["greeting", "other", "other"]
@@ -98,7 +136,7 @@ def test_classify_stage_skips_given_labels_and_counts_fallback(ctx, tmp_path: Pa
 
 
 def test_classify_prompt_lists_every_label_with_description(ctx):
-    stage = make_stage("classify_text", ctx, "c")
+    stage = classify(ctx)
     msgs = stage.render({"row_id": "0", "instruction": "Why is the sky blue?"})
     text = msgs[-1]["content"]
     assert all(f"- {name}: " in text for name in EXPECTED)
@@ -108,7 +146,7 @@ def test_classify_prompt_lists_every_label_with_description(ctx):
 
 
 def test_classify_keep_raw(ctx):
-    stage = make_stage("classify_text", ctx, "c", keep_raw=True)
+    stage = classify(ctx, keep_raw=True)
     df = pd.DataFrame({"row_id": ["0"], "instruction": ["What causes the seasons?"]})
     out = run_stage(stage, df)
     assert "category_raw" in stage.writes()
@@ -116,11 +154,30 @@ def test_classify_keep_raw(ctx):
     assert (out.category[0], out.category_match[0]) == ("open_qa", "search")
 
 
-def test_classify_rejects_n_above_one(ctx):
-    with pytest.raises(ConfigError, match="one answer per row"):
-        make_stage("classify_text", ctx, "c", n=2)
+def test_classify_takes_one_answer_per_row(ctx):
+    # not a generate_text: there is no n / parser / explode_list to set
+    with pytest.raises(ConfigError, match=r"pipeline\.stages\.c\.n: unknown key"):
+        classify(ctx, n=2)
+    with pytest.raises(ConfigError, match=r"pipeline\.stages\.c\.parser: unknown key"):
+        classify(ctx, parser="text")
+
+
+def test_classify_needs_a_prompt_and_a_label_file(ctx):
+    with pytest.raises(ConfigError, match=r"c: `labels` is required"):
+        make_stage("classify_text", ctx, "c", prompt="realign/classify")
+    with pytest.raises(ConfigError, match=r"c: `prompt` is required"):
+        make_stage("classify_text", ctx, "c", labels="realign/tasks.yaml")
 
 
 def test_classify_unknown_label_file(ctx):
     with pytest.raises(ConfigError, match=r"pipeline\.stages\.c\.labels: data file 'nope\.yaml'"):
-        make_stage("classify_text", ctx, "c", labels="nope.yaml")
+        classify(ctx, labels="nope.yaml")
+
+
+def test_an_edited_label_file_changes_the_fingerprint(ctx, tmp_path: Path):
+    labels = tmp_path / "labels.yaml"
+    labels.write_text(yaml.safe_dump({"tasks": ["greeting", "other"]}))
+    before = classify(ctx, labels=str(labels)).fingerprint_extra()
+    assert classify(ctx, labels=str(labels)).fingerprint_extra() == before
+    labels.write_text(yaml.safe_dump({"tasks": ["greeting", "farewell", "other"]}))
+    assert classify(ctx, labels=str(labels)).fingerprint_extra() != before

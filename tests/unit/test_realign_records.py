@@ -5,18 +5,25 @@ import json
 import pandas as pd
 from helpers import make_stage, run_stage
 
-from selfalign.stages.realign_records import turn_pair
+from selfalign.stages.records import turn_pair
 
 RECORDS = [
-    {"id": 0, "items": [
-        {"from": "human", "value": "Give three tips for staying healthy.",
-         "category": "advice_giving"},
-        {"from": "gpt", "value": "1. Eat well. 2. Move. 3. Sleep."}]},
-    {"id": 1, "items": [
-        {"from": "human", "value": "What is BM25?", "evidence": ["a ranking function"]},
-        {"from": "gpt", "value": "A ranking function."},
-        {"from": "human", "value": "Who made it?"},
-        {"from": "gpt", "value": "Robertson and colleagues."}]},
+    {
+        "id": 0,
+        "items": [
+            {"from": "human", "value": "Give three tips for staying healthy.", "category": "advice_giving"},
+            {"from": "gpt", "value": "1. Eat well. 2. Move. 3. Sleep."},
+        ],
+    },
+    {
+        "id": 1,
+        "items": [
+            {"from": "human", "value": "What is BM25?", "evidence": ["a ranking function"]},
+            {"from": "gpt", "value": "A ranking function."},
+            {"from": "human", "value": "Who made it?"},
+            {"from": "gpt", "value": "Robertson and colleagues."},
+        ],
+    },
     {"id": 2, "items": [{"from": "gpt", "value": "no question"}]},
     {"id": 3, "items": "not a list"},
 ]
@@ -49,8 +56,7 @@ def test_unpack_passes_plain_rows_through(ctx):
     stage = make_stage("unpack_sharegpt", ctx, "u")
     df = pd.DataFrame({"row_id": ["0"], "instruction": ["q"], "response": ["a"]})
     assert run_stage(stage, df).equals(df)
-    assert stage.check({"row_id", "instruction", "response"}) == (
-        {"row_id", "instruction", "response"}, [])
+    assert stage.check({"row_id", "instruction", "response"}) == ({"row_id", "instruction", "response"}, [])
     cols, problems = stage.check({"row_id", "items"})
     assert {"instruction", "response", "category", "evidence", "num_items"} <= cols
 
@@ -67,7 +73,7 @@ def test_pack_updates_existing_records_and_writes_json(ctx):
     df["category"] = ["advice_giving", "open_qa"]
     df["evidence"] = [[], ["a ranking function", "from Okapi"]]
     df["tag"] = ["original", "rewrite"]
-    out = run_stage(make_stage("pack_sharegpt", ctx, "p"), df)
+    out = run_stage(make_stage("pack_sharegpt", ctx, "p", file="realign_sharegpt"), df)
     first, second = out["items"]
     assert first[1] == {"from": "gpt", "value": "Rewritten tips.", "tag": "original"}
     assert "evidence" not in first[0] and first[0]["category"] == "advice_giving"
@@ -80,9 +86,10 @@ def test_pack_updates_existing_records_and_writes_json(ctx):
 
 
 def test_pack_builds_records_from_plain_columns(ctx):
-    df = pd.DataFrame({"row_id": ["a", "b"], "instruction": ["q1", "q2"],
-                       "response": ["r1", "r2"], "id": [7, 9]})
-    out = run_stage(make_stage("pack_sharegpt", ctx, "p", file=None), df)
+    df = pd.DataFrame(
+        {"row_id": ["a", "b"], "instruction": ["q1", "q2"], "response": ["r1", "r2"], "id": [7, 9]}
+    )
+    out = run_stage(make_stage("pack_sharegpt", ctx, "p"), df)  # file: null by default
     assert out["items"][0] == [{"from": "human", "value": "q1"}, {"from": "gpt", "value": "r1"}]
     assert list(out.id) == [7, 9] and not (ctx.run_dir / "realign_sharegpt.json").exists()
     renum = run_stage(make_stage("pack_sharegpt", ctx, "p", file=None, renumber=True), df)

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from helpers import make_stage, run_stage
 
-from selfalign.errors import ParseError
+from selfalign.errors import ConfigError, ParseError
 from selfalign.llm.cache import ResponseCache
 from selfalign.llm.config import ModelConfig
 from selfalign.llm.session import LLMSession
@@ -15,9 +15,18 @@ from selfalign.paths import resource_dir
 
 FORMATS = resource_dir("prompts") / "realign" / "formats"
 # METHODS §5.2: the ten tasks the original has no format for
-NO_FORMAT = {"story_generation", "poem_generation", "advice_giving", "paraphrasing",
-             "code_simplification", "table_extraction", "title_generation", "text_summarization",
-             "note_summarization", "roleplay"}
+NO_FORMAT = {
+    "story_generation",
+    "poem_generation",
+    "advice_giving",
+    "paraphrasing",
+    "code_simplification",
+    "table_extraction",
+    "title_generation",
+    "text_summarization",
+    "note_summarization",
+    "roleplay",
+}
 
 
 def requests(ctx, stage: str) -> int:
@@ -32,23 +41,29 @@ def test_36_recipes_exactly_for_the_tasks_that_have_one():
     assert all(p.read_text().strip() for p in FORMATS.glob("*.j2"))
 
 
-@pytest.mark.parametrize("text, value, reasoning", [
-    ("Reasoning: fits.\nRevised response: New text.", "New text.", "fits."),
-    ("**Reasoning:** fits\n\n**Revised response:**\nLine 1\nLine 2", "Line 1\nLine 2", "fits"),
-    ("reasoning: ok\nrevised response: x", "x", "ok"),
-    ("Revised response: only this", "only this", ""),
-    ("Reasoning: a\nRevised response: b\nRevised response: c", "b\nRevised response: c", "a"),
-    ("Reasoning: r\nRevised response: body\n[End of response]", "body", "r"),
-])
+@pytest.mark.parametrize(
+    "text, value, reasoning",
+    [
+        ("Reasoning: fits.\nRevised response: New text.", "New text.", "fits."),
+        ("**Reasoning:** fits\n\n**Revised response:**\nLine 1\nLine 2", "Line 1\nLine 2", "fits"),
+        ("reasoning: ok\nrevised response: x", "x", "ok"),
+        ("Revised response: only this", "only this", ""),
+        ("Reasoning: a\nRevised response: b\nRevised response: c", "b\nRevised response: c", "a"),
+        ("Reasoning: r\nRevised response: body\n[End of response]", "body", "r"),
+    ],
+)
 def test_parse_revised(text, value, reasoning):
     assert parse_revised(text) == {"value": value, "reasoning": reasoning}
 
 
-@pytest.mark.parametrize("text, reason", [
-    ("Reasoning: I would keep it.", "no_revised_response"),
-    ("Reasoning: r\nRevised response:   \n", "empty_revised_response"),
-    ("", "no_revised_response"),
-])
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("Reasoning: I would keep it.", "no_revised_response"),
+        ("Reasoning: r\nRevised response:   \n", "empty_revised_response"),
+        ("", "no_revised_response"),
+    ],
+)
 def test_parse_revised_failures(text, reason):
     with pytest.raises(ParseError) as info:
         parse_revised(text)
@@ -61,21 +76,21 @@ def rows(*items):
 
 def test_passthrough_rows_do_not_call_the_model(ctx):
     stage = make_stage("reformat_response", ctx, "rf")
-    df = rows({"instruction": "Any advice?", "response": "Rest.", "category": "advice_giving"},
-              {"instruction": "Hm", "response": "Yes.", "category": "default"},
-              {"instruction": "Hm", "response": "Yes.", "category": None},
-              {"instruction": "Hm", "response": " ", "category": "open_qa"})
+    df = rows(
+        {"instruction": "Any advice?", "response": "Rest.", "category": "advice_giving"},
+        {"instruction": "Hm", "response": "Yes.", "category": "default"},
+        {"instruction": "Hm", "response": "Yes.", "category": None},
+        {"instruction": "Hm", "response": " ", "category": "open_qa"},
+    )
     out = run_stage(stage, df)
-    assert list(out.rewrite_status) == ["no_format", "skipped_category", "no_format",
-                                        "empty_response"]
+    assert list(out.rewrite_status) == ["no_format", "skipped_category", "no_format", "empty_response"]
     assert out.rewrite.isna().all() and requests(ctx, "rf") == 0
     assert list(out.response) == list(df.response)
 
 
 def test_longest_of_n_and_samples_kept(ctx):
     stage = make_stage("reformat_response", ctx, "rf", n=3)
-    df = rows({"instruction": "What causes tides?", "response": "The Moon's gravity.",
-               "category": "open_qa"})
+    df = rows({"instruction": "What causes tides?", "response": "The Moon's gravity.", "category": "open_qa"})
     out = run_stage(stage, df)
     # conf/test_model/realign.yaml: odd samples append a closing line, so sample 1 is longest
     assert out.rewrite_status[0] == "rewritten"
@@ -93,8 +108,13 @@ def test_pick_first(ctx):
 
 def test_prompt_has_recipe_evidence_and_adaptive_rule(ctx):
     stage = make_stage("reformat_response", ctx, "rf")
-    row = {"row_id": "0", "instruction": "Q?", "response": "A.", "category": "open_qa",
-           "evidence": ["fact one", "fact two"]}
+    row = {
+        "row_id": "0",
+        "instruction": "Q?",
+        "response": "A.",
+        "category": "open_qa",
+        "evidence": ["fact one", "fact two"],
+    }
     system, user = (m["content"] for m in stage.render(row))
     recipe = (FORMATS / "open_qa.j2").read_text().strip()
     assert recipe in user and "[Question]\nQ?" in user and "[Response]\nA." in user
@@ -111,11 +131,17 @@ def test_parse_failures_are_retried_a_bounded_number_of_times(tmp_path):
     from selfalign.context import Rejected, RunContext
     from selfalign.prompts import PromptLibrary
 
-    cfg = ModelConfig(provider="test", name="junk", rules=[{"match": r"\[Format recipe\]",
-                                                            "reply": "I like it as it is."}])
+    cfg = ModelConfig(
+        provider="test", name="junk", rules=[{"match": r"\[Format recipe\]", "reply": "I like it as it is."}]
+    )
     session = LLMSession({"default": cfg}, tmp_path, ResponseCache(tmp_path / "c.sqlite"))
-    ctx = RunContext(cfg=None, run_dir=tmp_path, prompts=PromptLibrary([resource_dir("prompts")]),
-                     llm=session, show_progress=False)
+    ctx = RunContext(
+        cfg=None,
+        run_dir=tmp_path,
+        prompts=PromptLibrary([resource_dir("prompts")]),
+        llm=session,
+        show_progress=False,
+    )
     ctx.rejected = Rejected(tmp_path / "rejected.jsonl")
     stage = make_stage("reformat_response", ctx, "rf", n=2, retries=2)
     out = run_stage(stage, rows({"instruction": "Q?", "response": "A.", "category": "open_qa"}))
@@ -124,6 +150,7 @@ def test_parse_failures_are_retried_a_bounded_number_of_times(tmp_path):
     rejected = [json.loads(x) for x in (tmp_path / "rejected.jsonl").read_text().splitlines()]
     assert [r["attempts"] for r in rejected] == [3, 3]
     assert {r["reason"] for r in rejected} == {"parse: no_revised_response"}
+    assert sorted(r.get("sample", 0) for r in rejected) == [0, 1]  # the engine notes the sample
 
 
 def test_reads_and_writes(ctx):
@@ -131,3 +158,36 @@ def test_reads_and_writes(ctx):
     assert stage.reads() == {"instruction", "response", "category"}  # evidence is optional
     assert stage.writes() == {"rw", "rw_reasoning", "rw_status"}
     assert len(stage.prompt_hashes()) == 2 + 36
+
+
+def test_recipes_are_partials_rendered_with_the_row(ctx, tmp_path):
+    from selfalign.prompts import PromptLibrary
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "open_qa.j2").write_text("Answer {{ question }} for {{ audience }}.\n")
+    ctx.prompts = PromptLibrary([tmp_path, resource_dir("prompts")])
+    stage = make_stage("reformat_response", ctx, "rf", formats="mine")
+    assert stage.reads() == {"instruction", "response", "category", "audience"}
+    assert "mine/open_qa" in stage.prompt_hashes() and len(stage.prompt_hashes()) == 3
+    row = {
+        "row_id": "0",
+        "instruction": "Q?",
+        "response": "A.",
+        "category": "open_qa",
+        "audience": "children",
+    }
+    user = stage.render(row)[-1]["content"]
+    assert "[Format recipe]\nAnswer Q? for children.\n[End of format recipe]" in user
+    assert stage.status({**row, "category": "closed_qa"}) == "no_format"
+
+
+def test_a_formats_folder_without_recipes_is_a_config_error(ctx):
+    with pytest.raises(ConfigError, match=r"rf\.formats: no recipe templates 'realign/fromats/"):
+        make_stage("reformat_response", ctx, "rf", formats="realign/fromats")
+
+
+def test_generic_llm_params_come_from_the_mixin(ctx):
+    stage = make_stage("reformat_response", ctx, "rf", retry_temperature=0.9, vars={"x": 1})
+    assert stage.params.retry_temperature == 0.9 and stage.templates.vars == {"x": 1}
+    with pytest.raises(ConfigError, match=r"rf\.temprature: unknown key\. Did you mean 'temperature'"):
+        make_stage("reformat_response", ctx, "rf", temprature=0.1)

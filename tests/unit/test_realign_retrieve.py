@@ -6,13 +6,15 @@ import threading
 
 import pandas as pd
 import pytest
+import yaml
 from aiohttp import web
 from helpers import make_stage, run_stage
 
 from selfalign import aio
 from selfalign.errors import ConfigError
-from selfalign.paths import sample_path
-from selfalign.stages.realign_search import (
+from selfalign.paths import resource_dir, sample_path
+from selfalign.stages.methods.realign import RAG_TASKS
+from selfalign.stages.search import (
     NO_RESULT,
     Bm25Provider,
     SerperProvider,
@@ -26,8 +28,21 @@ DROP = ["Missing:", "Duration:", "Posted:"]
 
 
 def test_clean_snippets_drops_chrome_and_keeps_first_k():
-    raw = ["", "   ", None, NO_RESULT, "Missing: moon", "Duration: 3:12", "Posted: 2 days ago",
-           "one", "two\n lines", "three", "four", "five", "six"]
+    raw = [
+        "",
+        "   ",
+        None,
+        NO_RESULT,
+        "Missing: moon",
+        "Duration: 3:12",
+        "Posted: 2 days ago",
+        "one",
+        "two\n lines",
+        "three",
+        "four",
+        "five",
+        "six",
+    ]
     assert clean_snippets(raw, DROP, 5) == ["one", "two lines", "three", "four", "five"]
     # a banned word later in the text is fine; only a leading prefix is chrome
     assert clean_snippets(["Not Missing: here"], DROP, 5) == ["Not Missing: here"]
@@ -36,14 +51,24 @@ def test_clean_snippets_drops_chrome_and_keeps_first_k():
 def test_serper_snippet_assembly_order():
     data = {
         "answerBox": {"snippet": "line one\nline two", "snippetHighlighted": ["ignored"]},
-        "knowledgeGraph": {"title": "Ice", "type": "Solid water", "description": "Frozen water.",
-                           "attributes": {"Density": "0.917 g/cm3"}},
-        "organic": [{"snippet": f"hit {i}", "attributes": {"Year": "2020"} if i == 0 else {}}
-                    for i in range(12)],
+        "knowledgeGraph": {
+            "title": "Ice",
+            "type": "Solid water",
+            "description": "Frozen water.",
+            "attributes": {"Density": "0.917 g/cm3"},
+        },
+        "organic": [
+            {"snippet": f"hit {i}", "attributes": {"Year": "2020"} if i == 0 else {}} for i in range(12)
+        ],
     }
     out = serper_snippets(data)
-    assert out[:5] == ["line one line two", "Ice: Solid water", "Frozen water.",
-                       "Density: 0.917 g/cm3", "hit 0"]
+    assert out[:5] == [
+        "line one line two",
+        "Ice: Solid water",
+        "Frozen water.",
+        "Density: 0.917 g/cm3",
+        "hit 0",
+    ]
     assert out[5] == "Year: 2020" and out[-1] == "hit 9"  # organic[:10] only
 
 
@@ -71,12 +96,19 @@ def frame(**cols):
     return pd.DataFrame({"row_id": [str(i) for i in range(n)], **cols})
 
 
+def test_pipeline_retrieves_for_the_originals_rag_tasks():
+    pipe = yaml.safe_load((resource_dir("pipelines") / "realign.yaml").read_text())
+    assert pipe["retrieval"]["categories"] == RAG_TASKS
+
+
 def test_stage_only_wanted_single_turn_rows_without_evidence(ctx):
-    stage = make_stage("retrieve_evidence", ctx, "r", corpus=CORPUS)
-    df = frame(instruction=["Why does ice float?"] * 4 + ["Why does ice float?"],
-               category=["explain_answer", "advice_giving", "open_qa", "open_qa", None],
-               num_items=[2, 2, 4, 2, 2],
-               evidence=[None, None, None, ["already here"], []])
+    stage = make_stage("retrieve_evidence", ctx, "r", corpus=CORPUS, categories=RAG_TASKS)
+    df = frame(
+        instruction=["Why does ice float?"] * 4 + ["Why does ice float?"],
+        category=["explain_answer", "advice_giving", "open_qa", "open_qa", None],
+        num_items=[2, 2, 4, 2, 2],
+        evidence=[None, None, None, ["already here"], []],
+    )
     out = run_stage(stage, df)
     assert 1 <= len(out.evidence[0]) <= 5
     assert list(out.evidence[1:]) == [[], [], ["already here"], []]
@@ -96,8 +128,8 @@ def test_stage_config_errors(ctx, monkeypatch):
     with pytest.raises(ConfigError, match="has no column 'body'"):
         make_stage("retrieve_evidence", ctx, "r", corpus=CORPUS, corpus_text_column="body")
     monkeypatch.delenv("SERPER_API_KEY", raising=False)
-    with pytest.raises(ConfigError, match=r"r\.provider: 'serper' needs an API key in the env "
-                                          r"var SERPER_API_KEY"):
+    msg = r"r\.provider: 'serper' needs an API key in the env var SERPER_API_KEY"
+    with pytest.raises(ConfigError, match=msg):
         make_stage("retrieve_evidence", ctx, "r", provider="serper")
 
 
@@ -121,10 +153,16 @@ class MockSerper:
             status = self.script.pop(0) if self.script else 200
             if status != 200:
                 return web.json_response({"message": "no"}, status=status)
-            return web.json_response({
-                "answerBox": {"answer": f"answer to {body['q']}"},
-                "organic": [{"snippet": "Posted: yesterday"}, {"snippet": ""},
-                            *({"snippet": f"{body['q']} result {i}"} for i in range(8))]})
+            return web.json_response(
+                {
+                    "answerBox": {"answer": f"answer to {body['q']}"},
+                    "organic": [
+                        {"snippet": "Posted: yesterday"},
+                        {"snippet": ""},
+                        *({"snippet": f"{body['q']} result {i}"} for i in range(8)),
+                    ],
+                }
+            )
         finally:
             self.in_flight -= 1
 
@@ -161,17 +199,25 @@ class MockSerper:
 def test_serper_stage_against_mock(ctx, monkeypatch):
     monkeypatch.setenv("SERPER_API_KEY", "secret-key-123")
     with MockSerper(latency=0.05) as mock:
-        stage = make_stage("retrieve_evidence", ctx, "r", provider="serper", base_url=mock.url,
-                           concurrency=3, categories=["open_qa"])
-        df = frame(instruction=[f"q{i}" for i in range(8)] + ["skip me"],
-                   category=["open_qa"] * 8 + ["poem_generation"])
+        stage = make_stage(
+            "retrieve_evidence",
+            ctx,
+            "r",
+            provider="serper",
+            base_url=mock.url,
+            concurrency=3,
+            categories=["open_qa"],
+        )
+        df = frame(
+            instruction=[f"q{i}" for i in range(8)] + ["skip me"],
+            category=["open_qa"] * 8 + ["poem_generation"],
+        )
         out = run_stage(stage, df)
     assert len(mock.requests) == 8 and mock.max_in_flight <= 3
     assert set(mock.keys) == {"secret-key-123"}
     assert mock.requests[0]["gl"] == "us" and mock.requests[0]["hl"] == "en"
     # answer box first; the 'Posted:' and empty snippets are dropped; top 5 kept
-    assert out.evidence[0] == ["answer to q0", "q0 result 0", "q0 result 1", "q0 result 2",
-                               "q0 result 3"]
+    assert out.evidence[0] == ["answer to q0", "q0 result 0", "q0 result 1", "q0 result 2", "q0 result 3"]
     assert out.evidence[8] == []
 
 
@@ -196,8 +242,11 @@ def test_serper_unreachable_host_is_an_error_not_a_crash():
 def test_pipeline_with_serper_provider_against_mock(run_pipeline, monkeypatch):
     monkeypatch.setenv("SERPER_API_KEY", "k-pipeline")
     with MockSerper() as mock:
-        df, _, run_dir = run_pipeline("pipeline=realign", "retrieval.provider=serper",
-                                f"+pipeline.stages.retrieve.base_url='{mock.url}'")
+        df, _, run_dir = run_pipeline(
+            "pipeline=realign",
+            "retrieval.provider=serper",
+            f"+pipeline.stages.retrieve.base_url='{mock.url}'",
+        )
     assert len(mock.requests) == 5 and set(mock.keys) == {"k-pipeline"}
     ev = dict(zip(df.category, df.evidence, strict=True))
     assert ev["open_qa"][0].startswith("answer to What causes the seasons")

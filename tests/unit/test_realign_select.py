@@ -5,7 +5,7 @@ import pytest
 from helpers import make_stage, run_stage
 
 from selfalign.errors import ConfigError
-from selfalign.stages.realign_select import (
+from selfalign.stages.methods.realign.select import (
     choose,
     code_ok,
     has_code,
@@ -17,16 +17,19 @@ from selfalign.stages.realign_select import (
 )
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("```python\nprint(1)\n```", True),
-    ("Use ``` fences", False),                       # an unclosed fence is not a block
-    ("```\n```", True),
-    ("def f(x):\n    return x", True),               # unfenced Python
-    ("def f(x): pass", False),                       # 'def ' alone
-    ("They return home.", False),                    # 'return ' alone
-    ("undefined returns", False),                    # no 'def ' / 'return ' with the space
-    ("", False),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("```python\nprint(1)\n```", True),
+        ("Use ``` fences", False),  # an unclosed fence is not a block
+        ("```\n```", True),
+        ("def f(x):\n    return x", True),  # unfenced Python
+        ("def f(x): pass", False),  # 'def ' alone
+        ("They return home.", False),  # 'return ' alone
+        ("undefined returns", False),  # no 'def ' / 'return ' with the space
+        ("", False),
+    ],
+)
 def test_has_code(text, expected):
     assert has_code(text) is expected
 
@@ -38,8 +41,10 @@ def test_code_parity():
     assert code_ok("no code", "def f():\n    return 1") == (False, "code_mismatch")
 
 
-@pytest.mark.parametrize("orig_tokens, rew_tokens, ok", [
-    (10, 6, True), (10, 5, False), (10, 4, False), (1, 1, True), (0, 1, True), (0, 0, False)])
+@pytest.mark.parametrize(
+    "orig_tokens, rew_tokens, ok",
+    [(10, 6, True), (10, 5, False), (10, 4, False), (1, 1, True), (0, 1, True), (0, 0, False)],
+)
 def test_length_rule_boundary(orig_tokens, rew_tokens, ok):
     # count_tokens splits words and punctuation: "w w w" has 3 tokens
     original, rewrite = " ".join(["w"] * orig_tokens), " ".join(["w"] * rew_tokens)
@@ -51,23 +56,26 @@ def test_length_ratio_is_a_parameter():
     assert length_ok("a b c d e f g h i j", "a b c d e f g h i", 0.8) == (True, "ok")
 
 
-@pytest.mark.parametrize("original, rewrite, ok", [
-    ("C", "The answer is C.", True),
-    ("C", "C", True),
-    ("C", "(C) because 29 is prime", True),
-    ("C", "Correct answer: D", False),     # 'C' only inside a word
-    ("C", "The answer is c.", False),      # case matters
-    ("?", "Use a question mark: ?", True),  # the original's unescaped regex raised here
-    ("?", "No mark here", False),
-    (".", "no dot", False),                # the original's '.' matched any character
-    (".", "End.", False),                  # a letter right before it
-    (".", "The mark is: .", True),
-    ("5", "It is 5.", True),
-    ("5", "It is 15.", True),              # adjacent digits are not letters
-    ("x", "x2 + 1", True),
-    ("é", "café", False),                  # non-ASCII letters count as letters
-    (" B ", "Option B", True),              # the original is stripped first
-])
+@pytest.mark.parametrize(
+    "original, rewrite, ok",
+    [
+        ("C", "The answer is C.", True),
+        ("C", "C", True),
+        ("C", "(C) because 29 is prime", True),
+        ("C", "Correct answer: D", False),  # 'C' only inside a word
+        ("C", "The answer is c.", False),  # case matters
+        ("?", "Use a question mark: ?", True),  # the original's unescaped regex raised here
+        ("?", "No mark here", False),
+        (".", "no dot", False),  # the original's '.' matched any character
+        (".", "End.", False),  # a letter right before it
+        (".", "The mark is: .", True),
+        ("5", "It is 5.", True),
+        ("5", "It is 15.", True),  # adjacent digits are not letters
+        ("x", "x2 + 1", True),
+        ("é", "café", False),  # non-ASCII letters count as letters
+        (" B ", "Option B", True),  # the original is stripped first
+    ],
+)
 def test_single_character_rule(original, rewrite, ok):
     assert single_char_ok(original, rewrite) is ok
 
@@ -76,7 +84,7 @@ def test_open_platypus_rules():
     op = select_open_platypus
     assert op("q", "B", "B is right", "x", 0.5) == (True, "single_char")
     assert op("q", "B", "Both", "x", 0.5) == (False, "single_char_missing")
-    assert op("q", "True", "Yes.", "x", 0.5) == (True, "true_false")   # always accepted
+    assert op("q", "True", "Yes.", "x", 0.5) == (True, "true_false")  # always accepted
     assert op("q", " False\n", "No", "x", 0.5) == (True, "true_false")
     assert op("q", "true", "yes", "x", 0.5) == (True, "ok")  # exact case only: general rules
     assert op("q", "```a```", "a", "x", 0.5) == (False, "code_mismatch")
@@ -101,8 +109,7 @@ def test_no_robots_rules():
     nr = select_no_robots
     assert nr("q", "a b", "a b c", "default", 0.5) == (False, "default_category")
     assert nr("q", "a b", "Revised response: a b", "open_qa", 0.5) == (False, "marker_leak")
-    assert nr("Organise my week", "a b", "a b c", "planning", 0.5) == (
-        False, "planning_without_plan")
+    assert nr("Organise my week", "a b", "a b c", "planning", 0.5) == (False, "planning_without_plan")
     assert nr("Make a plan for my week", "a b", "a b c", "planning", 0.5) == (True, "ok")
     assert nr("Give me a Plan", "a b", "a b c", "planning", 0.5) == (True, "ok")
     assert nr("q", "```x```", "x", "open_qa", 0.5) == (False, "code_mismatch")
@@ -114,12 +121,15 @@ def test_missing_rewrite_keeps_original(rewrite):
 
 
 def test_stage_tags_every_row_and_never_drops(ctx):
-    df = pd.DataFrame({
-        "row_id": ["0", "1", "2", "3"],
-        "instruction": ["q"] * 4,
-        "response": ["a long original answer here", "B", "```x```", "kept"],
-        "rewrite": ["an even longer rewritten answer here, nicely", "B.", "x", None],
-        "category": ["open_qa", "math_puzzles", "explain_code", "advice_giving"]})
+    df = pd.DataFrame(
+        {
+            "row_id": ["0", "1", "2", "3"],
+            "instruction": ["q"] * 4,
+            "response": ["a long original answer here", "B", "```x```", "kept"],
+            "rewrite": ["an even longer rewritten answer here, nicely", "B.", "x", None],
+            "category": ["open_qa", "math_puzzles", "explain_code", "advice_giving"],
+        }
+    )
     out = run_stage(make_stage("select_rewrite", ctx, "sel"), df)
     assert len(out) == 4
     assert list(out.tag) == ["rewrite", "rewrite", "original", "original"]
@@ -129,8 +139,15 @@ def test_stage_tags_every_row_and_never_drops(ctx):
 
 
 def test_stage_rule_set_and_output_column(ctx):
-    df = pd.DataFrame({"row_id": ["0"], "instruction": ["q"], "response": ["C"],
-                       "rewrite": ["Certainly"], "category": ["default"]})
+    df = pd.DataFrame(
+        {
+            "row_id": ["0"],
+            "instruction": ["q"],
+            "response": ["C"],
+            "rewrite": ["Certainly"],
+            "category": ["default"],
+        }
+    )
     alpaca = run_stage(make_stage("select_rewrite", ctx, "a", rules="alpaca", output="final"), df)
     assert alpaca.final[0] == "Certainly" and alpaca.response[0] == "C"
     nr = run_stage(make_stage("select_rewrite", ctx, "n", rules="no_robots"), df)

@@ -1,4 +1,4 @@
-"""ReAlign/ShareGPT record shape ↔ flat columns: `unpack_sharegpt` after load (items → instruction,
+"""ShareGPT-style records ↔ flat columns: `unpack_sharegpt` after load (items → instruction,
 response, category, evidence) and `pack_sharegpt` before export (columns → id + items)."""
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ def turn_pair(items: Any, user: list[str], assistant: list[str]) -> tuple[int, i
 @dataclass
 class UnpackParams:
     mode: Literal["auto", "sharegpt", "plain"] = doc(
-        "auto: unpack when the items column exists, else pass rows through", "auto")
+        "auto: unpack when the items column exists, else pass rows through", "auto"
+    )
     items_column: str = doc("column with the [{from, value, category?, evidence?}] list", "items")
     user_roles: list[str] = doc("`from` values of the user turn", factory=lambda: ["human", "user"])
-    assistant_roles: list[str] = doc("`from` values of the reply",
-                                     factory=lambda: ["gpt", "assistant"])
+    assistant_roles: list[str] = doc("`from` values of the reply", factory=lambda: ["gpt", "assistant"])
     question_column: str = doc("column for the first user turn", "instruction")
     response_column: str = doc("column for the reply to it", "response")
     category_column: str = doc("column for items[user].category (null if absent)", "category")
@@ -44,7 +44,7 @@ class UnpackParams:
 
 @register_stage
 class UnpackSharegpt(Stage):
-    """ReAlign records → flat columns; records with no user→assistant pair are dropped, counted."""
+    """ShareGPT records → flat columns; records with no user→assistant pair are dropped, counted."""
 
     kind = "unpack_sharegpt"
     Params = UnpackParams
@@ -55,17 +55,18 @@ class UnpackSharegpt(Stage):
 
     def writes(self) -> set[str]:
         p: UnpackParams = self.params
-        return {p.question_column, p.response_column, p.category_column, p.evidence_column,
-                p.turns_column}
+        return {p.question_column, p.response_column, p.category_column, p.evidence_column, p.turns_column}
 
     def check(self, columns: set[str]) -> tuple[set[str], list[str]]:
         p: UnpackParams = self.params
         if not self._active(columns):
             return columns, []
         if p.items_column not in columns:
-            return columns, [f"{self.where}: mode 'sharegpt' needs column '{p.items_column}', "
-                             f"which the input lacks (columns: {', '.join(sorted(columns))}). "
-                             f"Set {self.where}.items_column or mode=plain."]
+            return columns, [
+                f"{self.where}: mode 'sharegpt' needs column '{p.items_column}', "
+                f"which the input lacks (columns: {', '.join(sorted(columns))}). "
+                f"Set {self.where}.items_column or mode=plain."
+            ]
         return columns | self.writes(), []
 
     async def run(self, df: pd.DataFrame) -> pd.DataFrame:
@@ -81,10 +82,15 @@ class UnpackSharegpt(Stage):
             items = r[p.items_column]
             q, a = items[pair[0]], items[pair[1]]
             ev = q.get("evidence")
-            values.append({p.question_column: q.get("value"), p.response_column: a.get("value"),
-                           p.category_column: q.get("category"),
-                           p.evidence_column: list(ev) if isinstance(ev, list) else [],
-                           p.turns_column: len(items)})
+            values.append(
+                {
+                    p.question_column: q.get("value"),
+                    p.response_column: a.get("value"),
+                    p.category_column: q.get("category"),
+                    p.evidence_column: list(ev) if isinstance(ev, list) else [],
+                    p.turns_column: len(items),
+                }
+            )
         self.ctx.stats.drop(self.name, "no_user_assistant_pair", keep.count(False))
         out = df[keep].reset_index(drop=True)
         for col in self.writes():
@@ -104,8 +110,7 @@ class PackParams:
     tag_column: str = doc("copied to the assistant item, if the column exists", "tag")
     user_role: str = doc("`from` of a new user item", "human")
     assistant_role: str = doc("`from` of a new assistant item", "gpt")
-    file: str | None = doc("also write <run dir>/<file>.json as one JSON list (null = don't)",
-                           "realign_sharegpt")
+    file: str | None = doc("also write <run dir>/<file>.json as one JSON list (null = don't)", None)
 
 
 @register_stage
@@ -125,8 +130,7 @@ class PackSharegpt(Stage):
     def record(self, row: dict[str, Any]) -> list[dict[str, Any]]:
         p: PackParams = self.params
         items = copy.deepcopy(row.get(p.items_column))
-        pair = turn_pair(items, ["human", "user", p.user_role], ["gpt", "assistant",
-                                                                 p.assistant_role])
+        pair = turn_pair(items, ["human", "user", p.user_role], ["gpt", "assistant", p.assistant_role])
         if pair is None:
             items, pair = [{"from": p.user_role}, {"from": p.assistant_role}], (0, 1)
         q, a = items[pair[0]], items[pair[1]]
@@ -146,12 +150,13 @@ class PackSharegpt(Stage):
         p: PackParams = self.params
         rows = io.records(df)
         out = df.copy()
-        out[p.items_column] = pd.Series([self.record(r) for r in rows], index=df.index,
-                                        dtype=object)
+        out[p.items_column] = pd.Series([self.record(r) for r in rows], index=df.index, dtype=object)
         if p.renumber or p.id_column not in df.columns:
             out[p.id_column] = list(range(len(df)))
         if p.file and self.ctx.run_dir is not None:
-            recs = [{"id": r[p.id_column], "items": r[p.items_column]}
-                    for r in io.records(out[[p.id_column, p.items_column]])]
+            recs = [
+                {"id": r[p.id_column], "items": r[p.items_column]}
+                for r in io.records(out[[p.id_column, p.items_column]])
+            ]
             io.write_json(recs, self.ctx.run_dir / f"{p.file}.json")
         return out

@@ -1,5 +1,5 @@
-"""`retrieve_evidence`: top-k evidence snippets for the rows of knowledge-heavy task types, from a
-pluggable provider (offline `bm25` over a local corpus, or `serper` Google Search)."""
+"""`retrieve_evidence`: top-k evidence snippets per row (optionally only rows with chosen labels),
+from a pluggable provider (offline `bm25` over a local corpus, or `serper` Google Search)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ import pandas as pd
 from selfalign.config import doc
 from selfalign.errors import ConfigError
 from selfalign.stages.base import Stage, register_stage
-from selfalign.stages.realign import RAG_TASKS
-from selfalign.stages.realign_search import (
+from selfalign.stages.search import (
     Bm25Provider,
     SerperProvider,
     clean_snippets,
@@ -24,25 +23,20 @@ from selfalign.stages.realign_search import (
 
 @dataclass
 class RetrieveParams:
-    provider: Literal["bm25", "serper"] = doc("bm25 (offline, local corpus) | serper (Google)",
-                                              "bm25")
+    provider: Literal["bm25", "serper"] = doc("bm25 (offline, local corpus) | serper (Google)", "bm25")
     query_column: str = doc("column sent as the search query", "instruction")
-    category_column: str | None = doc("column holding the task label (null = every row)",
-                                      "category")
-    categories: list[str] = doc("only rows with these labels get evidence ([] = all rows)",
-                                factory=lambda: list(RAG_TASKS))
-    turns_column: str = doc("if present: rows whose value is not 2 (multi-turn) are skipped",
-                            "num_items")
-    output: str = doc("column for the evidence list (rows that already have some keep it)",
-                      "evidence")
+    category_column: str | None = doc("column holding the task label (null = every row)", "category")
+    categories: list[str] = doc("only rows with these labels get evidence ([] = all rows)", factory=list)
+    turns_column: str = doc("if present: rows whose value is not 2 (multi-turn) are skipped", "num_items")
+    output: str = doc("column for the evidence list (rows that already have some keep it)", "evidence")
     top_k: int = doc("snippets kept per row, after cleaning", 5)
-    drop_prefixes: list[str] = doc("snippets starting with these are dropped",
-                                   factory=lambda: ["Missing:", "Duration:", "Posted:"])
+    drop_prefixes: list[str] = doc(
+        "snippets starting with these are dropped", factory=lambda: ["Missing:", "Duration:", "Posted:"]
+    )
     corpus: str | None = doc("bm25: corpus file (JSONL/CSV/Parquet)", None)
     corpus_text_column: str = doc("bm25: corpus column with the passage text", "text")
     corpus_title_column: str | None = doc("bm25: optional title column, indexed too", "title")
-    base_url: str = doc("serper: API base URL (point it at a mock in tests)",
-                        "https://google.serper.dev")
+    base_url: str = doc("serper: API base URL (point it at a mock in tests)", "https://google.serper.dev")
     api_key_env: str = doc("serper: env var holding the API key", "SERPER_API_KEY")
     gl: str = doc("serper: country", "us")
     hl: str = doc("serper: language", "en")
@@ -56,8 +50,7 @@ class RetrieveParams:
         if self.concurrency < 1:
             raise ValueError("`concurrency` must be >= 1")
         if self.provider == "bm25" and not self.corpus:
-            raise ValueError("provider 'bm25' needs `corpus` (a JSONL/CSV/Parquet file with a "
-                             "`text` column)")
+            raise ValueError("provider 'bm25' needs `corpus` (a JSONL/CSV/Parquet file with a `text` column)")
 
 
 @register_stage
@@ -73,16 +66,18 @@ class RetrieveEvidence(Stage):
         self.bm25: Bm25Provider | None = None
         self.serper: SerperProvider | None = None
         if p.provider == "bm25":
-            self.bm25 = Bm25Provider(str(p.corpus), p.corpus_text_column, p.corpus_title_column,
-                                     f"{self.where}.corpus")
+            self.bm25 = Bm25Provider(
+                str(p.corpus), p.corpus_text_column, p.corpus_title_column, f"{self.where}.corpus"
+            )
             return
         key = os.environ.get(p.api_key_env, "").strip()
         if not key:
-            raise ConfigError(f"{self.where}.provider: 'serper' needs an API key in the env var "
-                              f"{p.api_key_env}, which is not set. Export it, or use "
-                              f"{self.where}.provider=bm25 with a local corpus.")
-        self.serper = SerperProvider(p.base_url, key, p.gl, p.hl, p.concurrency, p.timeout_s,
-                                     p.retries)
+            raise ConfigError(
+                f"{self.where}.provider: 'serper' needs an API key in the env var "
+                f"{p.api_key_env}, which is not set. Export it, or use "
+                f"{self.where}.provider=bm25 with a local corpus."
+            )
+        self.serper = SerperProvider(p.base_url, key, p.gl, p.hl, p.concurrency, p.timeout_s, p.retries)
 
     def reads(self) -> set[str]:
         p: RetrieveParams = self.params
@@ -140,14 +135,15 @@ class RetrieveEvidence(Stage):
         return [snips for snips, _ in results], errors
 
     def _report(self, asked: int, empty: int, errors: Counter[str]) -> None:
-        msg = (f"{self.name}: searched {asked} row(s) with {self.params.provider}; "
-               f"{empty} found nothing")
+        msg = f"{self.name}: searched {asked} row(s) with {self.params.provider}; {empty} found nothing"
         if errors:
             msg += "; errors: " + ", ".join(f"{k} ×{v}" for k, v in errors.most_common())
         self.ctx.console.log(msg)
 
 
 def _has_evidence(value: Any) -> bool:
-    return isinstance(value, list | tuple) and len(value) > 0 or (
-        hasattr(value, "tolist") and len(value.tolist()) > 0)
-
+    return (
+        isinstance(value, list | tuple)
+        and len(value) > 0
+        or (hasattr(value, "tolist") and len(value.tolist()) > 0)
+    )

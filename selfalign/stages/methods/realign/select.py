@@ -45,8 +45,9 @@ def single_char_ok(original: str, rewrite: str) -> bool:
     return re.search(pattern, rewrite) is not None
 
 
-def select_open_platypus(question: str, original: str, rewrite: str, category: str,
-                         ratio: float, true_false: str = "accept") -> Verdict:
+def select_open_platypus(
+    question: str, original: str, rewrite: str, category: str, ratio: float, true_false: str = "accept"
+) -> Verdict:
     short = original.strip()
     if len(short) == 1:
         ok = single_char_ok(short, rewrite)
@@ -58,14 +59,16 @@ def select_open_platypus(question: str, original: str, rewrite: str, category: s
     return select_alpaca(question, original, rewrite, category, ratio)
 
 
-def select_alpaca(question: str, original: str, rewrite: str, category: str,
-                  ratio: float, true_false: str = "accept") -> Verdict:
+def select_alpaca(
+    question: str, original: str, rewrite: str, category: str, ratio: float, true_false: str = "accept"
+) -> Verdict:
     ok, why = code_ok(original, rewrite)
     return (ok, why) if not ok else length_ok(original, rewrite, ratio)
 
 
-def select_no_robots(question: str, original: str, rewrite: str, category: str,
-                     ratio: float, true_false: str = "accept") -> Verdict:
+def select_no_robots(
+    question: str, original: str, rewrite: str, category: str, ratio: float, true_false: str = "accept"
+) -> Verdict:
     if category == "default":
         return False, "default_category"
     if "Revised response" in rewrite:
@@ -82,29 +85,39 @@ RULE_SETS: dict[str, Callable[..., Verdict]] = {
 }
 
 
-def choose(question: Any, original: Any, rewrite: Any, category: Any, rules: str,
-           ratio: float, true_false: str = "accept") -> Verdict:
+def choose(
+    question: Any,
+    original: Any,
+    rewrite: Any,
+    category: Any,
+    rules: str,
+    ratio: float,
+    true_false: str = "accept",
+) -> Verdict:
     """(use the rewrite?, reason); a missing or blank rewrite always keeps the original."""
     if not isinstance(rewrite, str) or not rewrite.strip():
         return False, "no_rewrite"
-    return RULE_SETS[rules](str(question or ""), str(original or ""), rewrite,
-                            str(category or ""), ratio, true_false)
+    return RULE_SETS[rules](
+        str(question or ""), str(original or ""), rewrite, str(category or ""), ratio, true_false
+    )
 
 
 @dataclass
 class SelectRewriteParams:
     rules: Literal["open_platypus", "alpaca", "no_robots"] = doc(
-        "rule set of the original: open_platypus | alpaca | no_robots", "open_platypus")
+        "rule set of the original: open_platypus | alpaca | no_robots", "open_platypus"
+    )
     length_ratio: float = doc("reject a rewrite of <= this × the original's tokens", 0.5)
     true_false: Literal["accept", "agree"] = doc(
         "open_platypus, original 'True'/'False': accept any rewrite (the original) | agree: only "
-        "one that still states that value", "accept")
+        "one that still states that value",
+        "accept",
+    )
     question_column: str = doc("column with the query", "instruction")
     response_column: str = doc("column with the original response", "response")
     rewrite_column: str = doc("column with the rewrite (null/empty = none)", "rewrite")
     category_column: str = doc("column with the task label", "category")
-    output: str = doc("column for the chosen text (may be the response column itself)",
-                      "response")
+    output: str = doc("column for the chosen text (may be the response column itself)", "response")
     original_column: str = doc("column that keeps the original response", "original_response")
     tag_column: str = doc("column for 'rewrite' | 'original'", "tag")
     reason_column: str = doc("column for the rule that decided", "tag_reason")
@@ -132,17 +145,29 @@ class SelectRewrite(Stage):
     async def run(self, df: pd.DataFrame) -> pd.DataFrame:
         p: SelectRewriteParams = self.params
         rows = io.records(df)
-        verdicts = [choose(r.get(p.question_column), r.get(p.response_column),
-                           r.get(p.rewrite_column), r.get(p.category_column), p.rules,
-                           p.length_ratio, p.true_false) for r in rows]
+        verdicts = [
+            choose(
+                r.get(p.question_column),
+                r.get(p.response_column),
+                r.get(p.rewrite_column),
+                r.get(p.category_column),
+                p.rules,
+                p.length_ratio,
+                p.true_false,
+            )
+            for r in rows
+        ]
         out = df.copy()
         original = df[p.response_column].copy()
         out[p.original_column] = original
-        out[p.output] = [r.get(p.rewrite_column) if ok else orig
-                         for r, (ok, _), orig in zip(rows, verdicts, original, strict=True)]
+        out[p.output] = [
+            r.get(p.rewrite_column) if ok else orig
+            for r, (ok, _), orig in zip(rows, verdicts, original, strict=True)
+        ]
         out[p.tag_column] = ["rewrite" if ok else "original" for ok, _ in verdicts]
         out[p.reason_column] = [why for _, why in verdicts]
         counts = Counter(f"{'rewrite' if ok else 'original'}:{why}" for ok, why in verdicts)
-        self.ctx.console.log(f"{self.name} ({p.rules}): " + ", ".join(
-            f"{k}={v}" for k, v in sorted(counts.items())))
+        self.ctx.console.log(
+            f"{self.name} ({p.rules}): " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+        )
         return out

@@ -15,8 +15,10 @@ from selfalign.errors import ConfigError, InputError
 NO_RESULT = "No good Google Search Result was found"  # the original's placeholder snippet
 _WORD = re.compile(r"[a-z0-9]+")
 # Very common words carry no signal for BM25 on a small corpus; our own short list.
-_STOP_WORDS = ("a an and are as at be by can do does for from how i in is it its me my of on or "
-               "should that the this to was what when where which who why will with you your")
+_STOP_WORDS = (
+    "a an and are as at be by can do does for from how i in is it its me my of on or "
+    "should that the this to was what when where which who why will with you your"
+)
 _STOP = frozenset(_STOP_WORDS.split())
 
 
@@ -47,11 +49,16 @@ class Bm25Provider:
         except InputError as exc:
             raise ConfigError(f"{where}: {exc}") from None
         if text_column not in df.columns:
-            raise ConfigError(f"{where}: corpus {path} has no column '{text_column}' (columns: "
-                              f"{', '.join(map(str, df.columns))}). Set `corpus_text_column`.")
+            raise ConfigError(
+                f"{where}: corpus {path} has no column '{text_column}' (columns: "
+                f"{', '.join(map(str, df.columns))}). Set `corpus_text_column`."
+            )
         self.texts = df[text_column].fillna("").astype(str).tolist()
-        titles = (df[title_column].fillna("").astype(str).tolist()
-                  if title_column and title_column in df.columns else [""] * len(self.texts))
+        titles = (
+            df[title_column].fillna("").astype(str).tolist()
+            if title_column and title_column in df.columns
+            else [""] * len(self.texts)
+        )
         # titles are indexed too (they often hold the key term) but are not part of the snippet
         docs = [tokenize(f"{t} {x}") for t, x in zip(titles, self.texts, strict=True)]
         self.index = BM25Okapi([d or ["_empty_"] for d in docs])
@@ -109,9 +116,11 @@ class SerperProvider:
         sem = asyncio.Semaphore(self.concurrency)
         timeout = aiohttp.ClientTimeout(total=self.timeout_s)
         async with aiohttp.ClientSession(timeout=timeout) as session:
+
             async def one(q: str) -> tuple[list[str], str | None]:
                 async with sem:
                     return await self._query(session, q)
+
             return list(await asyncio.gather(*(one(q) for q in queries)))
 
     async def _query(self, session: Any, query: str) -> tuple[list[str], str | None]:
@@ -124,8 +133,9 @@ class SerperProvider:
             if attempt:
                 await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
             try:
-                async with session.post(url, json={"q": query, "gl": self.gl, "hl": self.hl},
-                                        headers=headers) as resp:
+                async with session.post(
+                    url, json={"q": query, "gl": self.gl, "hl": self.hl}, headers=headers
+                ) as resp:
                     if resp.status == 200:
                         return serper_snippets(await resp.json(content_type=None)), None
                     error = f"HTTP {resp.status}"
