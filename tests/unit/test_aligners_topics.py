@@ -7,7 +7,7 @@ import pytest
 from helpers import make_stage, run_stage
 
 from selfalign.errors import ConfigError, ParseError
-from selfalign.stages.aligners import dedup_balance, parse_topics, validate_topic
+from selfalign.stages.methods.aligners.topics import dedup_balance, parse_topics, validate_topic
 
 
 @pytest.mark.parametrize("line, topic", [
@@ -144,3 +144,42 @@ def test_template_with_unknown_variables_is_a_config_error(ctx, tmp_path):
 def test_bad_params(ctx, params, message):
     with pytest.raises(ConfigError, match=message):
         make_stage("grow_topics", ctx, "t", **params)
+
+
+def own_prompt(ctx, tmp_path, text):
+    from selfalign.paths import resource_dir
+    from selfalign.prompts import PromptLibrary
+
+    (tmp_path / "mine").mkdir(exist_ok=True)
+    (tmp_path / "mine" / "t.j2").write_text(text)
+    ctx.prompts = PromptLibrary([tmp_path, resource_dir("prompts")])
+
+
+def test_replies_without_a_topic_are_retried_then_rejected(ctx, tmp_path):
+    own_prompt(ctx, tmp_path, "{{ question_type }}: say anything")  # no valid topic line
+    out = run_stage(make_stage("grow_topics", ctx, "t", prompt="mine/t", epochs=1, retries=1),
+                    SEEDS)
+    assert sorted(out.topic) == sorted(SEEDS.topic)  # only the seeds are left
+    assert ctx.stats.stage("t").drops == {"parse:no_valid_topic": 3}
+    (counts,) = ctx.llm.accounting.for_stage("t").values()
+    assert counts["requests"] == 6  # 3 prompts x 2 attempts
+    assert ctx.rejected.count == 3
+
+
+def test_on_failure_fail_stops_the_run_with_the_raw_reply(ctx, tmp_path):
+    from selfalign.errors import StageError
+
+    own_prompt(ctx, tmp_path, "{{ question_type }}: say anything")
+    stage = make_stage("grow_topics", ctx, "t", prompt="mine/t", retries=0, on_failure="fail")
+    with pytest.raises(StageError, match=r"t: row e1\.\d failed after 1 attempt\(s\): "
+                                         r"parse: no_valid_topic\. Raw output: 'Test answer"):
+        run_stage(stage, SEEDS)
+
+
+def test_system_prompt_gets_the_same_values(ctx, tmp_path):
+    own_prompt(ctx, tmp_path, "You brainstorm {{ n_new }} topics about {{ question_type }}.")
+    stage = make_stage("grow_topics", ctx, "t", system_prompt="mine/t", n_new=4)
+    system, user = stage.preview(SEEDS, 1)[0]
+    assert system == {"role": "system",
+                      "content": "You brainstorm 4 topics about Questions about art."}
+    assert user["role"] == "user" and "Brainstorm 4 new topics" in user["content"]

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 from helpers import make_stage, run_stage
 
-from selfalign.stages.aligners_views import AlignerTextParams, aligner_text
+from selfalign.stages.methods.aligners.views import AlignerTextParams, aligner_text
 
 
 def pairs(n):

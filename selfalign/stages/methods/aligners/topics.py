@@ -11,14 +11,14 @@ from typing import Any
 import pandas as pd
 
 from selfalign.config import doc
+from selfalign.engine import Job, Policy, drop_reason
 from selfalign.errors import ConfigError, ParseError
 from selfalign.stages.base import ROW_ID, register_stage
-from selfalign.stages.generate import PromptStage
-from selfalign.stages.llm_util import Job, LLMParams, drop_reason, messages, run_jobs
+from selfalign.stages.llm import LLMStage, PromptParams
 
 _NUMBERING = re.compile(r"^\s*(?:\d+\s*[.):]|[-*•])\s*")
 _TRAILING_PUNCT = re.compile(r"[^\w\s)\]'\"]$")  # the original: "ends with punctuation"
-TOPIC_VARS = {"question_type", "examples", "n_new", "max_words"}
+TOPIC_VARS = frozenset({"question_type", "examples", "n_new", "max_words"})
 
 
 def validate_topic(line: str, max_words: int = 3) -> tuple[str | None, str]:
@@ -77,11 +77,9 @@ def dedup_balance(pool: dict[str, list[str]],
 
 
 @dataclass
-class GrowTopicsParams(LLMParams):
+class GrowTopicsParams(PromptParams):
     prompt: str = doc("prompt template; gets question_type, examples, n_new, max_words",
                       "aligners/topics")
-    system_prompt: str | None = doc("system prompt template name", None)
-    vars: dict[str, Any] = doc("constants visible to the templates", factory=dict)
     type_column: str = doc("column holding the question type", "question_type")
     topic_column: str = doc("column holding the topic", "topic")
     epochs: int = doc("brainstorming rounds; each adds its topics to the pool", 2)
@@ -94,6 +92,7 @@ class GrowTopicsParams(LLMParams):
     balance: bool = doc("truncate every type to the smallest type's count each round", True)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.epochs < 0 or self.examples < 1 or self.n_new < 1 or self.max_words < 1:
             raise ValueError("epochs must be >= 0 and examples, n_new, max_words >= 1")
         if self.prompts_per_type is not None and self.prompts_per_type < 1:
@@ -101,16 +100,18 @@ class GrowTopicsParams(LLMParams):
 
 
 @register_stage
-class GrowTopics(PromptStage):
+class GrowTopics(LLMStage):
     """Grow a topic pool per question type over `epochs` rounds of brainstorming prompts;
     invalid lines, duplicates (per type, lowercased) and balancing are counted as drops."""
 
     kind = "grow_topics"
     Params = GrowTopicsParams
+    injected = TOPIC_VARS
 
     def __init__(self, name: str, params: GrowTopicsParams, ctx: Any) -> None:
         super().__init__(name, params, ctx)
-        unknown = self.template_vars() - TOPIC_VARS
+        # the prompts are made per question type, not per row: no column can fill a variable
+        unknown = self.templates.variables()
         if unknown:
             raise ConfigError(
                 f"{self.where}.prompt: template '{params.prompt}' uses {sorted(unknown)}, but "
@@ -152,23 +153,20 @@ class GrowTopics(PromptStage):
 
     def _messages(self, qtype: str, examples: list[str]) -> list[dict[str, str]]:
         p: GrowTopicsParams = self.params
-        values = {**p.vars, "question_type": qtype, "examples": examples, "n_new": p.n_new,
-                  "max_words": p.max_words}
-        system = self.system.render(**values) if self.system else None
-        return messages(self.prompt.render(**values), system)
+        return self.templates.render("prompt", question_type=qtype, examples=examples,
+                                     n_new=p.n_new, max_words=p.max_words)
 
-    async def run(self, df: pd.DataFrame) -> pd.DataFrame:
+    async def process(self, df: pd.DataFrame) -> pd.DataFrame:
         p: GrowTopicsParams = self.params
         pool, rng = self._pool(df), self.ctx.rng(self.name)
         epoch_of = {(q, t.lower()): 0 for q, ts in pool.items() for t in ts}
-        with self.ctx.progress(self.name, 0) as prog:
-            for epoch in range(1, p.epochs + 1):
-                pool = self._tidy(pool)
-                new = await self._round(pool, epoch, rng, prog)
-                for qtype, topics in new.items():
-                    pool[qtype] = pool[qtype] + topics
-                    for t in topics:
-                        epoch_of.setdefault((qtype, t.lower()), epoch)
+        for epoch in range(1, p.epochs + 1):
+            pool = self._tidy(pool)
+            new = await self._round(pool, epoch, rng)
+            for qtype, topics in new.items():
+                pool[qtype] = pool[qtype] + topics
+                for t in topics:
+                    epoch_of.setdefault((qtype, t.lower()), epoch)
         pool = self._tidy(pool)
         rows = [{ROW_ID: f"t{i}.{j}", p.type_column: q, p.topic_column: t,
                  "epoch": epoch_of[(q, t.lower())]}
@@ -182,8 +180,8 @@ class GrowTopics(PromptStage):
         self.ctx.stats.drop(self.name, "balance", balanced)
         return out
 
-    async def _round(self, pool: dict[str, list[str]], epoch: int, rng: random.Random,
-                     prog: Any) -> dict[str, list[str]]:
+    async def _round(self, pool: dict[str, list[str]], epoch: int,
+                     rng: random.Random) -> dict[str, list[str]]:
         p: GrowTopicsParams = self.params
         plans = self._plan(pool, rng)
         per_type = Counter(q for q, _ in plans)
@@ -199,7 +197,7 @@ class GrowTopics(PromptStage):
             return parse_topics(text, p.max_words, p.max_lines)
 
         new: dict[str, list[str]] = {q: [] for q in pool}
-        for o in await run_jobs(self.ctx, self.name, p, jobs, parse, prog):
+        for o in await self.engine.run(jobs, Policy(parse=parse)):
             if not o.ok:
                 self.ctx.stats.drop(self.name, drop_reason(o.error))
                 continue
