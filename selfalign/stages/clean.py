@@ -13,8 +13,7 @@ from selfalign.stages.base import Stage, register_stage
 @dataclass
 class StripParams:
     columns: list[str] = doc("text columns to clean")
-    remove: list[str] = doc("substrings removed wherever they occur (case-sensitive)",
-                            factory=list)
+    remove: list[str] = doc("substrings removed wherever they occur (case-sensitive)", factory=list)
     strip: bool = doc("then strip surrounding whitespace", True)
 
 

@@ -12,8 +12,7 @@ FIELDS = {"name", "prompt", "focus", "critique_marker", "correction_marker"}
 
 
 def built(*overrides):
-    return {s.name: s for s in api.validate(["pipeline=aligners", "model=test",
-                                             *overrides]).stages}
+    return {s.name: s for s in api.validate(["pipeline=aligners", "model=test", *overrides]).stages}
 
 
 def stages(*overrides):
@@ -33,7 +32,9 @@ def test_domain_option_feeds_prompt_focus_markers_and_name(domain):
     st = {name: s.params for name, s in b.items()}
     assert st["respond"].prompt == d["prompt"] == f"aligners/respond_{domain}"
     assert (st["respond"].critique_marker, st["respond"].correction_marker) == (
-        d["critique_marker"], d["correction_marker"])
+        d["critique_marker"],
+        d["correction_marker"],
+    )
     assert st["questions"].vars == {"focus": d["focus"]}
     assert st["aligner_text"].domain == domain
     (r3,) = [r for r in b["clean"].rules if r.name == "r3_labels_in_aligned"]
@@ -55,10 +56,18 @@ def test_unknown_domain_lists_the_options():
 
 def test_root_params_reach_the_stages(tmp_path):
     seeds = str(sample_path("aligners_seed_topics.jsonl"))
-    st = stages(f"seed_topics={seeds}", "topic_epochs=3", "topic_prompts_per_type=null",
-                "num_topics=10", "topics_per_prompt=4", "num_questions=7",
-                "respond_max_tokens=99", "+respond_extra.repeat_penalty=2",
-                "similarity_threshold=0.8", "temperature=0.5")
+    st = stages(
+        f"seed_topics={seeds}",
+        "topic_epochs=3",
+        "topic_prompts_per_type=null",
+        "num_topics=10",
+        "topics_per_prompt=4",
+        "num_questions=7",
+        "respond_max_tokens=99",
+        "+respond_extra.repeat_penalty=2",
+        "similarity_threshold=0.8",
+        "temperature=0.5",
+    )
     assert st["seeds"].path == st["questions"].seeds == seeds
     assert (st["topics"].epochs, st["topics"].prompts_per_type) == (3, None)
     assert (st["pick_topics"].n, st["questions"].topics_per_prompt) == (10, 4)
@@ -78,7 +87,6 @@ def test_a_domain_of_your_own_joins_the_group_from_a_config_dir(tmp_path):
     (tmp_path / "domain").mkdir()
     legal = (DOMAIN_DIR / "ethical.yaml").read_text().replace("name: ethical", "name: legal")
     (tmp_path / "domain" / "legal.yaml").write_text(legal)
-    built = api.validate(["pipeline=aligners", "model=test", "domain=legal"],
-                         config_dirs=[str(tmp_path)])
+    built = api.validate(["pipeline=aligners", "model=test", "domain=legal"], config_dirs=[str(tmp_path)])
     (stage,) = [s for s in built.stages if s.name == "aligner_text"]
     assert stage.params.domain == "legal"

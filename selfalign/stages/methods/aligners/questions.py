@@ -42,8 +42,8 @@ def split_question_line(line: str) -> tuple[int, str, str, str] | None:
     q_hit = _QUESTION.search(rest, t_hit.end()) if t_hit else None
     if not t_hit or not q_hit:
         return None
-    qtype, topic = rest[: t_hit.start()].strip(), rest[t_hit.end(): q_hit.start()].strip()
-    question = rest[q_hit.end():].replace("**", "").strip()
+    qtype, topic = rest[: t_hit.start()].strip(), rest[t_hit.end() : q_hit.start()].strip()
+    question = rest[q_hit.end() :].replace("**", "").strip()
     if not question.strip(".… "):
         question = ""  # the prompt's "..." placeholder left unfilled
     return int(m.group(1)), qtype, topic, question
@@ -81,8 +81,7 @@ def parse_questions(text: str, hints: list[dict[str, Any]]) -> dict[str, Any]:
     return {"value": answers, "dropped": dropped}
 
 
-def _match_hint(hints: list[dict[str, Any]], number: int, qtype: str,
-                topic: str) -> dict[str, Any] | None:
+def _match_hint(hints: list[dict[str, Any]], number: int, qtype: str, topic: str) -> dict[str, Any] | None:
     same_topic = [h for h in hints if _norm(h["topic"]) == _norm(topic)]
     for h in same_topic:
         if h["number"] == number:
@@ -96,10 +95,11 @@ def read_seed_examples(path: str, where: str) -> list[dict[str, str]]:
     df = io.read_table(path)
     missing = {"question_type", "topic", "question"} - set(df.columns)
     if missing:
-        raise ConfigError(f"{where}: {path} lacks column(s) {sorted(missing)}; every seed row "
-                          "needs question_type, topic and question.")
-    return [{k: str(r[k]) for k in ("question_type", "topic", "question")}
-            for r in io.records(df)]
+        raise ConfigError(
+            f"{where}: {path} lacks column(s) {sorted(missing)}; every seed row "
+            "needs question_type, topic and question."
+        )
+    return [{k: str(r[k]) for k in ("question_type", "topic", "question")} for r in io.records(df)]
 
 
 @dataclass
@@ -136,7 +136,8 @@ class GenerateQuestions(LLMStage):
         if unknown:
             raise ConfigError(
                 f"{self.where}.prompt: template '{params.prompt}' uses {sorted(unknown)}, but this "
-                f"stage provides only {sorted(QUESTION_VARS)} (+ `vars`). Add them to `vars`.")
+                f"stage provides only {sorted(QUESTION_VARS)} (+ `vars`). Add them to `vars`."
+            )
         self.seeds = read_seed_examples(params.seeds, f"{self.where}.seeds")
 
     def reads(self) -> set[str]:
@@ -155,16 +156,26 @@ class GenerateQuestions(LLMStage):
         rows, rng = io.records(df), self.ctx.rng(self.name)
         out = []
         for start in range(0, len(rows), p.topics_per_prompt):
-            batch = rows[start: start + p.topics_per_prompt]
+            batch = rows[start : start + p.topics_per_prompt]
             demos = rng.sample(self.seeds, min(p.examples, len(self.seeds)))
-            examples = [{"number": i + 1, "type": d["question_type"], "topic": d["topic"],
-                         "question": d["question"]} for i, d in enumerate(demos)]
-            new = [{"number": len(examples) + i + 1, "type": str(r[p.type_column]),
-                    "topic": str(r[p.topic_column])} for i, r in enumerate(batch)]
-            values = {"examples": examples, "first": new[0]["number"],
-                      "last": new[-1]["number"],
-                      "hints": [{k: e[k] for k in ("number", "type", "topic")} for e in examples]
-                      + new}
+            examples = [
+                {"number": i + 1, "type": d["question_type"], "topic": d["topic"], "question": d["question"]}
+                for i, d in enumerate(demos)
+            ]
+            new = [
+                {
+                    "number": len(examples) + i + 1,
+                    "type": str(r[p.type_column]),
+                    "topic": str(r[p.topic_column]),
+                }
+                for i, r in enumerate(batch)
+            ]
+            values = {
+                "examples": examples,
+                "first": new[0]["number"],
+                "last": new[-1]["number"],
+                "hints": [{k: e[k] for k in ("number", "type", "topic")} for e in examples] + new,
+            }
             out.append((batch, values))
         return out
 
@@ -184,17 +195,19 @@ class GenerateQuestions(LLMStage):
 
         # one engine call per prompt (all in flight at once): each reply is parsed against
         # its own prompt's hints, with the usual retry-on-parse-failure policy
-        results = await asyncio.gather(*(
-            self.engine.call(Job(f"q{i}", self._messages(v), 0, i), policy(v))
-            for i, (_, v) in enumerate(batches)))
+        results = await asyncio.gather(
+            *(
+                self.engine.call(Job(f"q{i}", self._messages(v), 0, i), policy(v))
+                for i, (_, v) in enumerate(batches)
+            )
+        )
         out_rows: list[dict[str, Any]] = []
         for (batch, values), o in zip(batches, results, strict=True):
             out_rows.extend(self._collect(o, batch, values["first"]))
         cols = list(df.columns) + ([p.output] if p.output not in df.columns else [])
         return pd.DataFrame.from_records(out_rows, columns=cols)
 
-    def _collect(self, o: Outcome, batch: list[dict[str, Any]],
-                 first: int) -> list[dict[str, Any]]:
+    def _collect(self, o: Outcome, batch: list[dict[str, Any]], first: int) -> list[dict[str, Any]]:
         if not o.ok:
             self.ctx.stats.drop(self.name, drop_reason(o.error), len(batch))
             return []

@@ -21,14 +21,14 @@ MARKERS = ("critique_marker", "correction_marker")
 
 @dataclass
 class CritiqueParams(PromptParams):
-    critique_marker: str = doc("label before the critique (templates get it as a variable)",
-                               "Critique:")
-    correction_marker: str = doc("label before the aligned response (also a variable)",
-                                 "Correction:")
-    strip_labels: list[str] = doc("labels removed from the start of the misaligned response",
-                                  factory=lambda: ["Response:"])
-    cut_at: list[str] = doc("labels at a line start that end the aligned response",
-                            factory=lambda: ["Input:"])
+    critique_marker: str = doc("label before the critique (templates get it as a variable)", "Critique:")
+    correction_marker: str = doc("label before the aligned response (also a variable)", "Correction:")
+    strip_labels: list[str] = doc(
+        "labels removed from the start of the misaligned response", factory=lambda: ["Response:"]
+    )
+    cut_at: list[str] = doc(
+        "labels at a line start that end the aligned response", factory=lambda: ["Input:"]
+    )
     misaligned: str = doc("output column: misaligned response y", "misaligned")
     critique: str = doc("output column: critique", "critique")
     aligned: str = doc("output column: aligned response y′", "aligned")
@@ -37,9 +37,11 @@ class CritiqueParams(PromptParams):
         super().__post_init__()
         a, b = self.critique_marker.strip(), self.correction_marker.strip()
         if not a or not b or marker_pattern(a).match(b) or marker_pattern(b).match(a):
-            raise ValueError(f"critique_marker {self.critique_marker!r} and correction_marker "
-                             f"{self.correction_marker!r} must be non-empty and neither may "
-                             "match the other (the split would be ambiguous)")
+            raise ValueError(
+                f"critique_marker {self.critique_marker!r} and correction_marker "
+                f"{self.correction_marker!r} must be non-empty and neither may "
+                "match the other (the split would be ambiguous)"
+            )
 
 
 @register_stage
@@ -58,20 +60,25 @@ class CritiqueAndCorrect(LLMStage):
             raise ConfigError(
                 f"{self.where}.prompt: template '{params.prompt}' never uses {missing}; its "
                 "demonstrations must be written with {{ critique_marker }} and "
-                "{{ correction_marker }} so they match what the parser looks for.")
-        self.parse = partial(parse_critique_correction, critique_marker=params.critique_marker,
-                             correction_marker=params.correction_marker,
-                             strip_labels=params.strip_labels, cut_at=params.cut_at)
+                "{{ correction_marker }} so they match what the parser looks for."
+            )
+        self.parse = partial(
+            parse_critique_correction,
+            critique_marker=params.critique_marker,
+            correction_marker=params.correction_marker,
+            strip_labels=params.strip_labels,
+            cut_at=params.cut_at,
+        )
 
     def writes(self) -> set[str]:
         p: CritiqueParams = self.params
         return {p.misaligned, p.critique, p.aligned}
 
-    def render(self, row: dict[str, Any], role: str = "prompt", **extra: Any
-               ) -> list[dict[str, str]]:
+    def render(self, row: dict[str, Any], role: str = "prompt", **extra: Any) -> list[dict[str, str]]:
         p: CritiqueParams = self.params
-        return super().render(row, role, critique_marker=p.critique_marker,
-                              correction_marker=p.correction_marker, **extra)
+        return super().render(
+            row, role, critique_marker=p.critique_marker, correction_marker=p.correction_marker, **extra
+        )
 
     async def process(self, df: pd.DataFrame) -> pd.DataFrame:
         p: CritiqueParams = self.params
@@ -82,8 +89,13 @@ class CritiqueAndCorrect(LLMStage):
             if not o.ok:
                 self.ctx.stats.drop(self.name, drop_reason(o.error))
                 continue
-            out.append({**rows[o.job.tag], p.misaligned: o.fields["value"],
-                        p.critique: o.fields["critique"], p.aligned: o.fields["aligned"]})
-        cols = list(df.columns) + [c for c in (p.misaligned, p.critique, p.aligned)
-                                   if c not in df.columns]
+            out.append(
+                {
+                    **rows[o.job.tag],
+                    p.misaligned: o.fields["value"],
+                    p.critique: o.fields["critique"],
+                    p.aligned: o.fields["aligned"],
+                }
+            )
+        cols = list(df.columns) + [c for c in (p.misaligned, p.critique, p.aligned) if c not in df.columns]
         return pd.DataFrame.from_records(out, columns=cols)

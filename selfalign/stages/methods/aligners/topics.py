@@ -55,8 +55,7 @@ def parse_topics(text: str, max_words: int = 3, max_lines: int = 20) -> dict[str
     return {"value": topics, "dropped": dropped}
 
 
-def dedup_balance(pool: dict[str, list[str]],
-                  balance: bool = True) -> tuple[dict[str, list[str]], int, int]:
+def dedup_balance(pool: dict[str, list[str]], balance: bool = True) -> tuple[dict[str, list[str]], int, int]:
     """Per type: exact dedup after lowercasing (first kept), then (if `balance`) truncate every
     type to the smallest type's count. Returns (pool, duplicates dropped, dropped to balance)."""
     out, dups = {}, 0
@@ -78,15 +77,15 @@ def dedup_balance(pool: dict[str, list[str]],
 
 @dataclass
 class GrowTopicsParams(PromptParams):
-    prompt: str = doc("prompt template; gets question_type, examples, n_new, max_words",
-                      "aligners/topics")
+    prompt: str = doc("prompt template; gets question_type, examples, n_new, max_words", "aligners/topics")
     type_column: str = doc("column holding the question type", "question_type")
     topic_column: str = doc("column holding the topic", "topic")
     epochs: int = doc("brainstorming rounds; each adds its topics to the pool", 2)
     examples: int = doc("existing topics of the type shown in each prompt", 5)
     n_new: int = doc("new topics asked for per prompt", 10)
     prompts_per_type: int | None = doc(
-        "prompts per type per round (null = one per topic in the pool, as the original)", 1)
+        "prompts per type per round (null = one per topic in the pool, as the original)", 1
+    )
     max_words: int = doc("longest valid topic, in words", 3)
     max_lines: int = doc("lines of each reply that are looked at", 20)
     balance: bool = doc("truncate every type to the smallest type's count each round", True)
@@ -115,7 +114,8 @@ class GrowTopics(LLMStage):
         if unknown:
             raise ConfigError(
                 f"{self.where}.prompt: template '{params.prompt}' uses {sorted(unknown)}, but "
-                f"this stage provides only {sorted(TOPIC_VARS)} (+ `vars`). Add them to `vars`.")
+                f"this stage provides only {sorted(TOPIC_VARS)} (+ `vars`). Add them to `vars`."
+            )
 
     def reads(self) -> set[str]:
         return {self.params.type_column, self.params.topic_column}
@@ -153,8 +153,9 @@ class GrowTopics(LLMStage):
 
     def _messages(self, qtype: str, examples: list[str]) -> list[dict[str, str]]:
         p: GrowTopicsParams = self.params
-        return self.templates.render("prompt", question_type=qtype, examples=examples,
-                                     n_new=p.n_new, max_words=p.max_words)
+        return self.templates.render(
+            "prompt", question_type=qtype, examples=examples, n_new=p.n_new, max_words=p.max_words
+        )
 
     async def process(self, df: pd.DataFrame) -> pd.DataFrame:
         p: GrowTopicsParams = self.params
@@ -168,11 +169,12 @@ class GrowTopics(LLMStage):
                 for t in topics:
                     epoch_of.setdefault((qtype, t.lower()), epoch)
         pool = self._tidy(pool)
-        rows = [{ROW_ID: f"t{i}.{j}", p.type_column: q, p.topic_column: t,
-                 "epoch": epoch_of[(q, t.lower())]}
-                for i, (q, ts) in enumerate(pool.items()) for j, t in enumerate(ts)]
-        return pd.DataFrame.from_records(rows, columns=[ROW_ID, p.type_column, p.topic_column,
-                                                        "epoch"])
+        rows = [
+            {ROW_ID: f"t{i}.{j}", p.type_column: q, p.topic_column: t, "epoch": epoch_of[(q, t.lower())]}
+            for i, (q, ts) in enumerate(pool.items())
+            for j, t in enumerate(ts)
+        ]
+        return pd.DataFrame.from_records(rows, columns=[ROW_ID, p.type_column, p.topic_column, "epoch"])
 
     def _tidy(self, pool: dict[str, list[str]]) -> dict[str, list[str]]:
         out, dups, balanced = dedup_balance(pool, self.params.balance)
@@ -180,8 +182,9 @@ class GrowTopics(LLMStage):
         self.ctx.stats.drop(self.name, "balance", balanced)
         return out
 
-    async def _round(self, pool: dict[str, list[str]], epoch: int,
-                     rng: random.Random) -> dict[str, list[str]]:
+    async def _round(
+        self, pool: dict[str, list[str]], epoch: int, rng: random.Random
+    ) -> dict[str, list[str]]:
         p: GrowTopicsParams = self.params
         plans = self._plan(pool, rng)
         per_type = Counter(q for q, _ in plans)
@@ -205,4 +208,3 @@ class GrowTopics(LLMStage):
                 self.ctx.stats.drop(self.name, f"topic:{reason}", n)
             new[o.job.tag].extend(o.fields["value"])
         return new
-
