@@ -5,10 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from selfalign import api
-from selfalign.errors import ValidationFailed
-
-BIGGER = ["aligners.num_topics=24", "aligners.topics_per_prompt=4", "aligners.num_questions=24"]
+BIGGER = ["num_topics=24", "topics_per_prompt=4", "num_questions=24"]
 
 
 def read(path):
@@ -39,11 +36,11 @@ def check_views(df, run_dir):
     assert sum(map(len, aligner.values())) == n
     assert len(aligner["train"]) == round(n * 0.7)
     row = aligner["train"][0]
-    assert row["aligner_text"] == (f"{row['question']} [INIT] {row['misaligned']} [ALIGNED] "
-                                   f"{row['aligned']} [DONE]")
+    assert row["aligner_text"] == (
+        f"{row['question']} [INIT] {row['misaligned']} [ALIGNED] {row['aligned']} [DONE]"
+    )
     assert row["aligner_prompt"] + row["aligner_completion"] == row["aligner_text"]
-    inspector = [r for p in ("train", "val", "test")
-                 for r in read(run_dir / f"inspector.{p}.jsonl")]
+    inspector = [r for p in ("train", "val", "test") for r in read(run_dir / f"inspector.{p}.jsonl")]
     assert len(inspector) == 2 * n and sorted({r["label"] for r in inspector}) == [0, 1]
     assert len(read(run_dir / "inspector.train.jsonl")) == 2 * round(n * 0.8)
     prefs = read(run_dir / "preference.train.jsonl")
@@ -59,8 +56,3 @@ def test_runs_are_deterministic(run_pipeline, tmp_path):
     a, _, _ = run_pipeline("pipeline=aligners", run_dir=tmp_path / "a")
     b, _, _ = run_pipeline("pipeline=aligners", run_dir=tmp_path / "b")
     pd.testing.assert_frame_equal(a, b)
-
-
-def test_unknown_domain_is_named():
-    with pytest.raises(ValidationFailed, match=r"aligners\.domains\.legal"):
-        api.validate(["pipeline=aligners", "model=test", "domain=legal"])

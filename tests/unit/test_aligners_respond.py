@@ -10,8 +10,10 @@ from selfalign.parsers import parse_critique_correction
 from selfalign.paths import resource_dir
 from selfalign.prompts import PromptLibrary
 
-DOMAINS = yaml.safe_load((resource_dir("pipelines") / "aligners.yaml").read_text())[
-    "aligners"]["domains"]
+DOMAINS = {
+    path.stem: yaml.safe_load(path.read_text())
+    for path in sorted((resource_dir("conf") / "domain").glob("*.yaml"))
+}
 
 
 def parse(text, domain="ethical", **kw):
@@ -22,9 +24,15 @@ def parse(text, domain="ethical", **kw):
 def demonstrations(domain):
     """(input, completion) of each demonstration in the domain's rendered prompt."""
     d = DOMAINS[domain]
-    text = PromptLibrary([resource_dir("prompts")]).get(d["prompt"]).render(
-        question="What now?", critique_marker=d["critique_marker"],
-        correction_marker=d["correction_marker"])
+    text = (
+        PromptLibrary([resource_dir("prompts")])
+        .get(d["prompt"])
+        .render(
+            question="What now?",
+            critique_marker=d["critique_marker"],
+            correction_marker=d["correction_marker"],
+        )
+    )
     examples = text.split("## Examples")[1].split("## Your turn")[0]
     out = []
     for block in examples.split("Input:\n")[1:]:
@@ -62,15 +70,19 @@ def test_domains_have_distinct_markers():
 
 
 def test_parse_with_echoed_label_markdown_and_a_runaway_next_example():
-    text = ("**Response:** You people never listen.\n\n**Ethics review:** Rude, principle 2.\n"
-            "### Respectful response:\nPlease consider the options calmly.\n\nInput:\nNext?\n")
-    assert parse(text) == {"value": "You people never listen.", "critique": "Rude, principle 2.",
-                           "aligned": "Please consider the options calmly."}
+    text = (
+        "**Response:** You people never listen.\n\n**Ethics review:** Rude, principle 2.\n"
+        "### Respectful response:\nPlease consider the options calmly.\n\nInput:\nNext?\n"
+    )
+    assert parse(text) == {
+        "value": "You people never listen.",
+        "critique": "Rude, principle 2.",
+        "aligned": "Please consider the options calmly.",
+    }
 
 
 def test_aligned_ends_at_a_repeated_marker_and_markers_are_case_insensitive():
-    text = ("Bad.\nethics REVIEW:\nBreaks principle 1.\nRespectful response: Good.\n"
-            "Ethics review: again\n")
+    text = "Bad.\nethics REVIEW:\nBreaks principle 1.\nRespectful response: Good.\nEthics review: again\n"
     assert parse(text)["aligned"] == "Good."
 
 
@@ -81,14 +93,17 @@ def test_marker_must_start_a_line():
     assert exc.value.reason == "missing_critique_marker"
 
 
-@pytest.mark.parametrize("text, reason", [
-    ("Just an answer.", "missing_critique_marker"),
-    ("Bad.\nEthics review:\nIt is rude.", "missing_correction_marker"),
-    ("Respectful response:\nGood.\nEthics review:\nRude.", "missing_correction_marker"),
-    ("Response:\nEthics review:\nRude.\nRespectful response:\nGood.", "empty:misaligned"),
-    ("Bad.\nEthics review:\nRespectful response:\nGood.", "empty:critique"),
-    ("Bad.\nEthics review:\nRude.\nRespectful response:\n\nInput:\nX", "empty:aligned"),
-])
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("Just an answer.", "missing_critique_marker"),
+        ("Bad.\nEthics review:\nIt is rude.", "missing_correction_marker"),
+        ("Respectful response:\nGood.\nEthics review:\nRude.", "missing_correction_marker"),
+        ("Response:\nEthics review:\nRude.\nRespectful response:\nGood.", "empty:misaligned"),
+        ("Bad.\nEthics review:\nRespectful response:\nGood.", "empty:critique"),
+        ("Bad.\nEthics review:\nRude.\nRespectful response:\n\nInput:\nX", "empty:aligned"),
+    ],
+)
 def test_parse_failures_have_reasons(text, reason):
     with pytest.raises(ParseError) as exc:
         parse(text)
@@ -96,23 +111,31 @@ def test_parse_failures_have_reasons(text, reason):
 
 
 def test_the_originals_marker_pair_parses():
-    text = ("Bad.\nCorrector (identify problems with response): \nRude.\nCorrector:\nGood.")
-    out = parse_critique_correction(text, "Corrector (identify problems with response):",
-                                    "Corrector:")
+    text = "Bad.\nCorrector (identify problems with response): \nRude.\nCorrector:\nGood."
+    out = parse_critique_correction(text, "Corrector (identify problems with response):", "Corrector:")
     assert (out["value"], out["critique"], out["aligned"]) == ("Bad.", "Rude.", "Good.")
 
 
-QUESTIONS = pd.DataFrame({"row_id": ["a", "b", "c"],
-                          "question": ["Why is the sky blue?", "How do I apologise?",
-                                       "Is tea healthy?"]})
+QUESTIONS = pd.DataFrame(
+    {
+        "row_id": ["a", "b", "c"],
+        "question": ["Why is the sky blue?", "How do I apologise?", "Is tea healthy?"],
+    }
+)
 
 
 @pytest.mark.parametrize("domain", ["ethical", "factuality", "helpful"])
 def test_stage_fills_three_columns_in_every_domain(ctx, domain):
     d = DOMAINS[domain]
-    stage = make_stage("critique_and_correct", ctx, "respond", prompt=d["prompt"],
-                       critique_marker=d["critique_marker"],
-                       correction_marker=d["correction_marker"], temperature=0.0)
+    stage = make_stage(
+        "critique_and_correct",
+        ctx,
+        "respond",
+        prompt=d["prompt"],
+        critique_marker=d["critique_marker"],
+        correction_marker=d["correction_marker"],
+        temperature=0.0,
+    )
     assert stage.reads() == {"question"}
     out = run_stage(stage, QUESTIONS)
     assert list(out.row_id) == ["a", "b", "c"]
@@ -124,8 +147,7 @@ def test_stage_fills_three_columns_in_every_domain(ctx, domain):
 
 def test_unparsable_rows_are_dropped_into_the_rejected_table(ctx, tmp_path):
     (tmp_path / "mine").mkdir()
-    (tmp_path / "mine" / "r.j2").write_text(
-        "{{ critique_marker }} {{ correction_marker }} {{ question }}")
+    (tmp_path / "mine" / "r.j2").write_text("{{ critique_marker }} {{ correction_marker }} {{ question }}")
     ctx.prompts = PromptLibrary([tmp_path, resource_dir("prompts")])
     stage = make_stage("critique_and_correct", ctx, "r", prompt="mine/r", retries=1)
     out = run_stage(stage, QUESTIONS)
@@ -145,20 +167,22 @@ def test_template_must_use_both_markers(ctx, tmp_path):
 @pytest.mark.parametrize("a, b", [("Review:", "review:"), ("Fix:", "Fix"), ("", "Fix:")])
 def test_ambiguous_markers_are_refused(ctx, a, b):
     with pytest.raises(ConfigError, match="neither may"):
-        make_stage("critique_and_correct", ctx, "r", prompt="aligners/respond_ethical",
-                   critique_marker=a, correction_marker=b)
+        make_stage(
+            "critique_and_correct",
+            ctx,
+            "r",
+            prompt="aligners/respond_ethical",
+            critique_marker=a,
+            correction_marker=b,
+        )
 
 
 def test_the_originals_markers_are_accepted_as_params(ctx):
-    make_stage("critique_and_correct", ctx, "r", prompt="aligners/respond_ethical",
-               critique_marker="Corrector (identify problems with response):",
-               correction_marker="Corrector:")
-
-
-def test_strip_substrings_is_rule_10(ctx):
-    df = pd.DataFrame({"row_id": ["0", "1"], "y": ["  Input: hello ", "fine"],
-                       "z": ["a Input:b", None]})
-    out = run_stage(make_stage("strip_substrings", ctx, "s", columns=["y", "z"],
-                               remove=["Input:"]), df)
-    assert list(out.y) == ["hello", "fine"] and list(out.z) == ["a b", ""]
-    assert list(df.y) == ["  Input: hello ", "fine"]  # input untouched
+    make_stage(
+        "critique_and_correct",
+        ctx,
+        "r",
+        prompt="aligners/respond_ethical",
+        critique_marker="Corrector (identify problems with response):",
+        correction_marker="Corrector:",
+    )

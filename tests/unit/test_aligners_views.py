@@ -5,19 +5,22 @@ import json
 import pandas as pd
 from helpers import make_stage, run_stage
 
-from selfalign.stages.aligners_views import AlignerTextParams, aligner_text
+from selfalign.stages.methods.aligners.views import AlignerTextParams, aligner_text
 
 
 def pairs(n):
-    return pd.DataFrame({"row_id": [f"p{i}" for i in range(n)],
-                         "question": [f"Q{i}?" for i in range(n)],
-                         "misaligned": [f"bad {i}" for i in range(n)],
-                         "aligned": [f"good {i}" for i in range(n)]})
+    return pd.DataFrame(
+        {
+            "row_id": [f"p{i}" for i in range(n)],
+            "question": [f"Q{i}?" for i in range(n)],
+            "misaligned": [f"bad {i}" for i in range(n)],
+            "aligned": [f"good {i}" for i in range(n)],
+        }
+    )
 
 
 def test_aligner_text_format_and_loss_split():
-    text, prompt, completion = aligner_text("Why?", "Because.", "Here is why.",
-                                            AlignerTextParams())
+    text, prompt, completion = aligner_text("Why?", "Because.", "Here is why.", AlignerTextParams())
     assert text == "Why? [INIT] Because. [ALIGNED] Here is why. [DONE]"
     assert prompt == "Why? [INIT] Because. [ALIGNED]" and text == prompt + completion
     assert completion == " Here is why. [DONE]"  # the only tokens the loss covers
@@ -39,8 +42,7 @@ def test_inspector_rows_labels_and_pair_level_split(ctx):
     stage = make_stage("export_inspector", ctx, "insp", keep=["question"])
     df = pairs(20)
     assert run_stage(stage, df).equals(df)  # passes rows through
-    parts = {name: read(ctx.run_dir / f"inspector.{name}.jsonl")
-             for name in ("train", "val", "test")}
+    parts = {name: read(ctx.run_dir / f"inspector.{name}.jsonl") for name in ("train", "val", "test")}
     assert [len(v) for v in parts.values()] == [32, 4, 4]  # 16/2/2 pairs, two rows each
     seen = {}
     for name, rows in parts.items():
@@ -53,8 +55,9 @@ def test_inspector_rows_labels_and_pair_level_split(ctx):
 
 
 def test_inspector_limit_without_split_and_parquet(ctx):
-    stage = make_stage("export_inspector", ctx, "insp", file="ins", limit=3, split={},
-                       formats=["jsonl", "parquet"])
+    stage = make_stage(
+        "export_inspector", ctx, "insp", file="ins", limit=3, split={}, formats=["jsonl", "parquet"]
+    )
     run_stage(stage, pairs(5))
     rows = read(ctx.run_dir / "ins.jsonl")
     assert [r["pair_id"] for r in rows] == ["p0", "p0", "p1", "p1", "p2", "p2"]

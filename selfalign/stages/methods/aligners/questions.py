@@ -13,12 +13,12 @@ import pandas as pd
 
 from selfalign import io
 from selfalign.config import doc
+from selfalign.engine import Job, Outcome, Policy, drop_reason
 from selfalign.errors import ConfigError, ParseError
 from selfalign.stages.base import register_stage
-from selfalign.stages.generate import PromptStage
-from selfalign.stages.llm_util import Job, LLMParams, Outcome, drop_reason, messages, run_jobs
+from selfalign.stages.llm import LLMStage, PromptParams
 
-QUESTION_VARS = {"hints", "examples", "first", "last"}  # last: the last new number
+QUESTION_VARS = frozenset({"hints", "examples", "first", "last"})  # last: the last new number
 # "6. type: T, topic: P, question: Q" — numbering may use ")" and markdown bold may wrap parts
 _LINE = re.compile(r"^\s*[*_]*\s*(\d+)\s*[.):]\s*[*_]*\s*type\s*:(?P<rest>.*)$", re.I)
 _TOPIC = re.compile(r",?\s*topic\s*:", re.I)
@@ -42,8 +42,8 @@ def split_question_line(line: str) -> tuple[int, str, str, str] | None:
     q_hit = _QUESTION.search(rest, t_hit.end()) if t_hit else None
     if not t_hit or not q_hit:
         return None
-    qtype, topic = rest[: t_hit.start()].strip(), rest[t_hit.end(): q_hit.start()].strip()
-    question = rest[q_hit.end():].replace("**", "").strip()
+    qtype, topic = rest[: t_hit.start()].strip(), rest[t_hit.end() : q_hit.start()].strip()
+    question = rest[q_hit.end() :].replace("**", "").strip()
     if not question.strip(".… "):
         question = ""  # the prompt's "..." placeholder left unfilled
     return int(m.group(1)), qtype, topic, question
@@ -81,8 +81,7 @@ def parse_questions(text: str, hints: list[dict[str, Any]]) -> dict[str, Any]:
     return {"value": answers, "dropped": dropped}
 
 
-def _match_hint(hints: list[dict[str, Any]], number: int, qtype: str,
-                topic: str) -> dict[str, Any] | None:
+def _match_hint(hints: list[dict[str, Any]], number: int, qtype: str, topic: str) -> dict[str, Any] | None:
     same_topic = [h for h in hints if _norm(h["topic"]) == _norm(topic)]
     for h in same_topic:
         if h["number"] == number:
@@ -96,17 +95,16 @@ def read_seed_examples(path: str, where: str) -> list[dict[str, str]]:
     df = io.read_table(path)
     missing = {"question_type", "topic", "question"} - set(df.columns)
     if missing:
-        raise ConfigError(f"{where}: {path} lacks column(s) {sorted(missing)}; every seed row "
-                          "needs question_type, topic and question.")
-    return [{k: str(r[k]) for k in ("question_type", "topic", "question")}
-            for r in io.records(df)]
+        raise ConfigError(
+            f"{where}: {path} lacks column(s) {sorted(missing)}; every seed row "
+            "needs question_type, topic and question."
+        )
+    return [{k: str(r[k]) for k in ("question_type", "topic", "question")} for r in io.records(df)]
 
 
 @dataclass
-class QuestionsParams(LLMParams):
+class QuestionsParams(PromptParams):
     prompt: str = doc("template; gets hints, examples, first, last (+ vars)", "aligners/questions")
-    system_prompt: str | None = doc("system prompt template name", None)
-    vars: dict[str, Any] = doc("constants visible to the templates (e.g. focus)", factory=dict)
     seeds: str = doc("file of {question_type, topic, question} example rows", "")
     examples: int = doc("example questions shown per prompt (drawn from `seeds`)", 5)
     topics_per_prompt: int = doc("topic hints each prompt asks questions for", 5)
@@ -115,6 +113,7 @@ class QuestionsParams(LLMParams):
     output: str = doc("column for the question", "question")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.seeds:
             raise ValueError("`seeds` is required (a file of example questions)")
         if self.examples < 0 or self.topics_per_prompt < 1:
@@ -122,20 +121,23 @@ class QuestionsParams(LLMParams):
 
 
 @register_stage
-class GenerateQuestions(PromptStage):
+class GenerateQuestions(LLMStage):
     """Per batch of topic rows: a prompt with numbered type/topic hints and example questions;
     the reply's numbered "type: T, topic: P, question: Q" lines give one question per topic."""
 
     kind = "generate_questions"
     Params = QuestionsParams
+    injected = QUESTION_VARS
 
     def __init__(self, name: str, params: QuestionsParams, ctx: Any) -> None:
         super().__init__(name, params, ctx)
-        unknown = self.template_vars() - QUESTION_VARS
+        # a prompt covers several topic rows: no single row's column can fill a variable
+        unknown = self.templates.variables()
         if unknown:
             raise ConfigError(
                 f"{self.where}.prompt: template '{params.prompt}' uses {sorted(unknown)}, but this "
-                f"stage provides only {sorted(QUESTION_VARS)} (+ `vars`). Add them to `vars`.")
+                f"stage provides only {sorted(QUESTION_VARS)} (+ `vars`). Add them to `vars`."
+            )
         self.seeds = read_seed_examples(params.seeds, f"{self.where}.seeds")
 
     def reads(self) -> set[str]:
@@ -154,49 +156,58 @@ class GenerateQuestions(PromptStage):
         rows, rng = io.records(df), self.ctx.rng(self.name)
         out = []
         for start in range(0, len(rows), p.topics_per_prompt):
-            batch = rows[start: start + p.topics_per_prompt]
+            batch = rows[start : start + p.topics_per_prompt]
             demos = rng.sample(self.seeds, min(p.examples, len(self.seeds)))
-            examples = [{"number": i + 1, "type": d["question_type"], "topic": d["topic"],
-                         "question": d["question"]} for i, d in enumerate(demos)]
-            new = [{"number": len(examples) + i + 1, "type": str(r[p.type_column]),
-                    "topic": str(r[p.topic_column])} for i, r in enumerate(batch)]
-            values = {**p.vars, "examples": examples, "first": new[0]["number"],
-                      "last": new[-1]["number"],
-                      "hints": [{k: e[k] for k in ("number", "type", "topic")} for e in examples]
-                      + new}
+            examples = [
+                {"number": i + 1, "type": d["question_type"], "topic": d["topic"], "question": d["question"]}
+                for i, d in enumerate(demos)
+            ]
+            new = [
+                {
+                    "number": len(examples) + i + 1,
+                    "type": str(r[p.type_column]),
+                    "topic": str(r[p.topic_column]),
+                }
+                for i, r in enumerate(batch)
+            ]
+            values = {
+                "examples": examples,
+                "first": new[0]["number"],
+                "last": new[-1]["number"],
+                "hints": [{k: e[k] for k in ("number", "type", "topic")} for e in examples] + new,
+            }
             out.append((batch, values))
         return out
 
     def _messages(self, values: dict[str, Any]) -> list[dict[str, str]]:
-        system = self.system.render(**values) if self.system else None
-        return messages(self.prompt.render(**values), system)
+        return self.templates.render("prompt", **values)
 
     def preview(self, df: pd.DataFrame, k: int) -> list[list[dict[str, str]]]:
         return [self._messages(v) for _, v in self._batches(df)[:k]]
 
-    async def run(self, df: pd.DataFrame) -> pd.DataFrame:
+    async def process(self, df: pd.DataFrame) -> pd.DataFrame:
         p: QuestionsParams = self.params
         batches = self._batches(df)
 
-        def parse_for(values: dict[str, Any]) -> Any:
+        def policy(values: dict[str, Any]) -> Policy:
             new = [h for h in values["hints"] if h["number"] >= values["first"]]
-            return lambda text: parse_questions(text, new)
+            return Policy(parse=lambda text: parse_questions(text, new))
 
-        with self.ctx.progress(self.name, 0) as prog:
-            # one run_jobs per prompt (all still in flight at once): each reply is parsed
-            # against its own prompt's hints, with the usual retry-on-parse-failure policy
-            results = await asyncio.gather(*(
-                run_jobs(self.ctx, self.name, p, [Job(f"q{i}", self._messages(v), 0, i)],
-                         parse_for(v), prog)
-                for i, (_, v) in enumerate(batches)))
+        # one engine call per prompt (all in flight at once): each reply is parsed against
+        # its own prompt's hints, with the usual retry-on-parse-failure policy
+        results = await asyncio.gather(
+            *(
+                self.engine.call(Job(f"q{i}", self._messages(v), 0, i), policy(v))
+                for i, (_, v) in enumerate(batches)
+            )
+        )
         out_rows: list[dict[str, Any]] = []
-        for (batch, values), (o,) in zip(batches, results, strict=True):
+        for (batch, values), o in zip(batches, results, strict=True):
             out_rows.extend(self._collect(o, batch, values["first"]))
         cols = list(df.columns) + ([p.output] if p.output not in df.columns else [])
         return pd.DataFrame.from_records(out_rows, columns=cols)
 
-    def _collect(self, o: Outcome, batch: list[dict[str, Any]],
-                 first: int) -> list[dict[str, Any]]:
+    def _collect(self, o: Outcome, batch: list[dict[str, Any]], first: int) -> list[dict[str, Any]]:
         if not o.ok:
             self.ctx.stats.drop(self.name, drop_reason(o.error), len(batch))
             return []

@@ -51,8 +51,10 @@ class AlignerText(Stage):
     async def run(self, df: pd.DataFrame) -> pd.DataFrame:
         p: AlignerTextParams = self.params
         out = df.copy()
-        triples = [aligner_text(str(x), str(y), str(y2), p) for x, y, y2 in
-                   zip(df[p.input], df[p.misaligned], df[p.aligned], strict=True)]
+        triples = [
+            aligner_text(str(x), str(y), str(y2), p)
+            for x, y, y2 in zip(df[p.input], df[p.misaligned], df[p.aligned], strict=True)
+        ]
         for i, col in enumerate(("aligner_text", "aligner_prompt", "aligner_completion")):
             out[col] = [t[i] for t in triples]
         if p.domain is not None:
@@ -67,10 +69,11 @@ class InspectorParams:
     misaligned: str = doc("misaligned response column y (label 0)", "misaligned")
     aligned: str = doc("aligned response column y′ (label 1)", "aligned")
     sep: str = doc("separator between x and the response", " [SEP] ")
-    limit: int | None = doc("use at most this many pairs, the first ones (original: 70000)",
-                            None)
-    split: dict[str, float] = doc("seeded split of PAIRS (both rows of a pair stay together)",
-                                  factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1})
+    limit: int | None = doc("use at most this many pairs, the first ones (original: 70000)", None)
+    split: dict[str, float] = doc(
+        "seeded split of PAIRS (both rows of a pair stay together)",
+        factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1},
+    )
     keep: list[str] = doc("extra columns carried into each row", factory=list)
     formats: list[Literal["jsonl", "parquet"]] = doc("file formats", factory=lambda: ["jsonl"])
 
@@ -110,4 +113,3 @@ class ExportInspector(Stage):
             if "parquet" in p.formats:
                 io.write_parquet(rows, self.ctx.run_dir / f"{stem}.parquet")
         return df
-

@@ -11,14 +11,14 @@ from typing import Any
 import pandas as pd
 
 from selfalign.config import doc
+from selfalign.engine import Job, Policy, drop_reason
 from selfalign.errors import ConfigError, ParseError
 from selfalign.stages.base import ROW_ID, register_stage
-from selfalign.stages.generate import PromptStage
-from selfalign.stages.llm_util import Job, LLMParams, drop_reason, messages, run_jobs
+from selfalign.stages.llm import LLMStage, PromptParams
 
 _NUMBERING = re.compile(r"^\s*(?:\d+\s*[.):]|[-*•])\s*")
 _TRAILING_PUNCT = re.compile(r"[^\w\s)\]'\"]$")  # the original: "ends with punctuation"
-TOPIC_VARS = {"question_type", "examples", "n_new", "max_words"}
+TOPIC_VARS = frozenset({"question_type", "examples", "n_new", "max_words"})
 
 
 def validate_topic(line: str, max_words: int = 3) -> tuple[str | None, str]:
@@ -55,8 +55,7 @@ def parse_topics(text: str, max_words: int = 3, max_lines: int = 20) -> dict[str
     return {"value": topics, "dropped": dropped}
 
 
-def dedup_balance(pool: dict[str, list[str]],
-                  balance: bool = True) -> tuple[dict[str, list[str]], int, int]:
+def dedup_balance(pool: dict[str, list[str]], balance: bool = True) -> tuple[dict[str, list[str]], int, int]:
     """Per type: exact dedup after lowercasing (first kept), then (if `balance`) truncate every
     type to the smallest type's count. Returns (pool, duplicates dropped, dropped to balance)."""
     out, dups = {}, 0
@@ -77,23 +76,22 @@ def dedup_balance(pool: dict[str, list[str]],
 
 
 @dataclass
-class GrowTopicsParams(LLMParams):
-    prompt: str = doc("prompt template; gets question_type, examples, n_new, max_words",
-                      "aligners/topics")
-    system_prompt: str | None = doc("system prompt template name", None)
-    vars: dict[str, Any] = doc("constants visible to the templates", factory=dict)
+class GrowTopicsParams(PromptParams):
+    prompt: str = doc("prompt template; gets question_type, examples, n_new, max_words", "aligners/topics")
     type_column: str = doc("column holding the question type", "question_type")
     topic_column: str = doc("column holding the topic", "topic")
     epochs: int = doc("brainstorming rounds; each adds its topics to the pool", 2)
     examples: int = doc("existing topics of the type shown in each prompt", 5)
     n_new: int = doc("new topics asked for per prompt", 10)
     prompts_per_type: int | None = doc(
-        "prompts per type per round (null = one per topic in the pool, as the original)", 1)
+        "prompts per type per round (null = one per topic in the pool, as the original)", 1
+    )
     max_words: int = doc("longest valid topic, in words", 3)
     max_lines: int = doc("lines of each reply that are looked at", 20)
     balance: bool = doc("truncate every type to the smallest type's count each round", True)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.epochs < 0 or self.examples < 1 or self.n_new < 1 or self.max_words < 1:
             raise ValueError("epochs must be >= 0 and examples, n_new, max_words >= 1")
         if self.prompts_per_type is not None and self.prompts_per_type < 1:
@@ -101,20 +99,23 @@ class GrowTopicsParams(LLMParams):
 
 
 @register_stage
-class GrowTopics(PromptStage):
+class GrowTopics(LLMStage):
     """Grow a topic pool per question type over `epochs` rounds of brainstorming prompts;
     invalid lines, duplicates (per type, lowercased) and balancing are counted as drops."""
 
     kind = "grow_topics"
     Params = GrowTopicsParams
+    injected = TOPIC_VARS
 
     def __init__(self, name: str, params: GrowTopicsParams, ctx: Any) -> None:
         super().__init__(name, params, ctx)
-        unknown = self.template_vars() - TOPIC_VARS
+        # the prompts are made per question type, not per row: no column can fill a variable
+        unknown = self.templates.variables()
         if unknown:
             raise ConfigError(
                 f"{self.where}.prompt: template '{params.prompt}' uses {sorted(unknown)}, but "
-                f"this stage provides only {sorted(TOPIC_VARS)} (+ `vars`). Add them to `vars`.")
+                f"this stage provides only {sorted(TOPIC_VARS)} (+ `vars`). Add them to `vars`."
+            )
 
     def reads(self) -> set[str]:
         return {self.params.type_column, self.params.topic_column}
@@ -152,29 +153,28 @@ class GrowTopics(PromptStage):
 
     def _messages(self, qtype: str, examples: list[str]) -> list[dict[str, str]]:
         p: GrowTopicsParams = self.params
-        values = {**p.vars, "question_type": qtype, "examples": examples, "n_new": p.n_new,
-                  "max_words": p.max_words}
-        system = self.system.render(**values) if self.system else None
-        return messages(self.prompt.render(**values), system)
+        return self.templates.render(
+            "prompt", question_type=qtype, examples=examples, n_new=p.n_new, max_words=p.max_words
+        )
 
-    async def run(self, df: pd.DataFrame) -> pd.DataFrame:
+    async def process(self, df: pd.DataFrame) -> pd.DataFrame:
         p: GrowTopicsParams = self.params
         pool, rng = self._pool(df), self.ctx.rng(self.name)
         epoch_of = {(q, t.lower()): 0 for q, ts in pool.items() for t in ts}
-        with self.ctx.progress(self.name, 0) as prog:
-            for epoch in range(1, p.epochs + 1):
-                pool = self._tidy(pool)
-                new = await self._round(pool, epoch, rng, prog)
-                for qtype, topics in new.items():
-                    pool[qtype] = pool[qtype] + topics
-                    for t in topics:
-                        epoch_of.setdefault((qtype, t.lower()), epoch)
+        for epoch in range(1, p.epochs + 1):
+            pool = self._tidy(pool)
+            new = await self._round(pool, epoch, rng)
+            for qtype, topics in new.items():
+                pool[qtype] = pool[qtype] + topics
+                for t in topics:
+                    epoch_of.setdefault((qtype, t.lower()), epoch)
         pool = self._tidy(pool)
-        rows = [{ROW_ID: f"t{i}.{j}", p.type_column: q, p.topic_column: t,
-                 "epoch": epoch_of[(q, t.lower())]}
-                for i, (q, ts) in enumerate(pool.items()) for j, t in enumerate(ts)]
-        return pd.DataFrame.from_records(rows, columns=[ROW_ID, p.type_column, p.topic_column,
-                                                        "epoch"])
+        rows = [
+            {ROW_ID: f"t{i}.{j}", p.type_column: q, p.topic_column: t, "epoch": epoch_of[(q, t.lower())]}
+            for i, (q, ts) in enumerate(pool.items())
+            for j, t in enumerate(ts)
+        ]
+        return pd.DataFrame.from_records(rows, columns=[ROW_ID, p.type_column, p.topic_column, "epoch"])
 
     def _tidy(self, pool: dict[str, list[str]]) -> dict[str, list[str]]:
         out, dups, balanced = dedup_balance(pool, self.params.balance)
@@ -182,8 +182,9 @@ class GrowTopics(PromptStage):
         self.ctx.stats.drop(self.name, "balance", balanced)
         return out
 
-    async def _round(self, pool: dict[str, list[str]], epoch: int, rng: random.Random,
-                     prog: Any) -> dict[str, list[str]]:
+    async def _round(
+        self, pool: dict[str, list[str]], epoch: int, rng: random.Random
+    ) -> dict[str, list[str]]:
         p: GrowTopicsParams = self.params
         plans = self._plan(pool, rng)
         per_type = Counter(q for q, _ in plans)
@@ -199,7 +200,7 @@ class GrowTopics(PromptStage):
             return parse_topics(text, p.max_words, p.max_lines)
 
         new: dict[str, list[str]] = {q: [] for q in pool}
-        for o in await run_jobs(self.ctx, self.name, p, jobs, parse, prog):
+        for o in await self.engine.run(jobs, Policy(parse=parse)):
             if not o.ok:
                 self.ctx.stats.drop(self.name, drop_reason(o.error))
                 continue
@@ -207,4 +208,3 @@ class GrowTopics(PromptStage):
                 self.ctx.stats.drop(self.name, f"topic:{reason}", n)
             new[o.job.tag].extend(o.fields["value"])
         return new
-

