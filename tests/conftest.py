@@ -1,16 +1,21 @@
 """Shared fixtures: an isolated response cache per test, no network, a RunContext on the test
-model, and a runner of pipelines on the test model in-process. Plain helpers (make_stage,
-run_stage, cli, ROOT, FIXTURES) live in tests/helpers.py."""
+model, a runner of pipelines on the test model in-process, and the scripted test model
+(`test_model`). Plain helpers (make_stage, run_stage, cli, ROOT, FIXTURES) live in
+tests/helpers.py."""
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pytest
 from helpers import FIXTURES
+
+if TYPE_CHECKING:
+    from selfalign.llm.testmodel import Script
 
 
 @pytest.fixture(autouse=True)
@@ -68,3 +73,14 @@ def ctx(tmp_path: Path):
     c = RunContext(cfg=None, run_dir=tmp_path, prompts=prompts, llm=session, show_progress=False)
     c.rejected = Rejected(tmp_path / "rejected.jsonl")
     return c
+
+
+@pytest.fixture
+def test_model() -> Iterator[Script]:
+    """The scripted test model for this test: `test_model.queue("reply", ...)` answers the next
+    calls of every provider=test model in order (the reply rules answer once the queue is
+    empty); `test_model.requests` is every call that reached it (see selfalign/llm/testmodel.py)."""
+    from selfalign.llm.testmodel import scripted
+
+    with scripted() as script:
+        yield script

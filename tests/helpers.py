@@ -42,3 +42,50 @@ def cli(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> subp
         text=True,
         timeout=300,
     )
+
+
+PIPELINES = ["wizardlm_aaa", "backtranslation", "almost", "aligners", "realign"]
+GOLDEN = ROOT / "tests" / "golden"
+UPDATE_ENV = "SELFALIGN_UPDATE_GOLDEN"
+
+
+def update_golden() -> bool:
+    """True when golden files are to be rewritten (SELFALIGN_UPDATE_GOLDEN=1)."""
+    return os.environ.get(UPDATE_ENV) == "1"
+
+
+def check_golden(path: Path, actual: bytes) -> None:
+    """Compare `actual` with the golden file byte for byte, or rewrite it under the update flag."""
+    if update_golden():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(actual)
+    rel = path.relative_to(ROOT)
+    assert path.exists(), f"{rel} missing: run with {UPDATE_ENV}=1 to create it, and review it"
+    expected = path.read_bytes()
+    if expected != actual:
+        import difflib
+
+        diff = difflib.unified_diff(
+            expected.decode("utf-8", "replace").splitlines(),
+            actual.decode("utf-8", "replace").splitlines(),
+            "golden",
+            "now",
+            lineterm="",
+            n=1,
+        )
+        shown = "\n".join(list(diff)[:40])
+        raise AssertionError(
+            f"{rel} differs from what the code produces now. If the change is intended, rerun "
+            f"with {UPDATE_ENV}=1 and review the diff like code.\n{shown}"
+        )
+
+
+def check_no_stale_golden(folder: Path, produced: set[str], pattern: str) -> None:
+    """Golden files in `folder` matching `pattern` that nothing produces any more: removed under
+    the update flag, else a failure (a stage or a view went away)."""
+    stale = sorted(p.name for p in folder.glob(pattern) if p.name not in produced)
+    if update_golden():
+        for name in stale:
+            (folder / name).unlink()
+        return
+    assert not stale, f"{folder.relative_to(ROOT)}: golden files nothing produces now: {stale}"

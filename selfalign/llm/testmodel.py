@@ -3,6 +3,34 @@
 The same request and sample index always give the same reply, so tests can assert on outputs.
 Rule files in conf/test_model/*.yaml teach it the output shapes the shipped prompts expect
 (a score line, a numbered list, JSON …); `model.rules` adds rules tried first.
+
+Scripted replies and the request history
+----------------------------------------
+A test can also say exactly what the model answers, without crafting input text that happens
+to match a rule, and see exactly what was asked. While a `Script` is active (the `test_model`
+pytest fixture activates a fresh one per test; `scripted()` does the same as a context manager),
+every TestModel client:
+
+* answers from the script's queue first: `script.queue("a", "b")` makes the next two calls
+  answer "a" then "b", in the order the calls reach the model; `queue(..., model="judge")`
+  fills a queue only the test model named "judge" (`ModelConfig.name`) takes from, tried before
+  the shared one. When the queues are empty the rules answer, as without a script;
+* records every call in `script.requests`, in order: a `Recorded` with the model name, stage,
+  row_id, sample index, the messages (role/content dicts), the sampling params, the reply and
+  whether it came from the queue. `script.for_stage(name)` filters by stage.
+
+```python
+def test_fallback_label(ctx, test_model):
+    test_model.queue("I am not sure.")
+    out = run_stage(make_stage("classify_text", ctx, "c"), df)
+    assert out.category[0] == "default"
+    assert "Task type:" in test_model.requests[0].user
+```
+
+Only calls that reach the model are seen: a response-cache hit (an identical request within
+the same test, or `cache.enabled=true` across runs) consumes no reply and is not recorded.
+The hook lives here only: `open_client` builds TestModel as before and the active script is
+looked up at each call, so clients reused across runs (session._OPEN) follow it too.
 """
 
 from __future__ import annotations
@@ -11,6 +39,10 @@ import asyncio
 import hashlib
 import json
 import re
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -70,9 +102,86 @@ def _from_schema(schema: dict[str, Any], h: int) -> Any:
     return f"{WORDS[h % len(WORDS)]} {WORDS[(h // 7) % len(WORDS)]}"
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """One call that reached a test model, as the script saw it."""
+
+    model: str  # ModelConfig.name of the test model
+    stage: str
+    row_id: str
+    sample: int
+    messages: list[dict[str, str]]
+    params: dict[str, Any]
+    reply: str
+    scripted: bool  # the reply came from a queue (else from the rules)
+
+    @property
+    def system(self) -> str | None:
+        return next((m["content"] for m in self.messages if m["role"] == "system"), None)
+
+    @property
+    def user(self) -> str:
+        """The last user message."""
+        return next((m["content"] for m in reversed(self.messages) if m["role"] == "user"), "")
+
+
+@dataclass
+class Script:
+    """Queued replies for the test models and the history of their requests."""
+
+    requests: list[Recorded] = field(default_factory=list)
+    _queues: dict[str | None, deque[str]] = field(default_factory=dict)
+
+    def queue(self, *replies: str, model: str | None = None) -> Script:
+        """Answer the next calls with `replies`, in order; `model` limits them to that model."""
+        for text in replies:
+            if not isinstance(text, str):
+                raise TypeError(f"a scripted reply must be a str, not {type(text).__name__}")
+        self._queues.setdefault(model, deque()).extend(replies)
+        return self
+
+    def pending(self, model: str | None = None) -> int:
+        """Replies still queued (for `model`'s own queue, or the shared one)."""
+        return len(self._queues.get(model, ()))
+
+    def for_stage(self, stage: str) -> list[Recorded]:
+        return [r for r in self.requests if r.stage == stage]
+
+    def clear(self) -> None:
+        self.requests.clear()
+        self._queues.clear()
+
+    def take(self, model: str) -> str | None:
+        """The next queued reply for `model`: its own queue first, then the shared one."""
+        for key in (model, None):
+            q = self._queues.get(key)
+            if q:
+                return q.popleft()
+        return None
+
+
+_ACTIVE: Script | None = None
+
+
+def active_script() -> Script | None:
+    return _ACTIVE
+
+
+@contextmanager
+def scripted(script: Script | None = None) -> Iterator[Script]:
+    """Activate `script` (a new one by default) for every TestModel until the block ends."""
+    global _ACTIVE
+    previous, _ACTIVE = _ACTIVE, script if script is not None else Script()
+    try:
+        yield _ACTIVE
+    finally:
+        _ACTIVE = previous
+
+
 class TestModel:
     """Offline, deterministic; concurrency-limited like a real backend."""
 
+    __test__ = False  # not a pytest test class
     supports_json_schema = True
 
     def __init__(self, cfg: ModelConfig, rules_dir: Path | None = None) -> None:
@@ -111,11 +220,28 @@ class TestModel:
         return f"Test answer {h % 1000} ({WORDS[h % len(WORDS)]}): {head}."
 
     async def complete(self, request: ChatRequest) -> ChatResult:
+        # The script is read and the call recorded before any await: queued replies go out,
+        # and `script.requests` lists the calls, in the order the calls were made.
+        script = _ACTIVE
+        queued = script.take(self.cfg.name) if script is not None else None
+        text = queued if queued is not None else self.reply(request)
+        if script is not None:
+            script.requests.append(
+                Recorded(
+                    model=self.cfg.name,
+                    stage=request.stage,
+                    row_id=request.row_id,
+                    sample=request.sample,
+                    messages=request.message_dicts,
+                    params=request.param_dict,
+                    reply=text,
+                    scripted=queued is not None,
+                )
+            )
         async with self._sem:
             if self.cfg.latency_s:
                 await asyncio.sleep(self.cfg.latency_s)
             self.calls += 1
-            text = self.reply(request)
         n_in = sum(len(c.split()) for _, c in request.messages)
         return ChatResult(
             text=text, prompt_tokens=n_in, completion_tokens=len(text.split()), model=self.identity

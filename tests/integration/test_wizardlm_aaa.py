@@ -1,12 +1,9 @@
 """wizardlm_aaa end to end on the test model: outputs, AAA on/off, keep-if-improved, Dolly CSV,
-a temperature sweep, and golden files of every rendered prompt for one row.
-
-Golden files (tests/golden/wizardlm_aaa/*.txt) change only on purpose: after editing a prompt,
-run `SELFALIGN_UPDATE_GOLDEN=1 .venv/bin/pytest tests/integration/test_wizardlm_aaa.py -k golden`
-and review the diff like code.
+and a temperature sweep. Its golden prompts (tests/golden/wizardlm_aaa/*.txt) and outputs are
+checked, with every other pipeline's, by tests/integration/test_golden_prompts.py and
+test_golden_outputs.py.
 """
 
-import json
 import os
 import subprocess
 import sys
@@ -14,13 +11,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import ROOT
 
-from selfalign import api, io
+from selfalign import io
 from selfalign.paths import sample_path
 from selfalign.stages.judge import DEFAULT_WEIGHTS, composite
 
-GOLDEN = ROOT / "tests" / "golden" / "wizardlm_aaa"
 DIMS = list(DEFAULT_WEIGHTS)
 TEXTS = ("instruction", "response")
 
@@ -114,41 +109,3 @@ def test_temperature_sweep(tmp_path):
         cfg = (sweep / job / "config.yaml").read_text()
         assert f"temperature: {['0.2', '0.8'][int(job)]}" in cfg
     assert "mean_instruction_score" in summary.columns
-
-
-def rendered_prompts() -> dict[str, list[dict[str, str]]]:
-    """Every prompt of the pipeline, rendered for the first sample row."""
-    built = api.validate(["pipeline=wizardlm_aaa", "model=test"])
-    stages = {s.name: s for s in built.stages}
-    rec = json.loads(Path(sample_path("wizardlm_aaa.jsonl")).read_text().splitlines()[0])
-    row = {"row_id": "0", "topic": rec["topic"], "context": rec["context"],
-           "example_instruction": rec["instruction"], "example_response": rec["response"],
-           "instruction": "How often does Phobos circle Mars each day?",
-           "response": "Phobos circles Mars about three times a day."}
-    out = {"gen_instructions": stages["gen_instructions"].render(row),
-           "gen_responses": stages["gen_responses"].render(row)}
-    for c in TEXTS:
-        judge, aaa = stages[f"judge_{c}s"], stages[f"aaa_{c}"]
-        text = row[c]
-        draft = {"instruction": "how many times phobos go around mars",
-                 "response": "Three."}[c]
-        out[f"judge_{c}s"] = judge.scorer.render(row, text)
-        out[f"aaa_{c}.co_teach"] = aaa.render("co_teach", row, text=draft)
-        out[f"aaa_{c}.suggest"] = aaa.render("suggest", row, original=draft, current=text)
-        out[f"aaa_{c}.self_teach"] = aaa.render("self_teach", row, original=draft, current=text,
-                                                suggestions="1. Name the planet.\n2. Be brief.")
-    return out
-
-
-def test_golden_prompts():
-    update = os.environ.get("SELFALIGN_UPDATE_GOLDEN") == "1"
-    for name, msgs in rendered_prompts().items():
-        text = "".join(f"### {m['role']}\n{m['content']}\n\n" for m in msgs)
-        path = GOLDEN / f"{name}.txt"
-        if update:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
-        assert path.exists(), f"{path} missing: run with SELFALIGN_UPDATE_GOLDEN=1"
-        assert path.read_text(encoding="utf-8") == text, (
-            f"{name}: rendered prompt differs from {path}. If the change is intended, rerun "
-            "with SELFALIGN_UPDATE_GOLDEN=1 and review the diff.")

@@ -110,7 +110,7 @@ def test_label_file_errors(tmp_path: Path, content, message):
         load_labels(path, None, "pipeline.stages.c.labels")
 
 
-def test_classify_stage_skips_given_labels_and_counts_fallback(ctx, tmp_path: Path):
+def test_classify_stage_skips_given_labels_and_counts_fallback(ctx, tmp_path: Path, test_model):
     labels = tmp_path / "labels.yaml"
     labels.write_text(
         yaml.safe_dump(
@@ -128,11 +128,13 @@ def test_classify_stage_skips_given_labels_and_counts_fallback(ctx, tmp_path: Pa
             "category": ["greeting", None, "not_a_label"],
         }
     )
+    test_model.queue("I am not sure.", "No idea, sorry.")  # no label in either answer
     out = run_stage(stage, df)
-    # the test model's classify rule answers "I am not sure." here: the fallback is used
     assert list(out.category) == ["greeting", "other", "other"]
     assert list(out.category_match) == ["given", "fallback", "fallback"]
     assert requests(ctx, "c") == 2  # row 0 kept its label without a call
+    assert [r.row_id for r in test_model.requests] == ["1", "2"] and test_model.pending() == 0
+    assert "- greeting: says hello" in test_model.requests[0].user
 
 
 def test_classify_prompt_lists_every_label_with_description(ctx):
@@ -145,13 +147,15 @@ def test_classify_prompt_lists_every_label_with_description(ctx):
     assert stage.params.temperature == 0.0 and stage.params.max_tokens == 50
 
 
-def test_classify_keep_raw(ctx):
+def test_classify_keep_raw(ctx, test_model):
     stage = classify(ctx, keep_raw=True)
     df = pd.DataFrame({"row_id": ["0"], "instruction": ["What causes the seasons?"]})
+    test_model.queue("The request is an open_qa question.")
     out = run_stage(stage, df)
     assert "category_raw" in stage.writes()
-    assert out.category_raw[0] == "The request is an open_qa question."  # test-model rule
+    assert out.category_raw[0] == "The request is an open_qa question."
     assert (out.category[0], out.category_match[0]) == ("open_qa", "search")
+    assert "What causes the seasons?" in test_model.requests[0].user
 
 
 def test_classify_takes_one_answer_per_row(ctx):

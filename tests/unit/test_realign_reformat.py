@@ -7,9 +7,6 @@ import pytest
 from helpers import make_stage, run_stage
 
 from selfalign.errors import ConfigError, ParseError
-from selfalign.llm.cache import ResponseCache
-from selfalign.llm.config import ModelConfig
-from selfalign.llm.session import LLMSession
 from selfalign.parsers import parse_revised
 from selfalign.paths import resource_dir
 
@@ -88,16 +85,22 @@ def test_passthrough_rows_do_not_call_the_model(ctx):
     assert list(out.response) == list(df.response)
 
 
-def test_longest_of_n_and_samples_kept(ctx):
+def test_longest_of_n_and_samples_kept(ctx, test_model):
     stage = make_stage("reformat_response", ctx, "rf", n=3)
-    df = rows({"instruction": "What causes tides?", "response": "The Moon's gravity.", "category": "open_qa"})
+    df = rows({"instruction": "What causes tides?", "response": "The Moon's gravity.",
+               "category": "open_qa"})
+    test_model.queue("Reasoning: short.\nRevised response: Gravity.",
+                     "Reasoning: the longest.\nRevised response: The Moon's gravity pulls the sea.",
+                     "Reasoning: medium.\nRevised response: The Moon's gravity.")
     out = run_stage(stage, df)
-    # conf/test_model/realign.yaml: odd samples append a closing line, so sample 1 is longest
-    assert out.rewrite_status[0] == "rewritten"
-    assert out.rewrite[0].startswith("The Moon's gravity.") and "To sum up" in out.rewrite[0]
-    assert [s["sample"] for s in out.rewrite_samples[0]] == [0, 1, 2]
-    assert out.rewrite_reasoning[0].startswith("The recipe suits")
-    assert requests(ctx, "rf") == 3
+    assert out.rewrite_status[0] == "rewritten" and requests(ctx, "rf") == 3
+    # whichever sample got the longest answer wins, with its reasoning
+    longest = next(r for r in test_model.requests if "the longest" in r.reply)
+    assert out.rewrite[0] == "The Moon's gravity pulls the sea."
+    assert out.rewrite_reasoning[0] == "the longest."
+    assert sorted(s["sample"] for s in out.rewrite_samples[0]) == [0, 1, 2]
+    assert sorted(r.sample for r in test_model.requests) == [0, 1, 2]
+    assert {s["sample"] for s in out.rewrite_samples[0] if "pulls" in str(s)} == {longest.sample}
 
 
 def test_pick_first(ctx):
@@ -127,26 +130,15 @@ def test_prompt_has_recipe_evidence_and_adaptive_rule(ctx):
     assert "evidence" not in system2.lower()
 
 
-def test_parse_failures_are_retried_a_bounded_number_of_times(tmp_path):
-    from selfalign.context import Rejected, RunContext
-    from selfalign.prompts import PromptLibrary
-
-    cfg = ModelConfig(
-        provider="test", name="junk", rules=[{"match": r"\[Format recipe\]", "reply": "I like it as it is."}]
-    )
-    session = LLMSession({"default": cfg}, tmp_path, ResponseCache(tmp_path / "c.sqlite"))
-    ctx = RunContext(
-        cfg=None,
-        run_dir=tmp_path,
-        prompts=PromptLibrary([resource_dir("prompts")]),
-        llm=session,
-        show_progress=False,
-    )
-    ctx.rejected = Rejected(tmp_path / "rejected.jsonl")
+def test_parse_failures_are_retried_a_bounded_number_of_times(ctx, tmp_path, test_model):
+    test_model.queue(*["I like it as it is."] * 7)  # one more than the budget allows
     stage = make_stage("reformat_response", ctx, "rf", n=2, retries=2)
     out = run_stage(stage, rows({"instruction": "Q?", "response": "A.", "category": "open_qa"}))
     assert out.rewrite_status[0] == "failed" and out.rewrite[0] is None and len(out) == 1
     assert requests(ctx, "rf") == 6  # 2 samples × (1 + 2 retries), then it stops
+    assert len(test_model.requests) == 6 and test_model.pending() == 1
+    # each retry is a new sample index (sample + 1000·attempt)
+    assert sorted(r.sample for r in test_model.requests) == [0, 1, 1000, 1001, 2000, 2001]
     rejected = [json.loads(x) for x in (tmp_path / "rejected.jsonl").read_text().splitlines()]
     assert [r["attempts"] for r in rejected] == [3, 3]
     assert {r["reason"] for r in rejected} == {"parse: no_revised_response"}
