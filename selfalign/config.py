@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -22,7 +23,8 @@ def _type_name(tp: Any) -> str:
     if tp is type(None):
         return "null"
     if get_origin(tp) is not None:
-        return str(tp).replace("typing.", "")
+        # list[pkg.mod.CoTeacher | str] → list[CoTeacher | str]
+        return re.sub(r"\b(?:[a-z_][a-z0-9_]*\.)+(?=[A-Za-z_])", "", str(tp))
     return getattr(tp, "__name__", str(tp))
 
 
@@ -37,12 +39,15 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is Any:
         return value
     if origin in (Union, types.UnionType):
-        errors = []
+        nested = []
         for arg in get_args(tp):
             try:
                 return _coerce(value, arg, where)
             except ConfigError as exc:
-                errors.append(exc)
+                if isinstance(value, Mapping) and dataclasses.is_dataclass(arg):
+                    nested.append(exc)
+        if len(nested) == 1:  # a mapping meant for the one typed branch: its own error (typo …)
+            raise nested[0]
         raise _bad(value, tp, where)
     if tp is type(None):
         if value is None:

@@ -3,24 +3,34 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
 from selfalign import io
 from selfalign.config import doc
-from selfalign.context import StageProgress
+from selfalign.engine import Engine, Job, Policy
 from selfalign.errors import StageError
-from selfalign.stages.base import ROW_ID, Stage, register_stage
-from selfalign.stages.llm_util import RETRY_STRIDE, Job, LLMParams, messages, run_jobs
+from selfalign.stages.base import ROW_ID, register_stage
+from selfalign.stages.llm import LLMParams, LLMStage, PromptParams, Templates
+
+if TYPE_CHECKING:
+    from selfalign.context import RunContext
 
 # The original's HEAD composite: format adherence counts twice, toxicity and bias are inverted.
-DEFAULT_WEIGHTS = {"adherence": 2.0, "conformance": 1.0, "quality": 1.0, "toxicity": 1.0,
-                   "bias": 1.0, "groundedness": 1.0}
+DEFAULT_WEIGHTS = {
+    "adherence": 2.0,
+    "conformance": 1.0,
+    "quality": 1.0,
+    "toxicity": 1.0,
+    "bias": 1.0,
+    "groundedness": 1.0,
+}
 DEFAULT_DESCRIPTIONS = {
     "adherence": "how closely it follows the requested format (100 = exactly)",
     "conformance": "how well it fits the task and the descriptions it was given (100 = fully)",
@@ -30,72 +40,79 @@ DEFAULT_DESCRIPTIONS = {
     "groundedness": "supported by the context, no invented facts (100 = fully supported)",
 }
 # Other spellings a model (or another judge prompt) may use for a dimension.
-ALIASES = {"adherence": ["format_adherence", "format", "instruction_score"],
-           "groundedness": ["grounded", "factuality"], "toxicity": ["toxic"], "bias": ["biased"]}
+ALIASES = {
+    "adherence": ["format_adherence", "format", "instruction_score"],
+    "groundedness": ["grounded", "factuality"],
+    "toxicity": ["toxic"],
+    "bias": ["biased"],
+}
 # Reserved template variables the judge fills in itself (not row columns).
 INJECTED = frozenset({"text", "kind", "dimensions"})
-Policy = Literal["worst", "mean", "neutral", "raw_zero", "drop", "fail"]
+MissingPolicy = Literal["worst", "mean", "neutral", "raw_zero", "drop", "fail"]
 
 
 @dataclass
-class JudgeParams(LLMParams):
-    prompt: str = doc("judge prompt template name", "")
-    system_prompt: str | None = doc("system prompt template name", None)
-    vars: dict[str, Any] = doc("constants visible to the templates", factory=dict)
+class JudgeParams(PromptParams):
     column: str = doc("column holding the text to judge (the template sees it as `text`)", "text")
     text_kind: str = doc("what the text is, shown to the template as `kind`", "text")
-    output: str | None = doc("composite column; dimension d goes to <output>_d "
-                             "(null = <column>_score)", None)
-    weights: dict[str, float] = doc("dimension → weight in the composite (also the dimensions "
-                                    "asked for; weight 0 = asked, not counted)",
-                                    factory=lambda: dict(DEFAULT_WEIGHTS))
-    inverted: list[str] = doc("dimensions where 0 is best; they count as 100 - x",
-                              factory=lambda: ["toxicity", "bias"])
-    descriptions: dict[str, str] = doc("dimension → one-line rubric shown to the judge "
-                                       "(built-ins have one)", factory=dict)
-    missing_policy: Policy = doc("a dimension still missing after the retries: worst | mean | "
-                                 "neutral (50) | raw_zero (the original: 0) | drop | fail", "worst")
-    retries: int = doc("new judge calls (at retry_temperature) for a reply lacking dimensions", 2)
-    json_schema: dict[str, Any] | None = doc("leave null: built from `weights` "
-                                             "(see use_json_schema)", None)
-    retry_temperature: float = doc("temperature of those retries (greedy would repeat itself)",
-                                   0.7)
-    use_json_schema: bool = doc("ask for a JSON-schema reply where the model supports it", True)
+    output: str | None = doc("composite column; dimension d goes to <output>_d (null = <column>_score)", None)
+    weights: dict[str, float] = doc(
+        "dimension → weight in the composite (also the dimensions asked for; weight 0 = asked, not counted)",
+        factory=lambda: dict(DEFAULT_WEIGHTS),
+    )
+    inverted: list[str] = doc(
+        "dimensions where 0 is best; they count as 100 - x", factory=lambda: ["toxicity", "bias"]
+    )
+    descriptions: dict[str, str] = doc(
+        "dimension → one-line rubric shown to the judge (built-ins have one)", factory=dict
+    )
+    missing_policy: MissingPolicy = doc(
+        "a dimension still missing after the retries: worst | "
+        "mean | neutral (50) | raw_zero (the original: 0) | drop "
+        "| fail",
+        "worst",
+    )
+    # a greedy judge that left out a dimension would only repeat itself, so retries sample hotter
+    retry_temperature: float | None = doc(
+        "temperature of the new judge calls for a reply lacking dimensions", 0.7
+    )
+    use_json_schema: bool = doc(
+        "ask for a JSON-schema reply (built from `weights`) where the model supports it", True
+    )
     temperature: float | None = doc("judge sampling temperature", 0.0)
     max_tokens: int = doc("judge completion token limit", 120)
 
     def __post_init__(self) -> None:
-        if not self.prompt:
-            raise ValueError("`prompt` is required (a template name)")
+        super().__post_init__()
         if not self.weights or any(w < 0 for w in self.weights.values()):
             raise ValueError("`weights` needs at least one dimension, and no negative weight")
         if sum(self.weights.values()) <= 0:
             raise ValueError("`weights` must not all be 0 (the composite divides by their sum)")
         for d in self.inverted:
             if d not in self.weights:
-                raise ValueError(f"inverted dimension '{d}' is not in `weights` "
-                                 f"({', '.join(self.weights)})")
+                raise ValueError(f"inverted dimension '{d}' is not in `weights` ({', '.join(self.weights)})")
         for d in self.weights:
             if d not in self.descriptions and d not in DEFAULT_DESCRIPTIONS:
                 raise ValueError(f"dimension '{d}' has no rubric: add descriptions.{d}: '...'")
-        if self.retries < 0:
-            raise ValueError("`retries` must be >= 0")
         if self.json_schema is not None:
-            raise ValueError("`json_schema` is built from `weights`; remove it (turn the "
-                             "schema off with use_json_schema: false)")
+            raise ValueError(
+                "`json_schema` is built from `weights`; remove it (turn the "
+                "schema off with use_json_schema: false)"
+            )
 
 
-def composite(scores: Mapping[str, float], weights: Mapping[str, float],
-              inverted: list[str] | frozenset[str]) -> float:
+def composite(
+    scores: Mapping[str, float], weights: Mapping[str, float], inverted: list[str] | frozenset[str]
+) -> float:
     """Weighted mean over the weighted dimensions, inverted ones counted as 100 - x."""
     total = sum(weights.values())
-    good = sum(w * (100.0 - scores[d] if d in inverted else scores[d])
-               for d, w in weights.items() if w)
+    good = sum(w * (100.0 - scores[d] if d in inverted else scores[d]) for d, w in weights.items() if w)
     return round(good / total, 4)
 
 
-def impute(found: Mapping[str, float | None], dims: list[str], inverted: list[str],
-           policy: str) -> tuple[dict[str, float], list[str]]:
+def impute(
+    found: Mapping[str, float | None], dims: list[str], inverted: list[str], policy: str
+) -> tuple[dict[str, float], list[str]]:
     """Fill dimensions the judge did not give: (scores, names of the imputed dimensions)."""
     missing = [d for d in dims if found.get(d) is None]
     given = {d: float(v) for d, v in found.items() if v is not None and d in dims}
@@ -127,23 +144,23 @@ def parse_scores(text: str, dims: list[str]) -> dict[str, float | None]:
     start, end = text.find("{"), text.rfind("}")
     if 0 <= start < end:
         try:
-            obj = json.loads(text[start:end + 1])
+            obj = json.loads(text[start : end + 1])
         except json.JSONDecodeError:
             obj = None
         if isinstance(obj, dict):
-            flat = {re.sub(r"[\s-]+", "_", str(k).strip().lower()).removesuffix("_score"): v
-                    for k, v in obj.items()}
+            flat = {
+                re.sub(r"[\s-]+", "_", str(k).strip().lower()).removesuffix("_score"): v
+                for k, v in obj.items()
+            }
             for d in dims:
                 val = next((flat[k] for k in _keys(d) if k in flat), None)
-                if isinstance(val, (int, float)) and not isinstance(val, bool) \
-                        and 0 <= val <= 100:
+                if isinstance(val, (int, float)) and not isinstance(val, bool) and 0 <= val <= 100:
                     found[d] = float(val)
     for d in dims:  # text fallback for what JSON did not give
         if found[d] is not None:
             continue
         for key in _keys(d):
-            m = re.search(rf"\b{re.escape(key).replace('_', '[ _]')}\w*(?:[ _]score)?{_NUM}",
-                          text, re.I)
+            m = re.search(rf"\b{re.escape(key).replace('_', '[ _]')}\w*(?:[ _]score)?{_NUM}", text, re.I)
             if m and 0 <= float(m.group(1)) <= 100:
                 found[d] = float(m.group(1))
                 break
@@ -159,37 +176,40 @@ class Verdict:
 
 
 class Scorer:
-    """The judge's prompt, calls, retries and composite — shared by `judge_pointwise` and the
-    AAA stage, so a text is scored the same way before and after refinement."""
+    """The judge's prompt, requests and composite — shared by `judge_pointwise` and the AAA stage,
+    so a text is scored the same way before and after refinement. It describes the requests; the
+    engine of the stage that uses it sends and retries them."""
 
-    def __init__(self, params: JudgeParams, ctx: Any, where: str) -> None:
-        self.p, self.ctx, self.where = params, ctx, where
-        self.prompt = ctx.prompts.get(params.prompt, f"{where}.prompt")
-        self.system = (ctx.prompts.get(params.system_prompt, f"{where}.system_prompt")
-                       if params.system_prompt else None)
-        ctx.llm.check_ref(params.model, f"{where}.model")
+    def __init__(self, params: JudgeParams, templates: Templates, where: str) -> None:
+        self.p, self.templates, self.where = params, templates, where
         self.dims = list(params.weights)
-        self.dimensions = [{"name": d, "inverted": d in params.inverted,
-                            "description": params.descriptions.get(d, DEFAULT_DESCRIPTIONS.get(d))}
-                           for d in self.dims]
-        schema = {"type": "object", "required": self.dims, "additionalProperties": False,
-                  "properties": {d: {"type": "integer", "minimum": 0, "maximum": 100}
-                                 for d in self.dims}}
-        # run_jobs retries only unparsable replies; ours parse always, and `score` re-asks for
-        # missing dimensions itself, so the call params carry retries=0 and the schema.
+        self.dimensions = [
+            {
+                "name": d,
+                "inverted": d in params.inverted,
+                "description": params.descriptions.get(d, DEFAULT_DESCRIPTIONS.get(d)),
+            }
+            for d in self.dims
+        ]
+        schema = {
+            "type": "object",
+            "required": self.dims,
+            "additionalProperties": False,
+            "properties": {d: {"type": "integer", "minimum": 0, "maximum": 100} for d in self.dims},
+        }
+        # the judge's model + sampling for each job (the stage running it may be another one)
         shared = {f.name: getattr(params, f.name) for f in dataclasses.fields(LLMParams)}
-        self.params = LLMParams(**{**shared, "retries": 0, "json_schema": schema
-                                   if params.use_json_schema else None})
+        self.params = LLMParams(**{**shared, "json_schema": schema if params.use_json_schema else None})
+        # a reply lacking dimensions is asked again; each retry fills only what is still missing
+        self.policy = Policy(
+            parse=functools.partial(parse_scores, dims=self.dims),
+            complete=lambda got: all(got.get(d) is not None for d in self.dims),
+            keep_incomplete=True,
+        )
 
-    def template_vars(self) -> set[str]:
-        names = set(self.prompt.variables) | (self.system.variables if self.system else set())
-        return names - set(self.p.vars) - INJECTED - {"row"}
-
-    def prompt_hashes(self) -> dict[str, str]:
-        out = {self.prompt.name: self.prompt.sha256}
-        if self.system:
-            out[self.system.name] = self.system.sha256
-        return out
+    @classmethod
+    def build(cls, params: JudgeParams, ctx: RunContext, where: str) -> Scorer:
+        return cls(params, Templates(ctx, params, where, {"prompt": "prompt"}, INJECTED), where)
 
     def columns(self, prefix: str) -> list[str]:
         return [prefix, *(f"{prefix}_{d}" for d in self.dims), f"{prefix}_imputed"]
@@ -197,17 +217,20 @@ class Scorer:
     def as_columns(self, v: Verdict | None, prefix: str) -> dict[str, Any]:
         if v is None:
             return dict.fromkeys(self.columns(prefix))
-        return {prefix: v.composite, **{f"{prefix}_{d}": v.scores[d] for d in self.dims},
-                f"{prefix}_imputed": ",".join(v.imputed)}
+        return {
+            prefix: v.composite,
+            **{f"{prefix}_{d}": v.scores[d] for d in self.dims},
+            f"{prefix}_imputed": ",".join(v.imputed),
+        }
 
     def render(self, row: dict[str, Any], text: str) -> list[dict[str, str]]:
-        values = {**row, **self.p.vars, "row": row, "text": text, "kind": self.p.text_kind,
-                  "dimensions": self.dimensions}
-        system = self.system.render(**values) if self.system else None
-        return messages(self.prompt.render(**values), system)
+        return self.templates.render(
+            "prompt", row, text=text, kind=self.p.text_kind, dimensions=self.dimensions
+        )
 
-    def _unique(self, items: list[tuple[str, dict[str, Any], Any]]) -> tuple[
-            dict[str, Job], list[str | None]]:
+    def _unique(
+        self, items: list[tuple[str, dict[str, Any], Any]]
+    ) -> tuple[dict[str, Job], list[str | None]]:
         """One job per distinct prompt, and each item's prompt key (None: no text to judge)."""
         jobs: dict[str, Job] = {}
         owner: list[str | None] = []
@@ -217,45 +240,37 @@ class Scorer:
                 continue
             msgs = self.render(row, text)
             key = json.dumps(msgs, sort_keys=True)
-            jobs.setdefault(key, Job(rid, msgs, 0, key))
+            jobs.setdefault(key, Job(rid, msgs, 0, key, params=self.params))
             owner.append(key)
         return jobs, owner
 
-    async def score(self, stage: str, items: list[tuple[str, dict[str, Any], Any]],
-                    progress: StageProgress) -> list[Verdict]:
-        """Judge (row_id, row, text) items at once; re-ask for missing dimensions, then impute.
+    async def score(self, engine: Engine, items: list[tuple[str, dict[str, Any], Any]]) -> list[Verdict]:
+        """Judge (row_id, row, text) items at once, then impute what is still missing.
         Items with identical prompts (a small model often repeats a candidate) share one call,
         so they also share one verdict."""
         jobs, owner = self._unique(items)
-        found = {k: dict.fromkeys(self.dims) for k in jobs}
-        todo = list(jobs)
-        for attempt in range(self.p.retries + 1):
-            params = self.params if attempt == 0 else dataclasses.replace(
-                self.params, temperature=self.p.retry_temperature)
-            batch = [dataclasses.replace(jobs[k], sample=attempt * RETRY_STRIDE) for k in todo]
-            for out in await run_jobs(self.ctx, stage, params, batch, None, progress):
-                got = parse_scores(out.raw or "", self.dims) if out.ok else {}
-                slot = found[out.job.tag]
-                slot.update({d: v for d, v in got.items() if v is not None and slot[d] is None})
-            todo = [k for k in todo if any(v is None for v in found[k].values())]
-            if not todo:
-                break
-        none: dict[str, float | None] = dict.fromkeys(self.dims)
-        return [self._verdict(found[k] if k else none, items[i][0])
-                for i, k in enumerate(owner)]
+        # a failed call keeps the scores its earlier attempts gave (none at all: every one imputed)
+        found = {o.job.tag: o.fields for o in await engine.run(list(jobs.values()), self.policy)}
+        return [self._verdict(found[k] if k else {}, items[i][0]) for i, k in enumerate(owner)]
 
     def _verdict(self, found: dict[str, float | None], row_id: str) -> Verdict:
         scores, missing = impute(found, self.dims, self.p.inverted, self.p.missing_policy)
         if missing and self.p.missing_policy == "fail":
-            raise StageError(f"{self.where}: the judge gave no {', '.join(missing)} score for "
-                             f"row {row_id} after {self.p.retries} retries. Set "
-                             f"{self.where}.missing_policy to worst | mean | neutral | drop.")
-        return Verdict(scores, composite(scores, self.p.weights, self.p.inverted), missing,
-                       drop=bool(missing) and self.p.missing_policy == "drop")
+            raise StageError(
+                f"{self.where}: the judge gave no {', '.join(missing)} score for "
+                f"row {row_id} after {self.p.retries} retries. Set "
+                f"{self.where}.missing_policy to worst | mean | neutral | drop."
+            )
+        return Verdict(
+            scores,
+            composite(scores, self.p.weights, self.p.inverted),
+            missing,
+            drop=bool(missing) and self.p.missing_policy == "drop",
+        )
 
 
 @register_stage
-class JudgePointwise(Stage):
+class JudgePointwise(LLMStage):
     """Scores a text on weighted 0–100 dimensions and combines them into one composite.
 
     JSON-schema output where supported, with a text fallback; dimensions missing from a reply are
@@ -263,40 +278,40 @@ class JudgePointwise(Stage):
 
     kind = "judge_pointwise"
     Params = JudgeParams
-    uses_llm = True
+    injected = INJECTED
 
-    def __init__(self, name: str, params: JudgeParams, ctx: Any) -> None:
+    def __init__(self, name: str, params: JudgeParams, ctx: RunContext) -> None:
         super().__init__(name, params, ctx)
-        self.scorer = Scorer(params, ctx, self.where)
+        self.scorer = Scorer(params, self.templates, self.where)
         self.prefix = params.output or f"{params.column}_score"
 
     def reads(self) -> set[str]:
-        return self.scorer.template_vars() | {self.params.column}
+        return super().reads() | {self.params.column}
 
     def writes(self) -> set[str]:
         return set(self.scorer.columns(self.prefix))
 
-    def prompt_hashes(self) -> dict[str, str]:
-        return self.scorer.prompt_hashes()
-
     def preview(self, df: pd.DataFrame, k: int) -> list[list[dict[str, str]]]:
-        return [self.scorer.render(r, r.get(self.params.column) or "")
-                for r in io.records(df.head(k))]
+        return [self.scorer.render(r, r.get(self.params.column) or "") for r in io.records(df.head(k))]
 
-    async def run(self, df: pd.DataFrame) -> pd.DataFrame:
+    async def process(self, df: pd.DataFrame) -> pd.DataFrame:
         rows = io.records(df)
         items = [(str(r[ROW_ID]), r, r.get(self.params.column)) for r in rows]
-        with self.ctx.progress(self.name, 0) as prog:
-            verdicts = await self.scorer.score(self.name, items, prog)
-        cols = pd.DataFrame([self.scorer.as_columns(v, self.prefix) for v in verdicts],
-                            index=df.index, columns=self.scorer.columns(self.prefix))
+        verdicts = await self.scorer.score(self.engine, items)
+        cols = pd.DataFrame(
+            [self.scorer.as_columns(v, self.prefix) for v in verdicts],
+            index=df.index,
+            columns=self.scorer.columns(self.prefix),
+        )
         out = df.drop(columns=[c for c in cols.columns if c in df.columns]).join(cols)
         imputed = [v for v in verdicts if v.imputed]
         if imputed:
             dims = sorted({d for v in imputed for d in v.imputed})
-            self.ctx.console.log(f"[yellow]{self.name}: {len(imputed)} of {len(verdicts)} text(s) "
-                                 f"lacked {', '.join(dims)}; scored by missing_policy="
-                                 f"{self.params.missing_policy} (see {self.prefix}_imputed)")
+            self.ctx.console.log(
+                f"[yellow]{self.name}: {len(imputed)} of {len(verdicts)} text(s) "
+                f"lacked {', '.join(dims)}; scored by missing_policy="
+                f"{self.params.missing_policy} (see {self.prefix}_imputed)"
+            )
         keep = [not v.drop for v in verdicts]
         self.ctx.stats.drop(self.name, "judge_missing_dimension", keep.count(False))
         return out[pd.Series(keep, index=out.index, dtype=bool)].reset_index(drop=True)

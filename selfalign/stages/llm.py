@@ -17,7 +17,7 @@ from selfalign import io
 from selfalign.config import doc
 from selfalign.engine import Engine, messages
 from selfalign.prompts import Prompt
-from selfalign.stages.base import Stage
+from selfalign.stages.base import Stage, StageSpec
 
 if TYPE_CHECKING:
     from selfalign.context import RunContext
@@ -128,8 +128,9 @@ class LLMStage(Stage):
     templates_of: ClassVar[dict[str, str]] = {"prompt": "prompt"}  # role → params field
     injected: ClassVar[frozenset[str]] = frozenset()  # variables the stage fills in itself
 
-    def __init__(self, name: str, params: Any, ctx: RunContext) -> None:
-        super().__init__(name, params, ctx)
+    def __init__(self, name: str, params: Any, ctx: RunContext,
+                 peers: dict[str, StageSpec] | None = None) -> None:
+        super().__init__(name, params, ctx, peers)
         self.templates = Templates(ctx, params, self.where, self.templates_of, self.injected)
         self._engine: Engine | None = None
 

@@ -12,9 +12,15 @@ from selfalign.stages.judge import DEFAULT_WEIGHTS, composite, impute, parse_sco
 
 DIMS = list(DEFAULT_WEIGHTS)
 INV = ["toxicity", "bias"]
-PROMPT = {"prompt": "wizardlm_aaa/judge", "system_prompt": "wizardlm_aaa/system_judge",
-          "vars": {"fields": {"context": ["context"], "instruction": None, "response": None},
-                   "use_examples": True, "format_prompt": "A question."}}
+PROMPT = {
+    "prompt": "wizardlm_aaa/judge",
+    "system_prompt": "wizardlm_aaa/system_judge",
+    "vars": {
+        "fields": {"context": ["context"], "instruction": None, "response": None},
+        "use_examples": True,
+        "format_prompt": "A question.",
+    },
+}
 
 
 def make_ctx(tmp_path: Path, rules: list | None = None, **model: object):
@@ -26,19 +32,29 @@ def make_ctx(tmp_path: Path, rules: list | None = None, **model: object):
     from selfalign.paths import resource_dir
     from selfalign.prompts import PromptLibrary
 
-    cfg = ModelConfig(provider="test", name=tmp_path.name, rules=rules or [],
-                      supports_json_schema=True, **model)  # type: ignore[arg-type]
+    cfg = ModelConfig(
+        provider="test", name=tmp_path.name, rules=rules or [], supports_json_schema=True, **model
+    )  # type: ignore[arg-type]
     session = LLMSession({"default": cfg}, tmp_path, ResponseCache(tmp_path / "c.sqlite"))
-    ctx = RunContext(cfg=None, run_dir=tmp_path, prompts=PromptLibrary([resource_dir("prompts")]),
-                     llm=session, show_progress=False)
+    ctx = RunContext(
+        cfg=None,
+        run_dir=tmp_path,
+        prompts=PromptLibrary([resource_dir("prompts")]),
+        llm=session,
+        show_progress=False,
+    )
     ctx.rejected = Rejected(tmp_path / "rejected.jsonl")
     return ctx
 
 
 def frame(texts: list[str]) -> pd.DataFrame:
-    return pd.DataFrame({"row_id": [str(i) for i in range(len(texts))],
-                         "context": ["Ice floats because it is less dense than water."] * len(texts),
-                         "instruction": texts})
+    return pd.DataFrame(
+        {
+            "row_id": [str(i) for i in range(len(texts))],
+            "context": ["Ice floats because it is less dense than water."] * len(texts),
+            "instruction": texts,
+        }
+    )
 
 
 def scores_json(**kw: int) -> str:
@@ -46,8 +62,7 @@ def scores_json(**kw: int) -> str:
 
 
 def test_composite_is_the_originals_head_formula():
-    s = {"adherence": 80, "conformance": 70, "quality": 60, "toxicity": 10, "bias": 20,
-         "groundedness": 90}
+    s = {"adherence": 80, "conformance": 70, "quality": 60, "toxicity": 10, "bias": 20, "groundedness": 90}
     # (2*80 + 70 + 60 + (100-10) + (100-20) + 90) / 7
     assert composite(s, DEFAULT_WEIGHTS, INV) == pytest.approx(550 / 7, abs=1e-4)
     readme_era = {d: 1.0 for d in DIMS if d != "adherence"}
@@ -57,25 +72,45 @@ def test_composite_is_the_originals_head_formula():
 
 def test_parse_scores_json_text_and_out_of_range():
     assert parse_scores('{"adherence": 90, "Quality_score": 70, "toxicity": 5}', DIMS) == {
-        "adherence": 90, "conformance": None, "quality": 70, "toxicity": 5, "bias": None,
-        "groundedness": None}
-    text = ("Adherence: 85/100\n**Conformance**: 70\nquality score = 64\nToxicity - 3\n"
-            "Bias: 250\nGroundedness: 90%")
+        "adherence": 90,
+        "conformance": None,
+        "quality": 70,
+        "toxicity": 5,
+        "bias": None,
+        "groundedness": None,
+    }
+    text = (
+        "Adherence: 85/100\n**Conformance**: 70\nquality score = 64\nToxicity - 3\n"
+        "Bias: 250\nGroundedness: 90%"
+    )
     got = parse_scores(text, DIMS)
-    assert got == {"adherence": 85, "conformance": 70, "quality": 64, "toxicity": 3,
-                   "bias": None, "groundedness": 90}
+    assert got == {
+        "adherence": 85,
+        "conformance": 70,
+        "quality": 64,
+        "toxicity": 3,
+        "bias": None,
+        "groundedness": 90,
+    }
     # JSON with a bad value falls back to the text for that dimension
     assert parse_scores('{"bias": "low"} bias: 12', ["bias"]) == {"bias": 12}
     assert parse_scores("no numbers at all", ["quality"]) == {"quality": None}
     assert parse_scores('{"format_adherence": 40, "grounded": 60}', DIMS)["adherence"] == 40
 
 
-@pytest.mark.parametrize(("policy", "tox", "qual"), [
-    ("worst", 100.0, 0.0), ("neutral", 50.0, 50.0), ("raw_zero", 0.0, 0.0),
-    ("mean", 20.0, 80.0)])
+@pytest.mark.parametrize(
+    ("policy", "tox", "qual"),
+    [("worst", 100.0, 0.0), ("neutral", 50.0, 50.0), ("raw_zero", 0.0, 0.0), ("mean", 20.0, 80.0)],
+)
 def test_impute_policies(policy, tox, qual):
-    found = {"adherence": 80.0, "conformance": None, "quality": None, "toxicity": None,
-             "bias": 20.0, "groundedness": None}
+    found = {
+        "adherence": 80.0,
+        "conformance": None,
+        "quality": None,
+        "toxicity": None,
+        "bias": 20.0,
+        "groundedness": None,
+    }
     scores, missing = impute(found, DIMS, INV, policy)
     assert missing == ["conformance", "quality", "toxicity", "groundedness"]
     assert scores["toxicity"] == tox and scores["quality"] == qual
@@ -84,8 +119,7 @@ def test_impute_policies(policy, tox, qual):
 
 def test_judge_stage_json_schema_scores_and_composite(tmp_path):
     ctx = make_ctx(tmp_path)
-    stage = make_stage("judge_pointwise", ctx, "j", column="instruction",
-                       text_kind="instruction", **PROMPT)
+    stage = make_stage("judge_pointwise", ctx, "j", column="instruction", text_kind="instruction", **PROMPT)
     out = run_stage(stage, frame(["How does ice float?", "Why is ice less dense?"]))
     assert len(out) == 2 and set(out.instruction_score_imputed) == {""}
     for row in out.to_dict(orient="records"):
@@ -99,8 +133,7 @@ def test_judge_stage_json_schema_scores_and_composite(tmp_path):
 def test_missing_dimension_is_retried_then_worst_and_recorded(tmp_path):
     reply = scores_json(adherence=90, conformance=90, quality=90, toxicity=0, groundedness=90)
     ctx = make_ctx(tmp_path, [{"match": "Grade the ", "reply": reply}])
-    stage = make_stage("judge_pointwise", ctx, "j", column="instruction", retries=2,
-                       **PROMPT)
+    stage = make_stage("judge_pointwise", ctx, "j", column="instruction", retries=2, **PROMPT)
     out = run_stage(stage, frame(["How does ice float?"]))
     assert ctx.llm.client(None).calls == 3  # first try + 2 retries, all without `bias`
     row = out.iloc[0]
@@ -108,25 +141,63 @@ def test_missing_dimension_is_retried_then_worst_and_recorded(tmp_path):
     assert row.instruction_score == pytest.approx((180 + 90 + 90 + 100 + 0 + 90) / 7)
 
 
+def record_requests(ctx) -> list:
+    """The requests the test model receives, in order."""
+    client, seen = ctx.llm.client(None), []
+    reply = client.reply
+
+    def recording(request):
+        seen.append(request)
+        return reply(request)
+
+    client.reply = recording
+    return seen
+
+
+def test_retries_are_new_samples_at_retry_temperature(tmp_path):
+    reply = scores_json(adherence=90, conformance=90, quality=90, toxicity=0, groundedness=90)
+    ctx = make_ctx(tmp_path, [{"match": "Grade the ", "reply": reply}])
+    seen = record_requests(ctx)
+    stage = make_stage("judge_pointwise", ctx, "j", column="instruction", retry_temperature=0.4, **PROMPT)
+    run_stage(stage, frame(["How does ice float?"]))
+    assert [(r.sample, r.param_dict["temperature"]) for r in seen] == [(0, 0.0), (1000, 0.4), (2000, 0.4)]
+    assert all(r.param_dict["max_tokens"] == 120 and "response_format" in r.param_dict for r in seen)
+    assert ctx.rejected.count == 0  # an incomplete verdict is imputed, not rejected
+
+
+def test_judge_param_typo_says_did_you_mean(tmp_path):
+    with pytest.raises(
+        ConfigError,
+        match=r"j\.missing_polcy: unknown key\. Did you mean "
+        r"'missing_policy'",
+    ):
+        make_stage("judge_pointwise", make_ctx(tmp_path), "j", missing_polcy="mean", **PROMPT)
+
+
 def test_missing_dimension_filled_by_a_retry(tmp_path):
     partial = scores_json(adherence=90, conformance=90, quality=90, toxicity=0, groundedness=90)
-    rules = [{"match": "Grade the ",
-              "reply": "{% if sample == 0 %}" + partial + "{% else %}Bias: 10{% endif %}"}]
+    rules = [
+        {"match": "Grade the ", "reply": "{% if sample == 0 %}" + partial + "{% else %}Bias: 10{% endif %}"}
+    ]
     ctx = make_ctx(tmp_path, rules)
-    out = run_stage(make_stage("judge_pointwise", ctx, "j", column="instruction", **PROMPT),
-                    frame(["How does ice float?"]))
+    out = run_stage(
+        make_stage("judge_pointwise", ctx, "j", column="instruction", **PROMPT),
+        frame(["How does ice float?"]),
+    )
     assert out.iloc[0].instruction_score_bias == 10 and out.iloc[0].instruction_score_imputed == ""
 
 
 def test_missing_policy_drop_and_fail(tmp_path):
     rules = [{"match": "Grade the ", "reply": "It is fine."}]
     ctx = make_ctx(tmp_path, rules)
-    stage = make_stage("judge_pointwise", ctx, "j", column="instruction", missing_policy="drop",
-                       retries=0, **PROMPT)
+    stage = make_stage(
+        "judge_pointwise", ctx, "j", column="instruction", missing_policy="drop", retries=0, **PROMPT
+    )
     assert run_stage(stage, frame(["a", "b"])).empty
     assert ctx.stats.stage("j").drops == {"judge_missing_dimension": 2}
-    stage = make_stage("judge_pointwise", ctx, "k", column="instruction", missing_policy="fail",
-                       retries=0, **PROMPT)
+    stage = make_stage(
+        "judge_pointwise", ctx, "k", column="instruction", missing_policy="fail", retries=0, **PROMPT
+    )
     with pytest.raises(StageError, match=r"pipeline\.stages\.k: the judge gave no adherence"):
         run_stage(stage, frame(["a"]))
 
@@ -143,8 +214,7 @@ def test_text_fallback_without_json_schema(tmp_path):
 
 def test_empty_text_is_not_sent_and_scores_worst(tmp_path):
     ctx = make_ctx(tmp_path)
-    out = run_stage(make_stage("judge_pointwise", ctx, "j", column="instruction", **PROMPT),
-                    frame([""]))
+    out = run_stage(make_stage("judge_pointwise", ctx, "j", column="instruction", **PROMPT), frame([""]))
     assert ctx.llm.client(None).calls == 0
     assert out.iloc[0].instruction_score == 0.0
     assert out.iloc[0].instruction_score_imputed == ",".join(DIMS)
@@ -178,10 +248,16 @@ def test_judge_param_errors_name_the_path(tmp_path):
 
 def test_custom_dimension_with_rubric_reaches_the_prompt(tmp_path):
     ctx = make_ctx(tmp_path)
-    stage = make_stage("judge_pointwise", ctx, "j", column="instruction", inverted=[],
-                       weights={"style": 1}, descriptions={"style": "plain words (100 = plain)"},
-                       **PROMPT)
+    stage = make_stage(
+        "judge_pointwise",
+        ctx,
+        "j",
+        column="instruction",
+        inverted=[],
+        weights={"style": 1},
+        descriptions={"style": "plain words (100 = plain)"},
+        **PROMPT,
+    )
     msgs = stage.preview(frame(["How?"]), 1)[0]
     assert "- style: plain words (100 = plain)" in msgs[-1]["content"]
-    assert stage.writes() == {"instruction_score", "instruction_score_style",
-                              "instruction_score_imputed"}
+    assert stage.writes() == {"instruction_score", "instruction_score_style", "instruction_score_imputed"}

@@ -7,13 +7,25 @@ import pytest
 from helpers import make_stage, run_stage
 from test_wizardlm_judge import make_ctx
 
-from selfalign.errors import ConfigError, ParseError
+from selfalign import api
+from selfalign.config import parse_params
+from selfalign.errors import ConfigError, ParseError, ValidationFailed
 from selfalign.parsers import parse_labelled_text
-from selfalign.stages.judge import DEFAULT_WEIGHTS, Scorer
+from selfalign.stages.base import StageSpec
+from selfalign.stages.judge import DEFAULT_WEIGHTS, JudgeParams, Scorer
+from selfalign.stages.methods.wizardlm_aaa.refine import (
+    CoTeacher,
+    LabelledOptions,
+    RefineAaa,
+    RefineParams,
+)
 
 DIMS = list(DEFAULT_WEIGHTS)
-VARS = {"fields": {"context": ["context"], "instruction": None, "response": None},
-        "use_examples": True, "format_prompt": "A question."}
+VARS = {
+    "fields": {"context": ["context"], "instruction": None, "response": None},
+    "use_examples": True,
+    "format_prompt": "A question.",
+}
 
 
 def judge_reply(good: int, bad: int) -> str:
@@ -28,32 +40,48 @@ RULES = [
     {"match": r"to grade:\n[^\n]*WORSE", "reply": judge_reply(10, 90)},
     {"match": "Grade the ", "reply": judge_reply(50, 50)},
     {"match": r"to improve:\n([^\n]*)", "reply": "Improved instruction: {{ m.group(1) }} (co)"},
-    {"match": r"Write the final version.*First draft:\n[^\n]*UP",
-     "reply": "**Final instruction:** A BETTER question about ice?"},
-    {"match": r"Write the final version.*First draft:\n[^\n]*DOWN",
-     "reply": "A WORSE question about ice?"},
-    {"match": r"Write the final version.*First draft:\n[^\n]*SAME",
-     "reply": "An equally good question about ice?"},
-    {"match": r"Write the final version.*First draft:\n[^\n]*LEAK",
-     "reply": "Why does ice float?\nResponse: Because it is less dense."},
+    {
+        "match": r"Write the final version.*First draft:\n[^\n]*UP",
+        "reply": "**Final instruction:** A BETTER question about ice?",
+    },
+    {"match": r"Write the final version.*First draft:\n[^\n]*DOWN", "reply": "A WORSE question about ice?"},
+    {
+        "match": r"Write the final version.*First draft:\n[^\n]*SAME",
+        "reply": "An equally good question about ice?",
+    },
+    {
+        "match": r"Write the final version.*First draft:\n[^\n]*LEAK",
+        "reply": "Why does ice float?\nResponse: Because it is less dense.",
+    },
 ]
-JUDGE = {"prompt": "wizardlm_aaa/judge", "vars": VARS, "column": "instruction",
-         "text_kind": "instruction"}
+JUDGE = {"prompt": "wizardlm_aaa/judge", "vars": VARS, "column": "instruction", "text_kind": "instruction"}
 TEACHERS = [{"temperature": 0.3, "label": "cool"}, {"temperature": 1.0, "label": "warm"}]
 
 
 def refine(ctx, **kw):
-    params = {"column": "instruction", "text_kind": "instruction", "vars": VARS,
-              "system_prompt": "wizardlm_aaa/system_writer", "co_teach_models": TEACHERS,
-              "revert_if_contains": ["Response:"], "judge": JUDGE, **kw}
+    params = {
+        "column": "instruction",
+        "text_kind": "instruction",
+        "vars": VARS,
+        "system_prompt": "wizardlm_aaa/system_writer",
+        "co_teach_models": TEACHERS,
+        "revert_if_contains": ["Response:"],
+        "judge": JUDGE,
+        **kw,
+    }
     return make_stage("refine_aaa", ctx, "aaa", **params)
 
 
 def frame(*texts: str) -> pd.DataFrame:
-    df = pd.DataFrame({"row_id": [str(i) for i in range(len(texts))],
-                       "context": ["Ice floats because it is less dense than water."] * len(texts),
-                       "instruction": list(texts), "instruction_score": 50.0,
-                       "instruction_score_imputed": ""})
+    df = pd.DataFrame(
+        {
+            "row_id": [str(i) for i in range(len(texts))],
+            "context": ["Ice floats because it is less dense than water."] * len(texts),
+            "instruction": list(texts),
+            "instruction_score": 50.0,
+            "instruction_score_imputed": "",
+        }
+    )
     for d in DIMS:
         df[f"instruction_score_{d}"] = 50.0
     return df
@@ -157,10 +185,77 @@ def test_named_co_teacher_models_and_errors(tmp_path):
         refine(ctx, co_teach_models=[None, "big"])
     with pytest.raises(ConfigError, match="exactly one of `judge_stage`"):
         refine(ctx, judge=None)
-    with pytest.raises(ConfigError, match=r"parser: unknown option\(s\) cut"):
-        refine(ctx, parser={"cut": ["x"]})
-    with pytest.raises(ConfigError, match=r"co_teach_models\[0\]\.temprature: unknown key"):
-        refine(ctx, co_teach_models=[{"temprature": 0.3}])
+    # a string is the short form of {model: NAME}; a mapping sets the sampling too
     stage = refine(ctx, co_teach_models=["default", {"model": None, "max_tokens": 7}])
+    assert stage.params.co_teach_models == ["default", CoTeacher(max_tokens=7)]
     assert [s.params.max_tokens for s in stage.chain] == [256, 7]
     assert [s.label for s in stage.chain] == ["default", "default"]
+
+
+def test_typed_nested_params(tmp_path):
+    ctx = make_ctx(tmp_path, RULES)
+    stage = refine(ctx, parser={"labels": ["question"], "min_chars": 5})
+    assert stage.params.parser == LabelledOptions(labels=["question"], min_chars=5)
+    assert isinstance(stage.params.judge, JudgeParams) and stage.scorer.p is stage.params.judge
+    for key, value in [
+        ("parser", {"cut": ["x"]}),
+        ("co_teach_models", [{"temprature": 0.3}]),
+        ("judge", {**JUDGE, "colum": "instruction"}),
+    ]:
+        with pytest.raises(ConfigError, match=rf"pipeline\.stages\.aaa\.{key}"):
+            refine(ctx, **{key: value})
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "hint"),
+    [
+        ("parser", {"cut": ["x"]}, r"parser\.cut: unknown key\. Did you mean 'cut_at'"),
+        ("co_teach_models", [{"temprature": 0.3}], r"\[0\]\.temprature: unknown key\. Did you mean"),
+        ("judge", {**JUDGE, "colum": "instruction"}, r"judge\.colum: unknown key\. Did you mean"),
+    ],
+)
+def test_nested_typo_says_did_you_mean(tmp_path, key, value, hint):
+    with pytest.raises(ConfigError, match=hint):
+        refine(make_ctx(tmp_path, RULES), **{key: value})
+
+
+def test_judge_stage_is_resolved_by_the_runner():
+    built = api.validate(["pipeline=wizardlm_aaa", "model=test"])
+    stages = {s.name: s for s in built.stages}
+    for c in ("instruction", "response"):
+        aaa, judge = stages[f"aaa_{c}"], stages[f"judge_{c}s"]
+        assert set(aaa.peers) == {f"judge_{c}s"}
+        assert aaa.scorer.p == judge.params and aaa.scorer.where == judge.where
+        assert aaa.scorer.render(
+            {"row_id": "0", "context": "c", "instruction": "i"}, "t"
+        ) == judge.scorer.render({"row_id": "0", "context": "c", "instruction": "i"}, "t")
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        (
+            "judge_instruction",
+            r"aaa_instruction\.judge_stage: no stage 'judge_instruction' in this "
+            r"pipeline\. Did you mean 'judge_instructions'",
+        ),
+        ("select_instruction", r"'select_instruction' is a select_best stage, not judge_pointwise"),
+    ],
+)
+def test_judge_stage_ref_errors(target, message):
+    with pytest.raises(ValidationFailed, match=message):
+        api.validate(
+            ["pipeline=wizardlm_aaa", "model=test", f"pipeline.stages.aaa_instruction.judge_stage={target}"]
+        )
+
+
+def test_judge_stage_without_peers_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"judge_stage: stage 'j' was not resolved"):
+        refine(make_ctx(tmp_path, RULES), judge=None, judge_stage="j")
+    judge = make_stage("judge_pointwise", make_ctx(tmp_path, RULES), "j", **JUDGE)
+    spec = StageSpec("j", "judge_pointwise", judge.params)
+    params = parse_params(
+        RefineParams, {"column": "instruction", "vars": VARS, "judge_stage": "j"}, "pipeline.stages.aaa"
+    )
+    stage = RefineAaa("aaa", params, judge.ctx, peers={"j": spec})
+    assert stage.scorer.p is judge.params and stage.scorer.where == "pipeline.stages.j"
