@@ -44,7 +44,8 @@ class Outcome:
     fields: dict[str, Any] = field(default_factory=dict)
     raw: str | None = None
     error: str | None = None  # reason, when failed
-    attempts: int = 0
+    attempts: int = 0  # samples tried (a new sample after an unusable reply)
+    requests: int = 0  # HTTP attempts over all samples (the client retries 429/5xx itself)
     cached: bool = False
 
     @property
@@ -134,6 +135,7 @@ class Engine:
                                    row_id=job.row_id)
             res = await self.ctx.llm.call(self.stage, params.model, req)
             out.attempts, out.raw, out.cached = attempt + 1, res.text, res.cached
+            out.requests += 0 if res.cached else max(res.attempts, 1)
             if not res.ok:
                 out.error = f"llm_error: {res.error}"
                 break  # the client already spent its retry budget on this one
@@ -168,6 +170,8 @@ class Engine:
         if params.on_failure == "fail":
             raise StageError(f"{self.stage}: row {job.row_id} failed after {out.attempts} "
                              f"attempt(s): {out.error}. Raw output: {(out.raw or '')[:300]!r}")
-        note = {"sample": job.sample, **job.note} if job.sample else dict(job.note)
-        self.ctx.rejected.add(self.stage, job.row_id, out.error or "", out.attempts, out.raw,
-                              **note)
+        # attempts = every request sent for this job, so it agrees with "gave up after N attempts"
+        note = {"samples_tried": out.attempts, **({"sample": job.sample} if job.sample else {}),
+                **job.note}
+        self.ctx.rejected.add(self.stage, job.row_id, out.error or "", out.requests or out.attempts,
+                              out.raw, **note)

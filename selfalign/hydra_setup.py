@@ -13,6 +13,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from selfalign.errors import ConfigError
 from selfalign.paths import resource_dir, sample_path
+from selfalign.registry import did_you_mean
 
 _PACKAGE = re.compile(r"^#\s*@package\s+(\S+)", re.M)
 _DONE = False
@@ -69,17 +70,71 @@ def check_config_dirs(config_dirs: list[str]) -> None:
             raise ConfigError(f"--config-dir: folder not found: {d}")
 
 
+def _compose(overrides: list[str], config_dirs: list[str]) -> DictConfig:
+    with initialize_config_dir(config_dir=conf_dir(), version_base=None):
+        return compose("config", overrides=normalize_overrides(overrides)
+                       + searchpath_override(config_dirs))
+
+
 def compose_config(overrides: list[str], config_dirs: list[str] | None = None) -> DictConfig:
-    """Compose like `selfalign run` would, for validate/preview; Hydra errors → ConfigError."""
+    """Compose like `selfalign run` would, for validate/preview; Hydra errors → ConfigError.
+    A key that exists nowhere is an error with did-you-mean, whether typed as `key=v` (Hydra
+    would suggest `+key=v`) or as `+key=v` (which Hydra accepts, and nothing would ever read)."""
     setup()
-    check_config_dirs(config_dirs or [])
+    dirs = config_dirs or []
+    check_config_dirs(dirs)
     try:
-        with initialize_config_dir(config_dir=conf_dir(), version_base=None):
-            return compose(
-                "config", overrides=normalize_overrides(overrides) + searchpath_override(config_dirs or [])
-            )
+        cfg = _compose(overrides, dirs)
     except (HydraException, OmegaConfBaseException) as exc:
-        raise ConfigError(f"config: {hydra_message(exc)}") from None
+        key = _not_in_struct(exc)
+        if key is None:
+            raise ConfigError(f"config: {hydra_message(exc)}") from None
+        rest = [o for o in overrides if _override_key(o) != key]
+        raise _unknown_key(key, rest, dirs) from None
+    appends = [o for o in overrides if o.startswith("+") and not o.startswith("++")]
+    if appends:  # which root keys exist without them?
+        base = _compose([o for o in overrides if o not in appends], dirs)
+        for key in map(_override_key, appends):
+            if "@" not in key and key.split(".")[0] not in base and key not in _groups(dirs):
+                raise _unknown_key(key, [o for o in overrides if o not in appends], dirs)
+    return cfg
+
+
+def _override_key(override: str) -> str:
+    return override.lstrip("+~").split("=", 1)[0]
+
+
+def _not_in_struct(exc: BaseException) -> str | None:
+    """The key of Hydra's "Could not override 'KEY' … not in struct" error, else None."""
+    m = re.search(r"Could not override '([^']+)'", hydra_message(exc))
+    return m.group(1) if m and "not in struct" in hydra_message(exc) else None
+
+
+def _groups(config_dirs: list[str]) -> set[str]:
+    roots = [Path(conf_dir()), *(Path(d).expanduser() for d in config_dirs)]
+    return {p.name for r in roots if r.is_dir() for p in r.iterdir() if p.is_dir()} | {"pipeline"}
+
+
+def _unknown_key(key: str, other: list[str], config_dirs: list[str]) -> ConfigError:
+    """`key` is in no config: name the valid keys at its level, with did-you-mean."""
+    parts = key.split(".")
+    try:
+        root = _compose(other, config_dirs)
+    except (HydraException, OmegaConfBaseException):
+        root = None
+    # the deepest level of the key that exists: the typo is just below it
+    depth = len(parts) - 1
+    while depth and not isinstance(OmegaConf.select(root, ".".join(parts[:depth])), DictConfig):
+        depth -= 1
+    parent, leaf = parts[:depth], parts[depth]
+    node = OmegaConf.select(root, ".".join(parent)) if parent and root is not None else root
+    keys = [str(k) for k in node] if isinstance(node, DictConfig) else []
+    keys = [k for k in keys if k != "hydra"]
+    where = ".".join(parent)
+    listed = ", ".join(keys) or "(none)"
+    return ConfigError(f"{'.'.join([*parent, leaf])}: unknown config key."
+                       f"{did_you_mean(leaf, keys)} Keys under {where or 'the root'}: {listed}. "
+                       "A stage param is set with pipeline.stages.NAME.PARAM=VALUE.")
 
 
 def hydra_message(exc: BaseException) -> str:

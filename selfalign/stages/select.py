@@ -35,7 +35,9 @@ class SelectBest(Stage):
 
     def reads(self) -> set[str]:
         p: SelectParams = self.params
-        return {p.column} | ({p.group_by} if p.mode != "threshold" else set())
+        # no parent_id (a stage with n=1 does not fan out): every row is its own group
+        grouped = p.mode != "threshold" and p.group_by != PARENT_ID
+        return {p.column} | ({p.group_by} if grouped else set())
 
     def removes(self) -> set[str]:
         p: SelectParams = self.params
@@ -45,6 +47,8 @@ class SelectBest(Stage):
         p: SelectParams = self.params
         if df.empty:
             return df
+        if p.mode != "threshold" and p.group_by == PARENT_ID and PARENT_ID not in df.columns:
+            return df  # best of one: nothing to choose
         if p.mode == "threshold":
             score = pd.to_numeric(df[p.column], errors="coerce")
             keep = score >= p.threshold
