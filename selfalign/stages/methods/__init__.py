@@ -1,0 +1,1 @@
+"""Stages that only one method needs, a package per method."""
