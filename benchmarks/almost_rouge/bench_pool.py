@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from selfalign.stages.almost_pool import RougePool, read_seed_file  # noqa: E402
+from selfalign.stages.methods.almost.pool import RougePool, read_seed_file  # noqa: E402
 
 OPENERS = ["How do I", "What is the best way to", "Can you explain why", "Write a short note on",
            "Why does", "What happens when", "Give me tips to", "Is it a good idea to",

@@ -17,8 +17,7 @@ def test_default_run_writes_trl_comparisons(run_pipeline):
     assert 0 < stages["compare"]["rows_out"] <= 6 * 3  # at most k-1 pairs per prompt
     assert any(k.startswith("bad:") for k in stages["compare"]["drops"])
     bad_marked = sum(stages["respond"]["counts"].values())
-    assert bad_marked == sum(n for k, n in stages["compare"]["drops"].items()
-                             if k.startswith("bad:"))
+    assert bad_marked == sum(n for k, n in stages["compare"]["drops"].items() if k.startswith("bad:"))
     pairs = read(run_dir / "comparisons.jsonl")
     assert len(pairs) == len(df) == manifest["rows"]
     assert set(pairs[0]) == {"prompt", "chosen", "rejected", "meta"}
@@ -43,11 +42,15 @@ def test_rerun_reuses_every_stage(run_pipeline, tmp_path):
 def test_original_settings_and_paper_like_grid(run_pipeline):
     """The original's max tokens, its skip_first parse, a tie group and an extra model."""
     df, manifest, run_dir = run_pipeline(
-        "pipeline=almost", "num_generation=3", "almost.pool.parse=skip_first",
-        "almost.max_tokens.faithful=768", "almost.max_tokens.plain=384",
+        "pipeline=almost",
+        "num_generation=3",
+        "pool.parse=skip_first",
+        "max_tokens.faithful=768",
+        "max_tokens.plain=384",
         "+models.small={name: small}",
         "pipeline.stages.respond.configs.3.model=small",
-        "almost.rubric=[faithful-3shot,[faithful-1shot,hhh-1shot],hhh-1shot-hot]")
+        "rubric=[faithful-3shot,[faithful-1shot,hhh-1shot],hhh-1shot-hot]",
+    )
     cfg = (run_dir / "config.yaml").read_text()
     assert "max_tokens: 768" in cfg and "max_tokens: 384" in cfg
     stages = {s["name"]: s for s in manifest["stages"]}

@@ -4,13 +4,16 @@ import pandas as pd
 import pytest
 from helpers import make_stage, run_stage
 
-from selfalign.errors import ConfigError, StageError
-from selfalign.stages.almost_compare import (
+from selfalign import api
+from selfalign.errors import ConfigError, StageError, ValidationFailed
+from selfalign.stages.base import StageSpec
+from selfalign.stages.methods.almost.compare import BuildPreferences, chain_pairs, rubric_ranks
+from selfalign.stages.methods.almost.responses import (
+    GenerateResponsesParams,
+    ResponseConfig,
     bad_reason,
-    chain_pairs,
     cut_turn,
     join_demos,
-    rubric_ranks,
     split_demos,
 )
 
@@ -20,9 +23,13 @@ GOOD = "This is a perfectly ordinary answer that is long enough to pass the rule
 
 # --- demonstrations ------------------------------------------------------------------------
 
+
 def test_split_demos_into_preamble_and_dialogues():
-    assert split_demos(DEMOS) == ["Preamble line.", "Human: one\n\nAssistant: 1.",
-                                  "Human: two\n\nAssistant: 2."]
+    assert split_demos(DEMOS) == [
+        "Preamble line.",
+        "Human: one\n\nAssistant: 1.",
+        "Human: two\n\nAssistant: 2.",
+    ]
     assert split_demos("A\n  -----  \nB\n-----\n\n-----\n") == ["A", "B"]  # empties dropped
 
 
@@ -47,40 +54,48 @@ def test_n_shot_out_of_range():
 
 # --- cutting the assistant turn --------------------------------------------------------------
 
-@pytest.mark.parametrize("raw, cut", [
-    (" The answer is 4.\n\nHuman: and 5?", "The answer is 4."),
-    ("The answer.\n\n-----\n\nHuman: next", "The answer."),
-    ("The answer.\n-----", "The answer."),
-    ("Assistant: I repeat the label.", "I repeat the label."),          # chat models do this
-    ("First.\nAssistant: second turn", "First."),
-    ("\n\n  plain  \n", "plain"),
-    ("", ""),
-])
+
+@pytest.mark.parametrize(
+    "raw, cut",
+    [
+        (" The answer is 4.\n\nHuman: and 5?", "The answer is 4."),
+        ("The answer.\n\n-----\n\nHuman: next", "The answer."),
+        ("The answer.\n-----", "The answer."),
+        ("Assistant: I repeat the label.", "I repeat the label."),  # chat models do this
+        ("First.\nAssistant: second turn", "First."),
+        ("\n\n  plain  \n", "plain"),
+        ("", ""),
+    ],
+)
 def test_cut_turn(raw, cut):
     assert cut_turn(raw) == cut
 
 
 # --- bad responses ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text, reason", [
-    ("", "empty"),
-    ("Too short.", "too_short"),
-    ("x" * 48 + ".", "too_short"),                            # 49 chars
-    ("x" * 48 + "!", "too_short"),
-    (GOOD[:-1] + "?", "ends_with_question_or_colon"),
-    (GOOD[:-1] + ":", "ends_with_question_or_colon"),
-    ("Well, " + GOOD, "starts_with_well"),
-    ("WELL " + GOOD, "starts_with_well"),
-    (GOOD[:-1], "no_final_period"),
-    (GOOD[:-1] + ")", "no_final_period"),
-    ("I don't know the answer to that, sorry. " + GOOD, "says_dont_know"),
-    ("I don’t  know. " + GOOD, "says_dont_know"),
-    ("We do not know yet. " + GOOD, "says_dont_know"),
-    ("Sure. human: hi " + GOOD, "contains_human_turn"),
-    ("Look at this <Image> " + GOOD, "contains_image_tag"),
-    (GOOD, None),
-    ("x" * 49 + "!", None),                                   # 50 chars ending with "!"
-])
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("", "empty"),
+        ("Too short.", "too_short"),
+        ("x" * 48 + ".", "too_short"),  # 49 chars
+        ("x" * 48 + "!", "too_short"),
+        (GOOD[:-1] + "?", "ends_with_question_or_colon"),
+        (GOOD[:-1] + ":", "ends_with_question_or_colon"),
+        ("Well, " + GOOD, "starts_with_well"),
+        ("WELL " + GOOD, "starts_with_well"),
+        (GOOD[:-1], "no_final_period"),
+        (GOOD[:-1] + ")", "no_final_period"),
+        ("I don't know the answer to that, sorry. " + GOOD, "says_dont_know"),
+        ("I don’t  know. " + GOOD, "says_dont_know"),
+        ("We do not know yet. " + GOOD, "says_dont_know"),
+        ("Sure. human: hi " + GOOD, "contains_human_turn"),
+        ("Look at this <Image> " + GOOD, "contains_image_tag"),
+        (GOOD, None),
+        ("x" * 49 + "!", None),  # 50 chars ending with "!"
+    ],
+)
 def test_bad_reason(text, reason):
     assert bad_reason(text) == reason
 
@@ -107,8 +122,7 @@ def test_chain_of_k_minus_1_pairs():
 
 
 def test_input_order_does_not_matter():
-    assert chain_pairs(resp(D=90, B=100, A=110, C=95), RANKS)[0] == [
-        ("A", "B"), ("B", "C"), ("C", "D")]
+    assert chain_pairs(resp(D=90, B=100, A=110, C=95), RANKS)[0] == [("A", "B"), ("B", "C"), ("C", "D")]
 
 
 def test_equal_lengths_are_not_a_reason_to_skip():
@@ -135,7 +149,9 @@ def test_shorter_better_response_kept_when_above_mean_minus_half_std():
     assert chain_pairs(resp(A=20, B=100, C=110), RANKS) == ([("B", "C")], {"length_rule": 2})
     # lengths 100, 100, 110: floor 101.0, so B (100) < C (110) is skipped
     assert chain_pairs({"A": "a" * 100, "B": "b" * 100, "C": "c" * 110}, RANKS) == (
-        [("A", "B")], {"length_rule": 1})
+        [("A", "B")],
+        {"length_rule": 1},
+    )
 
 
 def test_better_config_pairs_with_the_next_passing_worse_one():
@@ -154,9 +170,9 @@ def test_ties_are_never_paired_and_a_tie_group_is_chosen_once():
     ranks = rubric_ranks(["A", ["B", "C"], "D"])
     texts = {c: c * 100 for c in "ABCD"}
     pairs, _ = chain_pairs(texts, ranks)
-    assert pairs == [("A", "B"), ("B", "D")]          # C shares B's rank, which is used
+    assert pairs == [("A", "B"), ("B", "D")]  # C shares B's rank, which is used
     pairs, _ = chain_pairs({"B": "b" * 100, "C": "c" * 100}, ranks)
-    assert pairs == []                                 # only a tie: nothing to compare
+    assert pairs == []  # only a tie: nothing to compare
 
 
 def test_fewer_than_two_good_responses_give_no_pairs():
@@ -166,15 +182,24 @@ def test_fewer_than_two_good_responses_give_no_pairs():
 
 # --- the build_preferences stage ---------------------------------------------------------------
 
+
 def grid(*prompts):
     """Rows as generate_responses writes them: one per (prompt, config)."""
     rows = []
     for pid, (prompt, answers) in enumerate(prompts):
         for config, text in answers.items():
             why = bad_reason(text)
-            rows.append({"row_id": f"{pid}.{config}", "parent_id": str(pid), "prompt": prompt,
-                         "config": config, "response": text, "bad": why is not None,
-                         "bad_reason": why})
+            rows.append(
+                {
+                    "row_id": f"{pid}.{config}",
+                    "parent_id": str(pid),
+                    "prompt": prompt,
+                    "config": config,
+                    "response": text,
+                    "bad": why is not None,
+                    "bad_reason": why,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -184,12 +209,20 @@ def long(n, tag=""):
 
 def test_stage_emits_trl_rows_with_meta_and_counts_drops(ctx):
     stage = make_stage("build_preferences", ctx, "cs", rubric=["A", ["B", "C"], "D"])
-    df = grid(("p0", {"A": long(120, "a"), "B": long(110, "b"), "C": long(115, "c"),
-                      "D": long(100, "d")}),
-              ("p1", {"A": "I don't know. " + long(90), "B": "Well. " + long(90),
-                      "C": long(90, "c"), "D": long(80, "d")}),
-              ("p2", {"A": "", "B": "short", "C": "?", "D": long(80)}),  # one good only
-              ("p3", {"A": long(80), "E": long(90)}))                   # E not in the rubric
+    df = grid(
+        ("p0", {"A": long(120, "a"), "B": long(110, "b"), "C": long(115, "c"), "D": long(100, "d")}),
+        (
+            "p1",
+            {
+                "A": "I don't know. " + long(90),
+                "B": "Well. " + long(90),
+                "C": long(90, "c"),
+                "D": long(80, "d"),
+            },
+        ),
+        ("p2", {"A": "", "B": "short", "C": "?", "D": long(80)}),  # one good only
+        ("p3", {"A": long(80), "E": long(90)}),
+    )  # E not in the rubric
     out = run_stage(stage, df)
     assert list(out.meta) == ["A-vs-B", "B-vs-D", "C-vs-D"]
     assert list(out.parent_id) == ["0", "0", "1"] and list(out.row_id) == ["0.0", "0.1", "1.0"]
@@ -226,12 +259,80 @@ def test_stage_refuses_two_responses_for_one_config(ctx):
         run_stage(stage, df)
 
 
-@pytest.mark.parametrize("rubric, message", [
-    ([], "rubric` is empty"),
-    (["A", ["B", 3]], r"rubric\[1\]: expected a config name or a list"),
-    (["A", []], r"rubric\[1\]"),
-    (["A", "A"], "'A' appears more than once"),
-])
+@pytest.mark.parametrize(
+    "rubric, message",
+    [
+        ([], "rubric` is empty"),
+        (["A", ["B", 3]], r"rubric\[1\]: expected str \| list\[str\]"),
+        (["A", {"B": 1}], r"rubric\[1\]: expected str \| list\[str\]"),
+        (["A", []], r"rubric\[1\]"),
+        (["A", "A"], "'A' appears more than once"),
+    ],
+)
 def test_rubric_validation(ctx, rubric, message):
     with pytest.raises(ConfigError, match=message):
         make_stage("build_preferences", ctx, "cs", rubric=rubric)
+
+
+# --- the rubric against the grid (a cross-stage reference) --------------------------------------
+
+
+def grid_peer(name, *configs):
+    params = GenerateResponsesParams(configs=[ResponseConfig(name=c) for c in configs])
+    return {name: StageSpec(name, "generate_responses", params)}
+
+
+def test_rubric_is_checked_against_the_referenced_grid(ctx):
+    from selfalign.config import parse_params
+
+    params = parse_params(
+        BuildPreferences.Params, {"rubric": ["A", ["Bb", "C"]], "grid": ["rg"]}, "pipeline.stages.cs"
+    )
+    stage = BuildPreferences("cs", params, ctx, peers=grid_peer("rg", "A", "B", "C"))
+    columns = {"row_id", "parent_id", "prompt", "config", "response", "bad", "bad_reason"}
+    _, problems = stage.check(columns)
+    assert problems == [
+        "pipeline.stages.cs.rubric: 'Bb' is not a configuration of the grid (rg). "
+        "Did you mean 'B'? Configurations: A, B, C."
+    ]
+    ok = BuildPreferences("cs", params, ctx, peers=grid_peer("rg", "A", "Bb", "C"))
+    assert ok.check(columns)[1] == []
+
+
+def test_an_empty_grid_is_not_checked(ctx):
+    stage = make_stage("build_preferences", ctx, "cs", rubric=["anything"])
+    assert stage.check({"parent_id", "prompt", "config", "response", "bad"})[1] == []
+
+
+def test_rubric_names_are_checked_against_the_grid_before_any_call():
+    with pytest.raises(ValidationFailed) as exc:
+        api.validate(["pipeline=almost", "model=test", "rubric=[faithful-3shot,[faithful-1shots,hhh-1shot]]"])
+    assert (
+        "pipeline.stages.compare.rubric: 'faithful-1shots' is not a configuration of the "
+        "grid (respond). Did you mean 'faithful-1shot'?" in str(exc.value)
+    )
+
+
+@pytest.mark.parametrize(
+    "grid, message",
+    [
+        (
+            "[respnd]",
+            "pipeline.stages.compare.grid: no stage 'respnd' in this pipeline. Did you mean "
+            "'respond'? generate_responses stages here: respond.",
+        ),
+        (
+            "[expand_pool]",
+            "pipeline.stages.compare.grid: 'expand_pool' is a expand_pool stage, not generate_responses.",
+        ),
+    ],
+)
+def test_a_wrong_grid_stage_is_a_config_error(grid, message):
+    with pytest.raises(ValidationFailed) as exc:
+        api.validate(["pipeline=almost", "model=test", f"pipeline.stages.compare.grid={grid}"])
+    assert message in str(exc.value)
+
+
+def test_a_grid_without_its_peer_is_refused(ctx):
+    with pytest.raises(ConfigError, match=r"cs\.grid: stage\(s\) rg not resolved"):
+        make_stage("build_preferences", ctx, "cs", rubric=["A"], grid=["rg"])

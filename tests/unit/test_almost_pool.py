@@ -6,12 +6,13 @@ import pytest
 from rouge_score import rouge_scorer
 
 from selfalign.errors import ConfigError
-from selfalign.stages.almost_pool import RougePool, length_reject, parse_query, read_seed_file
+from selfalign.stages.methods.almost.pool import RougePool, length_reject, parse_query, read_seed_file
 
 SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
 
 
 # --- parsing -------------------------------------------------------------------------------
+
 
 def test_first_line_takes_the_continuation():
     out = " How do I fix a flat tyre?\nQuery: Next one?"
@@ -46,17 +47,21 @@ def test_skip_first_without_a_query_line_is_none():
 
 # --- length rules --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text, reason", [
-    ("", "empty"),
-    ("Too short and no stop", "too_short"),          # 21 chars, ends with a letter
-    ("Short but ends well?", None),                  # < 30 chars with final punctuation: kept
-    ("Short but ends with quote'", None),            # any string.punctuation counts
-    ("x" * 29 + ".", None),
-    ("x" * 30, None),                                # exactly 30 chars: not "shorter than 30"
-    ("x" * 250, None),
-    ("x" * 251, "too_long"),                         # no final punctuation: still rejected
-    ("x" * 250 + ".", "too_long"),                   # the original rejected only this one
-])
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("", "empty"),
+        ("Too short and no stop", "too_short"),  # 21 chars, ends with a letter
+        ("Short but ends well?", None),  # < 30 chars with final punctuation: kept
+        ("Short but ends with quote'", None),  # any string.punctuation counts
+        ("x" * 29 + ".", None),
+        ("x" * 30, None),  # exactly 30 chars: not "shorter than 30"
+        ("x" * 250, None),
+        ("x" * 251, "too_long"),  # no final punctuation: still rejected
+        ("x" * 250 + ".", "too_long"),  # the original rejected only this one
+    ],
+)
 def test_length_reject(text, reason):
     assert length_reject(text) == reason
 
@@ -67,6 +72,7 @@ def test_length_bounds_are_configurable():
 
 
 # --- seed file -----------------------------------------------------------------------------
+
 
 def test_seed_file_first_line_is_the_instruction(tmp_path):
     f = tmp_path / "seeds.txt"
@@ -84,6 +90,7 @@ def test_seed_file_errors_say_where(tmp_path):
 
 # --- ROUGE-L pool ----------------------------------------------------------------------------
 
+
 def brute(pool: RougePool, text: str, thr: float = 0.5) -> bool:
     return any(SCORER.score(s, text)["rougeL"].fmeasure >= thr for s in pool.texts)
 
@@ -96,10 +103,10 @@ def test_fmeasure_is_rouge_score_rouge_l():
 
 def test_exact_threshold_is_inclusive():
     pool = RougePool(0.5)
-    pool.add("a b c d")             # 4 tokens
+    pool.add("a b c d")  # 4 tokens
     assert pool.fmeasure("a b c d", "a b x y") == 0.5
-    assert pool.similar("a b x y") is not None     # F = 0.5 exactly → rejected (>=)
-    assert pool.similar("a x y z") is None         # F = 0.25
+    assert pool.similar("a b x y") is not None  # F = 0.5 exactly → rejected (>=)
+    assert pool.similar("a x y z") is None  # F = 0.25
 
 
 def test_similar_reports_the_match():
@@ -108,8 +115,9 @@ def test_similar_reports_the_match():
         pool.add(t)
     m = pool.similar("what is the capital of spain")
     assert m is not None and m.index == 0 and m.text.startswith("What is")
-    assert m.fmeasure == pytest.approx(SCORER.score(m.text, "what is the capital of spain")
-                                       ["rougeL"].fmeasure)
+    assert m.fmeasure == pytest.approx(
+        SCORER.score(m.text, "what is the capital of spain")["rougeL"].fmeasure
+    )
 
 
 def test_texts_without_tokens_never_match():
@@ -130,8 +138,26 @@ def test_same_decisions_as_brute_force_rouge_score():
     """Random texts over a small vocabulary (many near-ties) and thresholds: the prefilter
     never changes a decision of the plain rouge-score check."""
     rng = random.Random(7)
-    vocab = ["the", "a", "of", "to", "how", "do", "i", "what", "is", "way", "make", "cake",
-             "river", "plan", "trip", "why", "sky", "blue"]
+    vocab = [
+        "the",
+        "a",
+        "of",
+        "to",
+        "how",
+        "do",
+        "i",
+        "what",
+        "is",
+        "way",
+        "make",
+        "cake",
+        "river",
+        "plan",
+        "trip",
+        "why",
+        "sky",
+        "blue",
+    ]
     for thr in (0.3, 0.5, 0.7):
         pool = RougePool(thr)
         for _ in range(300):

@@ -1,8 +1,7 @@
-"""ALMoST comparisons: demonstration sets, response cut/quality rules, and `build_preferences`."""
+"""`build_preferences`: rank each prompt's good responses by the rubric and pair them, best first."""
 
 from __future__ import annotations
 
-import re
 import statistics
 from collections import Counter
 from dataclasses import dataclass
@@ -13,57 +12,16 @@ import pandas as pd
 
 from selfalign import io
 from selfalign.config import doc
-from selfalign.errors import StageError
+from selfalign.errors import ConfigError, StageError
 from selfalign.registry import did_you_mean
-from selfalign.stages.base import PARENT_ID, ROW_ID, Stage, register_stage
+from selfalign.stages.base import PARENT_ID, ROW_ID, Stage, StageSpec, register_stage
+from selfalign.stages.methods.almost.responses import bad_reason
 
-_DONT_KNOW = re.compile(r"(don('|’)t|do not)\s+know", re.I)
-
-
-def split_demos(text: str, separator: str = "-----") -> list[str]:
-    """A demonstration set → [preamble, dialogue 1, dialogue 2, …] (separator lines split it)."""
-    parts = re.split(rf"^[ \t]*{re.escape(separator)}[ \t]*$", text, flags=re.M)
-    return [p.strip("\n") for p in parts if p.strip()]
+# a rubric entry: one configuration name, or a tie group of names sharing one rank
+RubricEntry = str | list[str]
 
 
-def join_demos(segments: list[str], n_shot: int, separator: str = "-----") -> str:
-    """Preamble + the first n_shot dialogues, each followed by the separator. n_shot=0 means
-    none (the original kept the whole file for 0, because 0 is falsy)."""
-    if n_shot < 0 or n_shot > len(segments) - 1:
-        raise ValueError(f"n_shot={n_shot}, but the set has {len(segments) - 1} dialogue(s)")
-    return "".join(f"{s}\n\n{separator}\n\n" for s in segments[: n_shot + 1]).rstrip("\n")
-
-
-def cut_turn(text: str, separator: str = "-----") -> str:
-    """The assistant's turn only: drop a repeated leading 'Assistant:' label (chat models add
-    one), then cut where the next demonstration or turn marker starts, as the original did."""
-    out = re.sub(r"^\s*assistant\s*:", "", text, count=1, flags=re.I)
-    out = re.split(rf"\n[ \t]*{re.escape(separator)}", out, maxsplit=1)[0]
-    return out.split("Assistant:")[0].split("Human:")[0].strip("\n ")
-
-
-def bad_reason(text: str, min_chars: int = 50) -> str | None:
-    """Why a response is unusable (the original's 'BAD' rules, in its order), else None."""
-    if not text:
-        return "empty"
-    if len(text) < min_chars:
-        return "too_short"
-    if text[-1] in "?:":
-        return "ends_with_question_or_colon"
-    if text.lower().startswith("well"):
-        return "starts_with_well"
-    if text[-1] not in ".!":
-        return "no_final_period"
-    if _DONT_KNOW.search(text):
-        return "says_dont_know"
-    if "human:" in text.lower():
-        return "contains_human_turn"
-    if "<Image>" in text:
-        return "contains_image_tag"
-    return None
-
-
-def rubric_ranks(rubric: list[Any]) -> dict[str, int]:
+def rubric_ranks(rubric: list[RubricEntry]) -> dict[str, int]:
     """Config name → rank (0 = best). A nested list is a tie group sharing one rank."""
     ranks: dict[str, int] = {}
     for rank, entry in enumerate(rubric):
@@ -74,8 +32,9 @@ def rubric_ranks(rubric: list[Any]) -> dict[str, int]:
     return ranks
 
 
-def chain_pairs(responses: dict[str, str], ranks: dict[str, int], length_filter: bool = True,
-                skip_identical: bool = True) -> tuple[list[tuple[str, str]], Counter[str]]:
+def chain_pairs(
+    responses: dict[str, str], ranks: dict[str, int], length_filter: bool = True, skip_identical: bool = True
+) -> tuple[list[tuple[str, str]], Counter[str]]:
     """(better, worse) config pairs for one prompt, and the candidate pairs skipped, by rule.
 
     `responses` holds the good responses only. Walk all ranked pairs best-first; a config (and
@@ -107,12 +66,18 @@ def chain_pairs(responses: dict[str, str], ranks: dict[str, int], length_filter:
 
 @dataclass
 class BuildPreferencesParams:
-    rubric: list[Any] = doc("config names best first; a nested list is a tie group")
+    rubric: list[RubricEntry] = doc("config names best first; a nested list is a tie group")
+    grid: list[str] = doc(
+        "the generate_responses stages whose configurations the rubric ranks "
+        "(each rubric name is checked against them; [] = no check)",
+        factory=list,
+    )
     config_column: str = doc("column naming each response's configuration", "config")
     response: str = doc("response column", "response")
     prompt: str = doc("prompt column (copied to the output)", "prompt")
-    bad_column: str | None = doc("bool column marking unusable responses (null = apply the "
-                                 "rules here)", "bad")
+    bad_column: str | None = doc(
+        "bool column marking unusable responses (null = apply the rules here)", "bad"
+    )
     group_by: str = doc("rows of one prompt share this column", PARENT_ID)
     length_filter: bool = doc("the heuristic length filter (len >= mean - std/2)", True)
     skip_identical: bool = doc("never pair two identical texts (the original did)", True)
@@ -122,22 +87,9 @@ class BuildPreferencesParams:
         if not self.rubric:
             raise ValueError("`rubric` is empty: list the config names, best first")
         for i, entry in enumerate(self.rubric):
-            names = [entry] if isinstance(entry, str) else entry
-            if not isinstance(names, list) or not names or \
-                    not all(isinstance(n, str) for n in names):
-                raise ValueError(f"rubric[{i}]: expected a config name or a list of names "
-                                 f"(a tie group), got {entry!r}")
+            if not entry:
+                raise ValueError(f"rubric[{i}]: an empty tie group; list at least one name")
         rubric_ranks(self.rubric)
-
-
-def grid_names(cfg: Any) -> list[str]:
-    """Config names of the enabled generate_responses stages in a composed config."""
-    stages = getattr(getattr(cfg, "pipeline", None), "stages", None) or {}
-    names: list[str] = []
-    for spec in stages.values():
-        if spec.get("kind") == "generate_responses" and spec.get("enabled", True):
-            names += [str(c.get("name")) for c in spec.get("configs") or []]
-    return names
 
 
 @register_stage
@@ -146,15 +98,29 @@ class BuildPreferences(Stage):
 
     kind = "build_preferences"
     Params = BuildPreferencesParams
+    refs = {"grid": "generate_responses"}
 
-    def __init__(self, name: str, params: BuildPreferencesParams, ctx: Any) -> None:
-        super().__init__(name, params, ctx)
+    def __init__(
+        self, name: str, params: BuildPreferencesParams, ctx: Any, peers: dict[str, StageSpec] | None = None
+    ) -> None:
+        super().__init__(name, params, ctx, peers)
         self.ranks = rubric_ranks(params.rubric)
+        if missing := [s for s in params.grid if s not in self.peers]:
+            # the runner resolves `grid` (refs); only a stage built by hand can lack it
+            raise ConfigError(
+                f"{self.where}.grid: stage(s) {', '.join(missing)} not resolved; "
+                f"build the stage through the runner or pass peers."
+            )
+
+    def configurations(self) -> list[str]:
+        """Configuration names of the `grid` stages, in pipeline config order."""
+        return [c.name for stage in self.params.grid for c in self.peers[stage].params.configs]
 
     def reads(self) -> set[str]:
         p: BuildPreferencesParams = self.params
         return {p.config_column, p.response, p.prompt, p.group_by} | (
-            {p.bad_column} if p.bad_column else set())
+            {p.bad_column} if p.bad_column else set()
+        )
 
     def writes(self) -> set[str]:
         return {"chosen", "rejected", "meta", "chosen_config", "rejected_config"}
@@ -162,15 +128,18 @@ class BuildPreferences(Stage):
     def removes(self) -> set[str]:
         p: BuildPreferencesParams = self.params
         return {p.config_column, p.response, "bad_reason", "sample"} | (
-            {p.bad_column} if p.bad_column else set())
+            {p.bad_column} if p.bad_column else set()
+        )
 
     def check(self, columns: set[str]) -> tuple[set[str], list[str]]:
         out, problems = super().check(columns)
-        grid = grid_names(self.ctx.cfg) if self.ctx.cfg is not None else []
+        grid = self.configurations()
         for name in (n for n in self.ranks if grid and n not in grid):
-            problems.append(f"{self.where}.rubric: '{name}' is not a configuration of any "
-                            f"generate_responses stage.{did_you_mean(name, grid)} "
-                            f"Configurations: {', '.join(grid)}.")
+            problems.append(
+                f"{self.where}.rubric: '{name}' is not a configuration of the grid "
+                f"({', '.join(self.params.grid)}).{did_you_mean(name, grid)} "
+                f"Configurations: {', '.join(grid)}."
+            )
         return out, problems
 
     async def run(self, df: pd.DataFrame) -> pd.DataFrame:
@@ -181,17 +150,26 @@ class BuildPreferences(Stage):
         out: list[dict[str, Any]] = []
         for gid, group in df.groupby(p.group_by, sort=False):
             good = self._good(io.records(group))
-            pairs, skipped = chain_pairs({c: r[p.response] for c, r in good.items()},
-                                         self.ranks, p.length_filter, p.skip_identical)
+            pairs, skipped = chain_pairs(
+                {c: r[p.response] for c, r in good.items()}, self.ranks, p.length_filter, p.skip_identical
+            )
             for rule, n in skipped.items():  # candidate pairs, not rows: a count, not a drop
                 self.ctx.stats.count(self.name, f"pair_skipped:{rule}", n)
             if len(good) < 2:
                 self.ctx.stats.drop(self.name, "prompt_fewer_than_2_good", len(good))
             base = {c: group.iloc[0][c] for c in cols}
             for k, (better, worse) in enumerate(pairs):
-                out.append({**base, ROW_ID: f"{gid}.{k}", "chosen": good[better][p.response],
-                            "rejected": good[worse][p.response], "meta": f"{better}-vs-{worse}",
-                            "chosen_config": better, "rejected_config": worse})
+                out.append(
+                    {
+                        **base,
+                        ROW_ID: f"{gid}.{k}",
+                        "chosen": good[better][p.response],
+                        "rejected": good[worse][p.response],
+                        "meta": f"{better}-vs-{worse}",
+                        "chosen_config": better,
+                        "rejected_config": worse,
+                    }
+                )
         return pd.DataFrame.from_records(out, columns=cols + sorted(self.writes()))
 
     def _good(self, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -212,8 +190,10 @@ class BuildPreferences(Stage):
             if reason:
                 self.ctx.stats.drop(self.name, reason)
             elif config in good:
-                raise StageError(f"{self.where}: prompt group '{r[p.group_by]}' has two "
-                                  f"responses for config '{config}'; one per config is expected.")
+                raise StageError(
+                    f"{self.where}: prompt group '{r[p.group_by]}' has two "
+                    f"responses for config '{config}'; one per config is expected."
+                )
             else:
                 good[config] = r
         return good

@@ -27,14 +27,18 @@ def read_seed_file(path: str, where: str) -> tuple[str, list[str]]:
     """First line = task instruction; every later non-empty line = one seed prompt."""
     p = Path(path).expanduser()
     if not p.is_file():
-        raise ConfigError(f"{where}: seed prompt file '{p}' not found. Point it at a .txt file "
-                          "whose first line is the instruction and each later line one seed.")
+        raise ConfigError(
+            f"{where}: seed prompt file '{p}' not found. Point it at a .txt file "
+            "whose first line is the instruction and each later line one seed."
+        )
     lines = p.read_text(encoding="utf-8").split("\n")
     instruction = lines[0].strip()
     seeds = [s.strip() for s in lines[1:] if s.strip()]
     if not instruction or not seeds:
-        raise ConfigError(f"{where}: '{p}' needs an instruction on line 1 and at least one seed "
-                          f"prompt on the following lines (found {len(seeds)} seeds).")
+        raise ConfigError(
+            f"{where}: '{p}' needs an instruction on line 1 and at least one seed "
+            f"prompt on the following lines (found {len(seeds)} seeds)."
+        )
     return instruction, seeds
 
 
@@ -50,7 +54,7 @@ def parse_query(text: str, mode: ParseMode = "first_line") -> str | None:
         for line in text.splitlines():
             s = line.strip()
             if s.startswith("Query:"):
-                return _QUERY_LABEL.split(s[len("Query:"):], 1)[0].strip()
+                return _QUERY_LABEL.split(s[len("Query:") :], 1)[0].strip()
         return None
     for line in text.splitlines():
         s = _LEADING_LABEL.sub("", line).strip()
