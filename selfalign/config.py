@@ -28,11 +28,6 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def type_name(tp: Any) -> str:
-    """Readable name of a type annotation, for `selfalign list stages` and error messages."""
-    return _type_name(tp)
-
-
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check `value` against annotation `tp`; return it (ints widen to float). Raise ConfigError."""
     origin = get_origin(tp)

@@ -152,7 +152,6 @@ class StageProgress:
 
 @dataclass
 class RunContext:
-    cfg: Any  # the composed DictConfig (read-only by convention)
     run_dir: Path | None
     prompts: PromptLibrary
     llm: LLMSession

@@ -95,9 +95,3 @@ class PromptLibrary:
                 sources += sub_sources
         return variables, sources
 
-    def render_string(self, text: str, **values: Any) -> str:
-        """Render a short inline template (e.g. a config value) with the same strict rules."""
-        try:
-            return self.env.from_string(text).render(**values).strip()
-        except jinja2.TemplateError as exc:
-            raise PromptError(f"inline template {text[:60]!r}: {exc}") from None

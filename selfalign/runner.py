@@ -76,7 +76,7 @@ def build(cfg: DictConfig, run_dir: Path | None, show_progress: bool = True) -> 
         raise ValidationFailed(problems)
     cache = ResponseCache(cache_cfg.path) if cache_cfg.enabled and run_dir is not None else None
     session = LLMSession(models, run_dir or Path("."), cache, set(cache_cfg.refresh_stages))
-    ctx = RunContext(cfg=cfg, run_dir=run_dir, prompts=PromptLibrary(search), llm=session,
+    ctx = RunContext(run_dir=run_dir, prompts=PromptLibrary(search), llm=session,
                      seed=run.seed, show_progress=show_progress)
     specs: dict[str, StageSpec | None] = {}
     for name in pipe.order:

@@ -70,7 +70,7 @@ def ctx(tmp_path: Path):
     models = {"default": ModelConfig(provider="test", name="unit")}
     session = LLMSession(models, tmp_path, ResponseCache(tmp_path / "c.sqlite"))
     prompts = PromptLibrary([FIXTURES / "prompts", resource_dir("prompts")])
-    c = RunContext(cfg=None, run_dir=tmp_path, prompts=prompts, llm=session, show_progress=False)
+    c = RunContext(run_dir=tmp_path, prompts=prompts, llm=session, show_progress=False)
     c.rejected = Rejected(tmp_path / "rejected.jsonl")
     return c
 

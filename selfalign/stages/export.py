@@ -8,7 +8,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from selfalign import io
-from selfalign.config import doc, parse_params
+from selfalign.config import doc
 from selfalign.stages.base import Stage, register_stage
 
 
@@ -70,7 +70,7 @@ def split_frame(df: pd.DataFrame, ratios: dict[str, float], seed: int) -> dict[s
 
 @dataclass
 class ExportParams:
-    views: list[dict[str, Any]] = doc("views to write, each a View mapping", factory=list)
+    views: list[View] = doc("views to write", factory=list)
 
 
 @register_stage
@@ -82,8 +82,7 @@ class Export(Stage):
 
     def __init__(self, name: str, params: ExportParams, ctx: Any) -> None:
         super().__init__(name, params, ctx)
-        self.views = [parse_params(View, v, f"{self.where}.views[{i}]")
-                      for i, v in enumerate(params.views)]
+        self.views = list(params.views)
 
     def reads(self) -> set[str]:
         return set().union(*(v.needs() for v in self.views)) if self.views else set()

@@ -1,4 +1,4 @@
-"""Rule-based stages without a model: `filter_rows`, `sample_rows`, `dedup_exact`."""
+"""Rule-based stages without a model: `filter_rows` (declarative rules) and `sample_rows`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from selfalign.config import doc, parse_params
+from selfalign.config import doc
 from selfalign.errors import ConfigError
 from selfalign.stages.base import Stage, register_stage
 from selfalign.text import count_tokens
@@ -88,8 +88,8 @@ def keep_mask(df: pd.DataFrame, r: Rule) -> pd.Series:
 
 @dataclass
 class FilterParams:
-    rules: list[dict[str, Any]] = doc("rules applied in order; a row dropped by the first it "
-                                      "fails is counted under that rule", factory=list)
+    rules: list[Rule] = doc("rules applied in order; a row dropped by the first it fails is "
+                            "counted under that rule", factory=list)
 
 
 @register_stage
@@ -101,8 +101,7 @@ class FilterRows(Stage):
 
     def __init__(self, name: str, params: FilterParams, ctx: Any) -> None:
         super().__init__(name, params, ctx)
-        self.rules = [parse_params(Rule, r, f"{self.where}.rules[{i}]")
-                      for i, r in enumerate(params.rules)]
+        self.rules = list(params.rules)
         for i, r in enumerate(self.rules):
             if r.op.startswith(("min_", "max_", "regex", "not_regex", "equals", "not_equals")) \
                     and r.value is None:
@@ -143,56 +142,4 @@ class SampleRows(Stage):
             seed = p.seed if p.seed is not None else self.ctx.seed
             out = df.sample(n=p.n, random_state=seed).sort_index()
         self.ctx.stats.drop(self.name, "not_sampled", len(df) - len(out))
-        return out.reset_index(drop=True)
-
-
-@dataclass
-class DedupParams:
-    column: str = doc("column compared")
-    normalize: Literal["none", "strip", "lower", "lower_ws"] = doc(
-        "strip | lower (strip+lowercase) | lower_ws (also collapse whitespace, drop punctuation)",
-        "lower")
-    group_by: str | None = doc("dedup within each group of this column", None)
-    balance: bool = doc("then truncate every group to the smallest group's size", False)
-    shuffle: bool = doc("seeded shuffle before balancing (else keep first rows)", False)
-    seed: int | None = doc("seed for shuffle (null = the run seed)", None)
-
-
-def normalize(s: pd.Series, how: str) -> pd.Series:
-    s = s.fillna("").astype(str)
-    if how == "none":
-        return s
-    s = s.str.strip()
-    if how in ("lower", "lower_ws"):
-        s = s.str.lower()
-    if how == "lower_ws":
-        s = s.str.replace(r"[^\w\s]", "", regex=True).str.split().str.join(" ")
-    return s
-
-
-@register_stage
-class DedupExact(Stage):
-    """Exact dedup after normalisation, optionally per group, optionally balancing groups."""
-
-    kind = "dedup_exact"
-    Params = DedupParams
-
-    def reads(self) -> set[str]:
-        p: DedupParams = self.params
-        return {p.column} | ({p.group_by} if p.group_by else set())
-
-    async def run(self, df: pd.DataFrame) -> pd.DataFrame:
-        p: DedupParams = self.params
-        key = normalize(df[p.column], p.normalize)
-        subset = [key] if not p.group_by else [df[p.group_by].astype(str), key]
-        dup = pd.concat(subset, axis=1).duplicated()
-        self.ctx.stats.drop(self.name, "duplicate", int(dup.sum()))
-        out = df[~dup.to_numpy()]
-        if p.shuffle:
-            out = out.sample(frac=1.0, random_state=p.seed if p.seed is not None else self.ctx.seed)
-        if p.group_by and p.balance and len(out):
-            smallest = int(out.groupby(p.group_by).size().min())
-            kept = out.groupby(p.group_by, sort=False).head(smallest)
-            self.ctx.stats.drop(self.name, "balance", len(out) - len(kept))
-            out = kept
         return out.reset_index(drop=True)

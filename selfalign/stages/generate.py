@@ -12,10 +12,8 @@ from selfalign import io
 from selfalign.config import doc
 from selfalign.engine import Job, Policy, drop_reason
 from selfalign.parsers import get_parser, parser_fields
-from selfalign.prompts import Prompt
-from selfalign.stages.base import PARENT_ID, ROW_ID, Stage, register_stage
+from selfalign.stages.base import PARENT_ID, ROW_ID, register_stage
 from selfalign.stages.llm import LLMStage, PromptParams
-from selfalign.stages.llm_util import messages
 
 
 @dataclass
@@ -30,41 +28,6 @@ class GenerateParams(PromptParams):
         super().__post_init__()
         if self.n < 1:
             raise ValueError("`n` must be >= 1")
-
-
-class PromptStage(Stage):
-    """Base for stages that render a prompt (+ optional system prompt) from row values."""
-
-    uses_llm = True
-
-    def __init__(self, name: str, params: Any, ctx: Any) -> None:
-        super().__init__(name, params, ctx)
-        self.prompt: Prompt = ctx.prompts.get(params.prompt, f"{self.where}.prompt")
-        self.system: Prompt | None = (ctx.prompts.get(params.system_prompt,
-                                      f"{self.where}.system_prompt")
-                                      if params.system_prompt else None)
-        ctx.llm.check_ref(params.model, f"{self.where}.model")
-
-    def template_vars(self) -> set[str]:
-        names = set(self.prompt.variables) | (self.system.variables if self.system else set())
-        return names - set(self.params.vars) - {"row"}
-
-    def reads(self) -> set[str]:
-        return self.template_vars()
-
-    def prompt_hashes(self) -> dict[str, str]:
-        out = {self.prompt.name: self.prompt.sha256}
-        if self.system:
-            out[self.system.name] = self.system.sha256
-        return out
-
-    def render(self, row: dict[str, Any]) -> list[dict[str, str]]:
-        values = {**row, **self.params.vars, "row": row}
-        system = self.system.render(**values) if self.system else None
-        return messages(self.prompt.render(**values), system)
-
-    def preview(self, df: pd.DataFrame, k: int) -> list[list[dict[str, str]]]:
-        return [self.render(row) for row in io.records(df.head(k))]
 
 
 @register_stage

@@ -37,7 +37,6 @@ def make_ctx(tmp_path: Path, rules: list | None = None, **model: object):
     )  # type: ignore[arg-type]
     session = LLMSession({"default": cfg}, tmp_path, ResponseCache(tmp_path / "c.sqlite"))
     ctx = RunContext(
-        cfg=None,
         run_dir=tmp_path,
         prompts=PromptLibrary([resource_dir("prompts")]),
         llm=session,

@@ -6,3 +6,5 @@ them with the generic `load`, `filter_rows`, `dedup_exact`, `sample_rows`, `stri
 (stages/clean.py), `embed_similarity` (stages/embed.py) and `export`; the domain (prompt, focus,
 markers) is the config group conf/domain/.
 """
+
+from selfalign.stages.methods.aligners import questions, respond, topics, views  # noqa: F401, E402 — register their stages

@@ -6,3 +6,5 @@ configurations; `build_preferences` (compare.py) turns the rubric's ranking of t
 configurations into chosen/rejected pairs. pipelines/almost.yaml composes them with the generic
 `export` (stages/export.py).
 """
+
+from selfalign.stages.methods.almost import compare, expand, pool, responses  # noqa: F401, E402 — register their stages

@@ -5,3 +5,5 @@ pipelines/backtranslation.yaml composes the generic stages `load`, `filter_rows`
 `export` with the two stages here: `curate_pairs` (self-curation, curate.py) and
 `mix_seed_pairs` (seed mix and system tags, mix.py).
 """
+
+from selfalign.stages.methods.backtranslation import curate, mix  # noqa: F401, E402 — register their stages

@@ -102,6 +102,9 @@ class CuratePairs(LLMStage):
         )
         return {"score", "reasoning"} | per_round
 
+    def model_refs(self) -> set[str | None]:
+        return set(self.round_models)
+
     def fingerprint_extra(self) -> str:
         """Every round's model identity (the runner only sees `model`)."""
         return "|".join(self.ctx.llm.identity(ref) for ref in self.round_models)

@@ -10,3 +10,5 @@ pipelines/realign.yaml composes the generic stages `load`, `unpack_sharegpt` / `
 # The tasks whose queries get retrieved evidence in the original (its RAG_TASKS); the pipeline's
 # `retrieval.categories` lists them (tests/unit/test_realign_retrieve.py keeps the two equal).
 RAG_TASKS = ["how_to_generation", "open_qa", "fact_verification", "recommendations", "explain_answer"]
+
+from selfalign.stages.methods.realign import reformat, select  # noqa: F401, E402 — register their stages

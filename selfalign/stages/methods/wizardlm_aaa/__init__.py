@@ -6,3 +6,5 @@ pipelines/wizardlm_aaa.yaml composes the generic stages `load`, `generate_text`
 re-judge with the judge stage's own Scorer). Its generate → judge → select → refine phase is
 written once in conf/phase/aaa/ and mounted for the instruction and for the response.
 """
+
+from selfalign.stages.methods.wizardlm_aaa import refine  # noqa: F401, E402 — register their stages

@@ -188,6 +188,9 @@ class RefineAaa(LLMStage):
     def prompt_hashes(self) -> dict[str, str]:
         return {**super().prompt_hashes(), **self.scorer.templates.hashes()}
 
+    def model_refs(self) -> set[str | None]:
+        return {self.params.model, self.scorer.p.model, *(s.params.model for s in self.chain)}
+
     def fingerprint_extra(self) -> str:
         """The co-teachers' and the judge's models and settings (the judge may be another stage's)."""
         chain = [(s.label, self.ctx.llm.identity(s.params.model)) for s in self.chain]
