@@ -1,35 +1,51 @@
-"""`load`: read a dataset file into rows with stable row ids."""
+"""`load`: read a dataset file into rows with stable row ids.
+
+`check` (run by validate/run/preview before any model call) streams the whole file through
+`io.scan_file`: every kind of bad line is reported as FILE:LINE, in constant memory. `run` reads
+no further than it needs when there is a `limit` and no `sample`. See docs/inputs.md.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import pandas as pd
 
 from selfalign import io
 from selfalign.config import doc
-from selfalign.errors import InputError
+from selfalign.errors import ConfigError, InputError
 from selfalign.stages.base import ROW_ID, Stage, register_stage
+
+_EXAMPLES = 5  # offending rows listed in a non-text error
 
 
 @dataclass
 class LoadParams:
     path: str = doc("input file (JSONL, JSON, CSV, Parquet, .txt lines) or a folder of .txt files")
     format: Literal["jsonl", "json", "csv", "parquet", "text"] | None = doc(
-        "file format (null = from the extension)", None)
+        "file format (null = from the extension)", None
+    )
     text_column: str = doc("column name for plain-text input", "text")
-    rename: dict[str, str] = doc("map input column → pipeline column, e.g. {prompt: instruction}",
-                                 factory=dict)
+    rename: dict[str, str] = doc(
+        "map input column → pipeline column, e.g. {prompt: instruction}", factory=dict
+    )
     columns: list[str] = doc("keep only these columns (after rename; [] = all)", factory=list)
     required: list[str] = doc("columns that must exist and be non-empty", factory=list)
-    on_missing: Literal["drop", "fail"] = doc("rows with empty required values: drop or fail",
-                                              "drop")
+    on_missing: Literal["drop", "fail"] = doc("rows with empty required values: drop or fail", "drop")
+    non_text: Literal["fail", "coerce", "drop"] = doc(
+        "a `required` or `text_column` value that is a number, boolean, list or object: fail, "
+        "coerce (to its JSON text, counted) or drop the row (counted)",
+        "fail",
+    )
     id_column: str | None = doc("use this column as row_id (null = row number)", None)
-    limit: int | None = doc("keep at most this many rows (after sampling)", None)
+    limit: int | None = doc("keep at most this many rows (after sampling; null = all)", None)
     sample: int | None = doc("seeded random sample of this many rows", None)
     seed: int | None = doc("seed for `sample` (null = the run seed)", None)
-    encoding: str = doc("text encoding", "utf-8")
+    encoding: str = doc("text encoding (utf-8 also accepts a UTF-8 byte-order mark)", "utf-8")
 
 
 @register_stage
@@ -39,37 +55,126 @@ class Load(Stage):
     kind = "load"
     Params = LoadParams
 
-    def _frame(self, nrows: int | None = None) -> pd.DataFrame:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         p: LoadParams = self.params
-        df = io.read_table(p.path, p.format, p.text_column, p.encoding, nrows)
-        df = df.rename(columns=p.rename)
-        found = list(df.columns)
+        for key, none in (("limit", "all rows"), ("sample", "no sampling")):
+            value = getattr(p, key)
+            if value is not None and value < 1:
+                via = (
+                    " If the pipeline sets it from a root key (as `limit: ${n_rows}` does), fix "
+                    "that key instead, e.g. n_rows=10 or n_rows=null."
+                    if key == "limit"
+                    else ""
+                )
+                raise ConfigError(
+                    f"{self.where}.{key}: {value} is not a number of rows. Set a "
+                    f"positive number (e.g. {self.where}.{key}=10) or null for "
+                    f"{none}.{via}"
+                )
+        problem = io.encoding_problem(p.encoding)
+        if problem:
+            raise ConfigError(f"{self.where}.encoding: {problem} Set e.g. {self.where}.encoding=utf-8.")
+
+    # -- columns -------------------------------------------------------------------------------
+
+    def _text_columns(self) -> list[str]:
+        """Pipeline columns whose values are used as text."""
+        p: LoadParams = self.params
+        return list(dict.fromkeys([*p.required, p.text_column]))
+
+    def _source_names(self, cols: Iterable[str]) -> list[str]:
+        """The input file's names for pipeline columns (undoing `rename`)."""
+        p: LoadParams = self.params
+        back = {v: k for k, v in p.rename.items()}
+        return [back.get(c, c) for c in cols if c in back or c not in p.rename]
+
+    def _missing(self, found: list[str]) -> str | None:
+        p: LoadParams = self.params
         need = set(p.required) | set(p.columns) | ({p.id_column} if p.id_column else set())
-        for col in sorted(need - set(found)):
-            renames = {v: k for k, v in p.rename.items()}
-            hint = f" (renamed from '{renames[col]}')" if col in renames else ""
-            raise InputError(
-                f"{p.path}: required column '{col}'{hint} is missing. Columns found: "
-                f"{', '.join(map(str, found))}. Map one of them with "
-                f"{self.where}.rename={{YOUR_COLUMN: {col}}}, or fix `{self.where}.required`."
-            )
-        return df[p.columns] if p.columns else df
+        missing = sorted(need - set(found))
+        if not missing:
+            return None
+        col = missing[0]
+        renames = {v: k for k, v in p.rename.items()}
+        hint = f" (renamed from '{renames[col]}')" if col in renames else ""
+        what = (
+            f"required column '{col}'{hint} is missing"
+            if len(missing) == 1
+            else f"required columns {', '.join(repr(c) for c in missing)} are missing"
+        )
+        return (
+            f"{p.path}: {what}. Columns found: {', '.join(map(str, found))}. Map one of them "
+            f"with {self.where}.rename={{YOUR_COLUMN: {col}}}, or fix `{self.where}.required`."
+        )
+
+    def _non_text_message(self, count: int, examples: list[str]) -> str:
+        more = f", and {count - len(examples)} more" if count > len(examples) else ""
+        return (
+            f"{self.params.path}: {count} value(s) used as text are not text: "
+            f"{'; '.join(examples)}{more}. Fix the file, or set {self.where}.non_text=coerce "
+            f"(write them as JSON text, counted) or {self.where}.non_text=drop (drop those "
+            "rows, counted)."
+        )
+
+    # -- check: the whole file, before any model call ------------------------------------------
 
     def fingerprint_extra(self) -> str:
         """The input file's size and mtime, so an edited input re-runs the pipeline."""
-        from pathlib import Path
-
         st = Path(self.params.path).expanduser().stat()
         return f"{st.st_size}:{st.st_mtime_ns}"
 
     def check(self, columns: set[str]) -> tuple[set[str], list[str]]:
-        head = self._frame(nrows=5)  # an InputError stops the column check here
-        return columns | set(map(str, head.columns)) | {ROW_ID}, []
+        p: LoadParams = self.params
+        wanted = self._source_names(self._text_columns()) if p.non_text == "fail" else []
+        scan = io.scan_file(p.path, p.format, p.encoding, p.text_column, wanted, _EXAMPLES)
+        if not scan.rows:  # nothing readable: the columns are unknown
+            raise InputError(" ".join(scan.problems))
+        problems = list(scan.problems)
+        if scan.non_text_count:
+            problems.append(
+                self._non_text_message(
+                    scan.non_text_count,
+                    [
+                        f"line {line} (row {row}) '{col}': {io.value_type(v)} {io.short(v)}"
+                        for row, line, col, v in scan.non_text
+                    ],
+                )
+            )
+        for col, tp in scan.parquet_types.items():
+            problems.append(
+                f"{p.path}: column '{col}' is used as text but its Parquet type is {tp}. Write it "
+                f"as strings, or set {self.where}.non_text=coerce (or drop)."
+            )
+        found = [p.rename.get(c, c) for c in scan.columns]
+        missing = self._missing(found)
+        if missing:  # an InputError stops the column check here
+            raise InputError(" ".join([missing, *(f"Also: {m}" for m in problems)]))
+        cols = set(p.columns) if p.columns else set(map(str, found))
+        return columns | cols | {ROW_ID}, [f"{self.where}: {m}" for m in problems]
+
+    # -- run ------------------------------------------------------------------------------------
 
     async def run(self, df: pd.DataFrame) -> pd.DataFrame:
         p: LoadParams = self.params
-        out = self._frame()
-        out = self._drop_missing(out)
+        early = p.limit is not None and p.sample is None  # stop reading once `limit` rows are kept
+        frames, kept, seen = [], 0, {}
+        for chunk in io.iter_table(
+            p.path, p.format, p.text_column, p.encoding, first=p.limit if early else None
+        ):
+            chunk = chunk.rename(columns=p.rename)
+            seen.update(dict.fromkeys(map(str, chunk.columns)))
+            if not frames:
+                self._raise_missing(list(seen), partial=early)
+            chunk = self._drop_missing(self._text_values(chunk))
+            frames.append(chunk)
+            kept += len(chunk)
+            if early and kept >= p.limit:  # type: ignore[operator]
+                break
+        self._raise_missing(list(seen), partial=False)
+        out = frames[0] if len(frames) == 1 else pd.concat(frames)
+        if p.columns:
+            out = out[p.columns]
         if p.sample is not None and p.sample < len(out):
             seed = p.seed if p.seed is not None else self.ctx.seed
             out = out.sample(n=p.sample, random_state=seed).sort_index()
@@ -77,21 +182,81 @@ class Load(Stage):
             out = out.head(p.limit)
         ids = out[p.id_column].astype(str) if p.id_column else out.index.astype(str)
         if p.id_column and ids.duplicated().any():
-            raise InputError(f"{p.path}: `{self.where}.id_column` '{p.id_column}' has duplicate "
-                             f"values (e.g. {ids[ids.duplicated()].iloc[0]!r}); ids must be unique.")
+            raise InputError(
+                f"{p.path}: `{self.where}.id_column` '{p.id_column}' has duplicate "
+                f"values (e.g. {ids[ids.duplicated()].iloc[0]!r}); ids must be unique."
+            )
         out = out.reset_index(drop=True)
         out.insert(0, ROW_ID, list(ids))
         return out
 
+    def _raise_missing(self, found: list[str], partial: bool) -> None:
+        """Columns are fixed by the first chunk except in JSON, where a later row may add one."""
+        p: LoadParams = self.params
+        kind = io.detect_format(Path(p.path).expanduser(), p.format)
+        if partial and kind in ("jsonl", "json"):
+            return
+        message = self._missing(found)
+        if message:
+            raise InputError(message)
+
+    def _text_values(self, df: pd.DataFrame) -> pd.DataFrame:
+        """`non_text`: fail on, coerce or drop values of text columns that are not strings."""
+        p: LoadParams = self.params
+        bad: dict[str, pd.Series] = {}
+        for col in self._text_columns():
+            if col not in df.columns or isinstance(df[col].dtype, pd.StringDtype):
+                continue
+            mask = pd.Series(
+                [not isinstance(v, str) and not _is_missing(v) for v in df[col]], index=df.index, dtype=bool
+            )
+            if mask.any():
+                bad[col] = mask
+        if not bad:
+            return df
+        if p.non_text == "fail":
+            count = sum(int(m.sum()) for m in bad.values())
+            examples = sorted((row, col) for col, m in bad.items() for row in m.index[m][:_EXAMPLES])
+            raise InputError(
+                self._non_text_message(
+                    count,
+                    [
+                        f"row {row} '{col}': {io.value_type(df.at[row, col])} {io.short(df.at[row, col])}"
+                        for row, col in examples[:_EXAMPLES]
+                    ],
+                )
+            )
+        df = df.copy()
+        if p.non_text == "coerce":
+            for col, mask in bad.items():
+                df[col] = [
+                    json.dumps(io._clean(v), ensure_ascii=False) if m else v
+                    for v, m in zip(df[col], mask, strict=True)
+                ]
+                self.ctx.stats.count(self.name, f"coerced:{col}", int(mask.sum()))
+            return df
+        for col, mask in bad.items():
+            mask = mask.reindex(df.index, fill_value=False)
+            self.ctx.stats.drop(self.name, f"non_text:{col}", int(mask.sum()))
+            df = df[~mask]
+        return df
+
     def _drop_missing(self, df: pd.DataFrame) -> pd.DataFrame:
         p: LoadParams = self.params
         for col in p.required:
+            if col not in df.columns:  # absent from this part of a JSON file: empty here
+                df = df.assign(**{col: None})
             empty = df[col].isna() | (df[col].astype(str).str.strip() == "")
             n = int(empty.sum())
             if n and p.on_missing == "fail":
                 raise InputError(
                     f"{p.path}: column '{col}' is empty in {n} row(s) (first at row "
-                    f"{int(empty.idxmax())}). Fill them, or set {self.where}.on_missing=drop.")
+                    f"{int(empty.idxmax())}). Fill them, or set {self.where}.on_missing=drop."
+                )
             self.ctx.stats.drop(self.name, f"empty:{col}", n)
             df = df[~empty]
         return df
+
+
+def _is_missing(v: Any) -> bool:
+    return v is None or v is pd.NA or (isinstance(v, float) and v != v)
