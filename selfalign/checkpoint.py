@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from selfalign.stages.base import Stage
 
 PARTIAL = "\npartial"
+# Long texts are stored once in stages/blobs/ and referenced from each stage file, so the
+# checkpoints grow with the new columns a stage adds, not with stages × data.
+BLOB_MIN = 4096
+BLOB_REF = "\x00blob:"  # a NUL-prefixed reference cannot be real text from a model or a file
 
 
 def fingerprint(prev: str, stage: Stage, ctx: RunContext) -> str:
@@ -42,6 +46,7 @@ class Checkpoint:
 
     def __init__(self, stage_dir: Path, index: int, name: str) -> None:
         base = stage_dir / f"{index:02d}_{name}"
+        self.blobs = stage_dir / "blobs"
         self.rows = base.with_suffix(".jsonl")
         self.marker = base.with_suffix(".fingerprint")
         self.stats = base.with_suffix(".stats.json")
@@ -55,15 +60,39 @@ class Checkpoint:
             return None
         saved = json.loads(self.stats.read_text()) if self.stats.exists() else {}
         df = io.read_jsonl(self.rows) if self.rows.stat().st_size else pd.DataFrame()
-        return df, saved
+        return self._inline(df), saved
 
     def save(self, df: pd.DataFrame, fp: str, st: StageStats,
              llm: dict[str, dict[str, Any]]) -> None:
         """Rows first, the marker last: a crash in between leaves no marker, so no reuse."""
         self.marker.unlink(missing_ok=True)
-        io.write_jsonl(df, self.rows)
+        io.write_jsonl([self._refs(row) for row in io.records(df)], self.rows)
         io.write_json({"stats": st.to_json(), "llm": llm}, self.stats)
         self.marker.write_text(fp + (PARTIAL if st.llm_failed else ""))
+
+
+    def _refs(self, row: dict[str, Any]) -> dict[str, Any]:
+        for key, value in row.items():
+            if isinstance(value, str) and len(value) >= BLOB_MIN:
+                digest = hashlib.sha256(value.encode()).hexdigest()[:32]
+                path = self.blobs / f"{digest}.txt"
+                if not path.exists():
+                    self.blobs.mkdir(exist_ok=True)
+                    tmp = path.with_suffix(".tmp")
+                    tmp.write_text(value, encoding="utf-8")
+                    tmp.replace(path)
+                row[key] = BLOB_REF + digest
+        return row
+
+    def _inline(self, df: pd.DataFrame) -> pd.DataFrame:
+        for col in df.columns:
+            if not (pd.api.types.is_object_dtype(df[col]) or pd.api.types.is_string_dtype(df[col])):
+                continue
+            refs = df[col].map(lambda v: isinstance(v, str) and v.startswith(BLOB_REF))
+            if refs.any():
+                df.loc[refs, col] = df.loc[refs, col].map(
+                    lambda v: (self.blobs / f"{v[len(BLOB_REF):]}.txt").read_text(encoding="utf-8"))
+        return df
 
 
 def restore(ctx: RunContext, name: str, saved: dict[str, Any]) -> StageStats:

@@ -171,7 +171,6 @@ class Engine:
             raise StageError(f"{self.stage}: row {job.row_id} failed after {out.attempts} "
                              f"attempt(s): {out.error}. Raw output: {(out.raw or '')[:300]!r}")
         # attempts = every request sent for this job, so it agrees with "gave up after N attempts"
-        note = {"samples_tried": out.attempts, **({"sample": job.sample} if job.sample else {}),
-                **job.note}
+        note = {"samples_tried": out.attempts, "sample": job.sample, **job.note}
         self.ctx.rejected.add(self.stage, job.row_id, out.error or "", out.requests or out.attempts,
                               out.raw, **note)

@@ -40,13 +40,18 @@ def setup() -> None:
     _DONE = True
 
 
+# overrides of typed params that may be absent from the YAML (they have defaults)
+_TYPED = ("pipeline.stages.", "model.", "models.")
+
+
 def normalize_overrides(args: list[str]) -> list[str]:
-    """`pipeline.stages.X.key=v` → `++pipeline.stages.X.key=v`: a stage param may be absent from
-    the pipeline YAML (it has a default), and Hydra's struct mode would refuse to set it. Typos
-    are still caught: every stage's params are checked against its typed dataclass."""
+    """`pipeline.stages.X.key=v` → `++pipeline.stages.X.key=v` (and the same for `model.key`
+    and `models.NAME.key`): such a param may be absent from the YAML (it has a default), and
+    Hydra's struct mode would refuse to set it. Typos are still caught: stage params and model
+    configs are checked against their typed dataclasses, with did-you-mean."""
     out = []
     for a in args:
-        if a.startswith("pipeline.stages.") and "=" in a:
+        if a.startswith(_TYPED) and "=" in a:
             a = "++" + a
         out.append(a)
     return out
@@ -132,7 +137,7 @@ def _unknown_key(key: str, other: list[str], config_dirs: list[str]) -> ConfigEr
     keys = [k for k in keys if k != "hydra"]
     where = ".".join(parent)
     listed = ", ".join(keys) or "(none)"
-    return ConfigError(f"{'.'.join([*parent, leaf])}: unknown config key."
+    return ConfigError(f"{key}: unknown config key '{'.'.join([*parent, leaf])}'."
                        f"{did_you_mean(leaf, keys)} Keys under {where or 'the root'}: {listed}. "
                        "A stage param is set with pipeline.stages.NAME.PARAM=VALUE.")
 

@@ -37,7 +37,7 @@ from selfalign.settings import (
     run_settings,
 )
 from selfalign.stages import STAGES, Stage
-from selfalign.stages.base import StageSpec
+from selfalign.stages.base import MissingColumn, StageSpec
 
 log = logging.getLogger("selfalign")
 _INTERP = re.compile(r"\$\{([A-Za-z_][\w.]*)\}")
@@ -77,7 +77,8 @@ def build(cfg: DictConfig, run_dir: Path | None, show_progress: bool = True) -> 
     cache = ResponseCache(cache_cfg.path) if cache_cfg.enabled and run_dir is not None else None
     session = LLMSession(models, run_dir or Path("."), cache, set(cache_cfg.refresh_stages))
     ctx = RunContext(run_dir=run_dir, prompts=PromptLibrary(search), llm=session,
-                     seed=run.seed, show_progress=show_progress)
+                     seed=run.seed, show_progress=show_progress,
+                     progress_every_s=run.progress_every_s)
     specs: dict[str, StageSpec | None] = {}
     for name in pipe.order:
         before = len(problems)
@@ -106,9 +107,38 @@ def build(cfg: DictConfig, run_dir: Path | None, show_progress: bool = True) -> 
             break
         built.columns.append(cols)
         problems += found
+    problems = _merge_missing(problems, stages)
     if problems:
         raise ValidationFailed(problems)
     return built
+
+
+def _merge_missing(problems: list[str], stages: list[Stage]) -> list[str]:
+    """One message per missing column, naming every stage that needs it (not one per stage),
+    with the rename hint when the pipeline loads a file."""
+    by_col: dict[str, list[MissingColumn]] = {}
+    for p in problems:
+        if isinstance(p, MissingColumn):
+            by_col.setdefault(p.column, []).append(p)
+    if not by_col:
+        return problems
+    load = next((s for s in stages if s.kind == "load"), None)
+    out, done = [], set()
+    for p in problems:
+        if not isinstance(p, MissingColumn):
+            out.append(p)
+        elif p.column not in done and len(by_col[p.column]) == 1:
+            out.append(p)
+            done.add(p.column)
+        elif p.column not in done:
+            done.add(p.column)
+            names = ", ".join(m.stage.name for m in by_col[p.column])
+            hint = (f" If the input has it under another name, map it with "
+                    f"{load.where}.rename={{YOUR_COLUMN: {p.column}}}." if load else "")
+            out.append(f"column '{p.column}' is needed by {names}, but no earlier stage "
+                       f"produces it. Columns available at {p.stage.name}: "
+                       f"{', '.join(sorted(p.available)) or '(none)'}.{hint}")
+    return out
 
 
 # a stage whose params could not be parsed (its problem is already reported)

@@ -21,8 +21,7 @@ from selfalign.registry import did_you_mean
 class CacheSettings:
     enabled: bool = doc("cache every successful response", True)
     path: str = doc("SQLite file shared by all runs", "~/.cache/selfalign/responses.sqlite")
-    refresh_stages: list[str] = doc("stages whose calls skip the cache (and refill it)",
-                                    factory=list)
+    refresh_stages: list[str] = doc("stages whose calls skip the cache (and refill it)", factory=list)
 
 
 @dataclass
@@ -41,8 +40,10 @@ def _container(cfg: DictConfig, key: str, where: str) -> Any:
     except Exception as exc:  # noqa: BLE001 — interpolation/missing errors, reported plainly
         msg = str(exc).splitlines()[0]
         if "Interpolation key" in msg:  # e.g. domain=typo or preset=typo selects a missing entry
-            msg += (". A value you set selects an entry that does not exist: check your "
-                    "overrides against the options defined in pipelines/<pipeline>.yaml.")
+            msg += (
+                ". A value you set selects an entry that does not exist: check your "
+                "overrides against the options defined in pipelines/<pipeline>.yaml."
+            )
         raise ConfigError(f"{where}: {msg}") from None
 
 
@@ -52,11 +53,19 @@ class RunSettings:
     allow_empty: bool = doc("a run whose dataset has 0 rows is a success", False)
     retry_failed: bool = doc("a re-run re-sends the calls that failed with an LLM error", True)
     preflight: bool = doc("check every model endpoint before stage 1", True)
+    progress_every_s: float = doc("without a terminal: a progress log line this often", 10.0)
+
+    def __post_init__(self) -> None:
+        if self.progress_every_s < 0:
+            raise ValueError("progress_every_s must be >= 0")
 
 
 def run_settings(cfg: DictConfig) -> RunSettings:
-    raw = {k: _container(cfg, k, k) for k in ("seed", "allow_empty", "retry_failed", "preflight")
-           if k in cfg}
+    raw = {
+        k: _container(cfg, k, k)
+        for k in ("seed", "allow_empty", "retry_failed", "preflight", "progress_every_s")
+        if k in cfg
+    }
     return parse_params(RunSettings, raw, "config")
 
 
@@ -67,14 +76,18 @@ def pipeline_settings(cfg: DictConfig) -> PipelineSettings:
     p = parse_params(PipelineSettings, raw, "pipeline")
     for i, name in enumerate(p.order):
         if name not in p.stages:
-            raise ConfigError(f"pipeline.order[{i}]: '{name}' is not defined under "
-                              f"pipeline.stages (defined: {', '.join(p.stages)}).")
+            raise ConfigError(
+                f"pipeline.order[{i}]: '{name}' is not defined under "
+                f"pipeline.stages (defined: {', '.join(p.stages)})."
+            )
     for name, raw in p.stages.items():
         # a stage left out of `order` is simply not run; but one without a `kind` was made by
         # a misspelt `pipeline.stages.NAME.key=v` override
         if name not in p.order and not (isinstance(raw, dict) and raw.get("kind")):
-            raise ConfigError(f"pipeline.stages.{name}: no stage '{name}' in this pipeline."
-                              f"{did_you_mean(name, p.order)} Stages: {', '.join(p.order)}.")
+            raise ConfigError(
+                f"pipeline.stages.{name}: no stage '{name}' in this pipeline."
+                f"{did_you_mean(name, p.order)} Stages: {', '.join(p.order)}."
+            )
     return p
 
 
@@ -82,8 +95,9 @@ def model_settings(cfg: DictConfig) -> dict[str, ModelConfig]:
     """`model` is the default; each entry of `models` is merged over it."""
     base = _container(cfg, "model", "model") or {}
     if not isinstance(base, dict):
-        raise ConfigError("model: expected a mapping; pick one with model=NAME "
-                          "(see `selfalign list models`).")
+        raise ConfigError(
+            "model: expected a mapping; pick one with model=NAME (see `selfalign list models`)."
+        )
     out = {DEFAULT: parse_params(ModelConfig, base, "model")}
     for name, extra in (_container(cfg, "models", "models") or {}).items():
         out[name] = parse_params(ModelConfig, {**base, **(extra or {})}, f"models.{name}")
@@ -109,5 +123,7 @@ def import_plugins(cfg: DictConfig) -> None:
         try:
             importlib.import_module(mod)
         except ImportError as exc:
-            raise ConfigError(f"plugins[{i}]: cannot import '{mod}': {exc}. Make sure the module "
-                              "is on PYTHONPATH (e.g. run from its folder).") from None
+            raise ConfigError(
+                f"plugins[{i}]: cannot import '{mod}': {exc}. Make sure the module "
+                "is on PYTHONPATH (e.g. run from its folder)."
+            ) from None

@@ -68,12 +68,7 @@ class Stage:
 
     def check(self, columns: set[str]) -> tuple[set[str], list[str]]:
         """Columns after this stage, and problems (missing columns) as messages."""
-        missing = sorted(self.reads() - columns)
-        problems = [
-            f"{self.where} ({self.kind}) needs column '{c}', but no earlier stage produces it. "
-            f"Columns available here: {', '.join(sorted(columns)) or '(none)'}."
-            for c in missing
-        ]
+        problems: list[str] = [MissingColumn(self, c, columns) for c in sorted(self.reads() - columns)]
         return (columns | self.writes()) - self.removes(), problems
 
     async def run(self, df: pd.DataFrame) -> pd.DataFrame:
@@ -82,6 +77,17 @@ class Stage:
     def preview(self, df: pd.DataFrame, k: int) -> list[list[dict[str, str]]]:
         """For LLM stages: the first k requests' messages, rendered from real rows."""
         return []
+
+
+class MissingColumn(str):
+    """A "needs column X" problem; the runner merges those of one column into one message."""
+
+    def __new__(cls, stage: Stage, column: str, available: set[str]) -> MissingColumn:
+        text = (f"{stage.where} ({stage.kind}) needs column '{column}', but no earlier stage "
+                f"produces it. Columns available here: {', '.join(sorted(available)) or '(none)'}.")
+        obj = super().__new__(cls, text)
+        obj.stage, obj.column, obj.available = stage, column, set(available)
+        return obj
 
 
 STAGES: Registry[type[Stage]] = Registry("stage kind")

@@ -79,7 +79,7 @@ def test_root_params_reach_the_stages(tmp_path):
 
 
 def test_the_old_nested_keys_are_gone():
-    with pytest.raises(ConfigError, match=r"Could not override 'aligners\.epochs'"):
+    with pytest.raises(ConfigError, match=r"aligners\.epochs: unknown config key 'aligners'"):
         api.validate(["pipeline=aligners", "model=test", "aligners.epochs=3"])
 
 
