@@ -117,7 +117,8 @@ def test_rule_set_and_retrieval_switches(run_pipeline):
 def test_method_params_live_at_the_root():
     with pytest.raises(ConfigError, match=r"realign\.limit: unknown config key 'realign'"):
         api.validate(["pipeline=realign", "model=test", "realign.limit=7"])
-    with pytest.raises(ConfigError, match=r"rewrite\.sample: unknown config key 'rewrite\.sample'\. Did you mean 'samples'"):
+    typo = r"rewrite\.sample: unknown config key 'rewrite\.sample'\. Did you mean 'samples'"
+    with pytest.raises(ConfigError, match=typo):
         api.validate(["pipeline=realign", "model=test", "rewrite.sample=1"])
     with pytest.raises(ValidationFailed, match=r"select\.rules: expected 'open_platypus'"):
         api.validate(["pipeline=realign", "model=test", "post_filter.rules=gsm8k"])
