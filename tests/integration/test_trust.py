@@ -244,3 +244,36 @@ def test_checkpoints_store_a_long_text_once(tmp_path, monkeypatch):
     assert stage_bytes < 2.5 * len(text)  # not six copies of it
     again, m = api.run([*TINY, "model=test"], tmp_path / "run", config_dirs=DIRS)
     assert all(s["reused"] for s in m["stages"]) and again.equals(df)
+
+
+def test_kill_9_mid_stage_then_resume_repeats_no_completed_call(tmp_path, mock):
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import time
+
+    mock.configure(latency_s=0.3)
+    cache = tmp_path / "cache.sqlite"
+    env = {**os.environ, "SELFALIGN_CACHE": str(cache)}
+    args = [sys.executable, "-m", "selfalign", "run", *TINY, *on_mock(mock), "model.concurrency=2",
+            "pipeline.order=[load,clean,answer]", "--config-dir", DIRS[0],
+            f"hydra.run.dir={tmp_path / 'run'}"]
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    for _ in range(600):  # bounded wait (≤ 60 s) until some, not all, calls were answered
+        if mock.requests >= 5 or proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    with sqlite3.connect(cache) as db:
+        done = db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+    assert 0 < done < 10  # killed in the middle of the stage
+    mock.configure(latency_s=0.0)
+    mock.reset()
+    res = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert mock.requests == 10 - done  # nothing that had completed was sent again
+    m = manifest(tmp_path / "run")
+    assert m["rows"] == 10 and m["attempt"] == 2
