@@ -277,3 +277,12 @@ def test_kill_9_mid_stage_then_resume_repeats_no_completed_call(tmp_path, mock):
     assert mock.requests == 10 - done  # nothing that had completed was sent again
     m = manifest(tmp_path / "run")
     assert m["rows"] == 10 and m["attempt"] == 2
+
+
+def test_a_file_a_later_stage_reads_is_checked_in_full_before_any_call(tmp_path):
+    seed = tmp_path / "seed.jsonl"
+    good = '{"instruction": "a", "response": "b"}\n'
+    seed.write_text(good * 6 + "{bad json\n")  # line 7: past the rows a header check reads
+    with pytest.raises(ValidationFailed, match=r"seed\.jsonl:7: line 7 is not valid JSON"):
+        api.validate(["pipeline=backtranslation", "model=test", "mix_seed=true",
+                      f"seed_data.path={seed}"])

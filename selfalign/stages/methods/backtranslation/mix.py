@@ -59,8 +59,12 @@ class MixSeedPairs(Stage):
     def check(self, columns: set[str]) -> tuple[set[str], list[str]]:
         cols, problems = super().check(columns)
         if self.params.include_seed:
+            # the whole file, streamed (a bad line 700 must not surface after the model calls)
+            found = io.check_file(str(self.params.seed_path))
+            problems += [f"{self.where}.seed_path: {msg}" for msg in found]
             try:
-                self._seed(nrows=5)
+                if not found:
+                    self._seed(nrows=5)
             except InputError as exc:
                 problems.append(f"{self.where}: {exc}")
         return cols, problems
