@@ -88,6 +88,26 @@ def test_json_schema_output(tmp_path: Path):
     assert "127.0.0.1" not in client.identity and str(client.server.url) not in client.identity
 
 
+def test_the_embedded_server_refuses_calls_without_its_run_key(tmp_path: Path):
+    import urllib.error
+    import urllib.request
+
+    client = start_local_client(ModelConfig(**CFG), tmp_path)
+    try:
+        body = json.dumps({"model": "local", "messages": [{"role": "user", "content": "hi"}],
+                           "max_tokens": 2}).encode()
+        req = urllib.request.Request(f"{client.server.url}/v1/chat/completions", data=body,
+                                     headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as exc:  # another local process, no key
+            urllib.request.urlopen(req, timeout=30)
+        assert exc.value.code == 401
+        r = asyncio.run(client.complete(_user("Say hi.", "s", max_tokens=4)))  # ours has it
+        assert r.ok, r.error
+    finally:
+        asyncio.run(client.aclose())
+    assert client.server.api_key not in (tmp_path / LOG_NAME).read_text(errors="replace")
+
+
 PARENT = textwrap.dedent("""
     import sys, time
     from pathlib import Path
