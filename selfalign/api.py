@@ -16,17 +16,8 @@ from selfalign import aio, io
 from selfalign.errors import RunFailed, SelfAlignError
 from selfalign.hydra_setup import compose_config
 from selfalign.llm.session import close_all
-from selfalign.runner import (
-    Built,
-    assess,
-    build,
-    check_endpoints,
-    execute,
-    prepare_run_dir,
-    run_log,
-    write_manifest,
-    write_outputs,
-)
+from selfalign.outputs import prepare_run_dir, run_log, write_manifest, write_outputs
+from selfalign.runner import Built, assess, build, check_endpoints, execute
 
 log = logging.getLogger("selfalign")
 
