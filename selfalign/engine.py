@@ -168,7 +168,8 @@ class Engine:
     def _failed(self, out: Outcome, params: LLMParams) -> None:
         job = out.job
         if params.on_failure == "fail":
-            raise StageError(f"{self.stage}: row {job.row_id} failed after {out.attempts} "
+            where = "".join(f", {k}={v}" for k, v in job.note.items())
+            raise StageError(f"{self.stage}: row {job.row_id}{where} failed after {out.attempts} "
                              f"attempt(s): {out.error}. Raw output: {(out.raw or '')[:300]!r}")
         # attempts = every request sent for this job, so it agrees with "gave up after N attempts"
         note = {"samples_tried": out.attempts, "sample": job.sample, **job.note}
