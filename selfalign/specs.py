@@ -29,11 +29,13 @@ def parse_stage(name: str, raw: Any, cfg: DictConfig | None = None) -> StageSpec
         return _parse_raw_stage(name, raw)
     except ConfigError as exc:
         sources = _sources(cfg, name) if cfg is not None else {}
-        named = [f"{f} ← {src}" for f, src in sources.items()
-                 if f"`{f}`" in str(exc) or f".{name}.{f}:" in str(exc) or f".{name}.{f}." in str(exc)]
+        named = sorted({src for f, src in sources.items()
+                        if f"`{f}`" in str(exc) or f".{name}.{f}:" in str(exc)
+                        or f".{name}.{f}." in str(exc)})
         if not named:
             raise
-        raise ConfigError(f"{exc} (set from {'; '.join(named)}: change that key)") from None
+        keys = ", ".join(f"`{k}`" for k in named)
+        raise ConfigError(f"{exc} (the value comes from {keys}: change it there)") from None
 
 
 def _sources(cfg: DictConfig, name: str) -> dict[str, str]:

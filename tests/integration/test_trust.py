@@ -165,7 +165,7 @@ def test_typos_are_errors_with_did_you_mean(override, text):
 
 
 def test_an_error_names_the_root_key_the_user_typed():
-    with pytest.raises(ValidationFailed, match=r"`n` must be >= 1 \(set from n ← num_instructions"):
+    with pytest.raises(ValidationFailed, match=r"`n` must be >= 1 \(the value comes from `num_instructions`"):
         api.validate(["pipeline=wizardlm_aaa", "model=test", "num_instructions=0"])
 
 
