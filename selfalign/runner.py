@@ -20,6 +20,7 @@ from selfalign.checkpoint import Checkpoint, fingerprint, restore
 from selfalign.config import parse_params
 from selfalign.context import Rejected, RunContext, StageStats
 from selfalign.errors import ConfigError, PreflightFailed, RunFailed, SelfAlignError, ValidationFailed
+from selfalign.llm.budget import Budget, prices
 from selfalign.llm.cache import ResponseCache
 from selfalign.llm.config import ModelConfig
 from selfalign.llm.preflight import preflight
@@ -29,6 +30,7 @@ from selfalign.prompts import PromptLibrary
 from selfalign.registry import did_you_mean
 from selfalign.settings import (
     RunSettings,
+    budget_settings,
     cache_settings,
     import_plugins,
     model_settings,
@@ -72,10 +74,14 @@ def build(cfg: DictConfig, run_dir: Path | None, show_progress: bool = True) -> 
     cache_cfg = attempt(cache_settings, cfg)
     search = attempt(prompt_search_path, cfg)
     run = attempt(run_settings, cfg)
-    if pipe is None or models is None or cache_cfg is None or search is None or run is None:
+    budget_cfg = attempt(budget_settings, cfg)
+    if pipe is None or models is None or cache_cfg is None or search is None or run is None \
+            or budget_cfg is None:
         raise ValidationFailed(problems)
     cache = ResponseCache(cache_cfg.path) if cache_cfg.enabled and run_dir is not None else None
-    session = LLMSession(models, run_dir or Path("."), cache, set(cache_cfg.refresh_stages))
+    budget = Budget(budget_cfg, run_dir / "budget.json" if run_dir is not None else None)
+    session = LLMSession(models, run_dir or Path("."), cache, set(cache_cfg.refresh_stages),
+                         budget, attempt(prices, models, budget_cfg.max_usd is not None) or {})
     ctx = RunContext(run_dir=run_dir, prompts=PromptLibrary(search), llm=session,
                      seed=run.seed, show_progress=show_progress)
     specs: dict[str, StageSpec | None] = {}
@@ -317,6 +323,9 @@ def write_manifest(built: Built, meta: dict[str, Any], rows: int | None) -> dict
                 "llm_attempt": ctx.llm.accounting.totals(this_attempt=True),
                 "versions": versions(),
                 "models": {k: ctx.llm.identity(k) for k in ctx.llm.models}}
+    if ctx.llm.budget.active:
+        manifest["budget"] = ctx.llm.budget.to_json()
+        ctx.llm.budget.save()
     io.write_json(manifest, ctx.run_dir / "manifest.json")
     return manifest
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from selfalign.errors import LLMError
 from selfalign.llm.base import ChatRequest, ChatResult
-from selfalign.llm.config import ModelConfig
+from selfalign.llm.config import ModelConfig, Price
 from selfalign.llm.transport import (
     DirectTransport,
     Reply,
@@ -30,7 +30,7 @@ from selfalign.llm.transport import (
 # Without this, importing litellm fetches a price list from the internet.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-__all__ = ["LiteLLMClient", "model_string", "parse_retry_after", "transport_kind"]
+__all__ = ["LiteLLMClient", "litellm_price", "model_string", "parse_retry_after", "transport_kind"]
 NO_KEY = "no-key"  # OpenAI-compatible local servers ignore the key, but some clients want one
 MAX_RETRY_AFTER_S = 600.0  # a Retry-After beyond this is a server bug, not a plan
 _SECRETS = (re.compile(r"(Bearer\s+)\S+", re.I), re.compile(r"\b(sk-)[A-Za-z0-9_\-]{6,}"))
@@ -66,6 +66,18 @@ def transport_kind(cfg: ModelConfig) -> str:
     if prefix in ("", "openai"):
         return "direct"
     return "litellm" if prefix in _litellm().provider_list else "direct"  # Qwen/… is a HF id
+
+
+def litellm_price(name: str) -> Price | None:
+    """$ per 1M tokens from litellm's bundled price map (offline), or None if it has none."""
+    try:
+        info = _litellm().get_model_info(model=name)
+    except Exception:  # noqa: BLE001 — litellm raises several kinds for an unmapped model
+        return None
+    prompt, completion = info.get("input_cost_per_token"), info.get("output_cost_per_token")
+    if prompt is None or completion is None:
+        return None
+    return Price(float(prompt) * 1e6, float(completion) * 1e6)
 
 
 def model_string(cfg: ModelConfig) -> str:
