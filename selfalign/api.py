@@ -13,7 +13,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from selfalign import aio, io
-from selfalign.errors import RunFailed, SelfAlignError
+from selfalign.errors import EXIT_BUDGET, RunFailed, SelfAlignError
 from selfalign.hydra_setup import compose_config
 from selfalign.llm.session import close_all
 from selfalign.outputs import prepare_run_dir, run_log, write_manifest, write_outputs
@@ -49,9 +49,9 @@ def run_config(
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Given a composed config and a run dir: build, execute, write outputs; returns
     (final dataset, manifest). When the run fails or is degraded it still writes the manifest
-    (status "failed", the reason, every stage's stats; the sweep summary reads it) and raises
-    the error with `.manifest` set. Model clients stay open: the caller closes them, so the jobs
-    of one sweep share one embedded model server."""
+    (status "failed", or "stopped" by the budget; the reason, every stage's stats; the sweep
+    summary reads it) and raises the error with `.manifest` set. Model clients stay open: the
+    caller closes them, so the jobs of one sweep share one embedded model server."""
     meta: dict[str, Any] = {
         "pipeline": OmegaConf.select(cfg, "pipeline.name"),
         "overrides": list(overrides),
@@ -73,7 +73,9 @@ def run_config(
             if problems:
                 raise RunFailed("the run did not produce what was asked: " + "; ".join(problems))
         except SelfAlignError as exc:
-            meta.update(status="failed", error=str(exc), exit_code=exc.exit_code,
+            stopped = exc.exit_code == EXIT_BUDGET  # a budget stop is not a failure
+            meta.update(status="stopped" if stopped else "failed", error=str(exc),
+                        exit_code=exc.exit_code,
                         wall_s=round(time.perf_counter() - start, 2))
             log.error("%s", exc)
             if built is None:

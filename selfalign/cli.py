@@ -33,6 +33,7 @@ commands:
   run pipeline=NAME [overrides]        run a pipeline; -m for a sweep
   validate pipeline=NAME [overrides]   compose, build and check everything; no model is called
   preview pipeline=NAME [-k N] [...]   render the first N prompts of the first LLM stage
+  estimate pipeline=NAME [--pilot K]   calls, tokens, $ and time of a run, before making it
   list [pipelines|stages [KIND]|prompts|models]
   --version
 
@@ -109,6 +110,26 @@ example:
 
 {EXIT_CHECK}
 """,
+    "estimate": f"""\
+usage: selfalign estimate pipeline=NAME [--pilot K] [--out FILE] [--config-dir DIR] [overrides ...]
+
+Count the calls of `selfalign run` with the same overrides exactly (a dry run on the real input
+with the offline test model standing in for every model), their prompt tokens (litellm's offline
+tokenizer for the model you named) and completion tokens (worst case: max_tokens), and price
+them with litellm's price map (or model.price). Prints a table per stage and writes FILE.
+No key is needed and nothing is sent, unless --pilot K.
+
+options:
+  --pilot K                      send the first K requests of each stage to the real model to
+                                 measure completion tokens and latency (cached: the run reuses them)
+  --out FILE                     where to write the JSON (default estimate.json)
+{CONFIG_DIR}
+
+example:
+  selfalign estimate pipeline=wizardlm_aaa model=openai n_rows=1000
+
+{EXIT_CHECK}
+""",
     "list": f"""\
 usage: selfalign list [pipelines|stages [KIND]|prompts|models] [--config-dir DIR] [overrides ...]
 
@@ -165,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
             from selfalign.commands.inspect import preview_command
 
             return preview_command(overrides, dirs)
+        if command == "estimate":
+            from selfalign.commands.estimate import estimate_command
+
+            return estimate_command(overrides, dirs)
         if command == "list":
             from selfalign.commands.listing import list_command
 

@@ -7,7 +7,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,8 +124,9 @@ class StageProgress:
     else (output piped to a file) a log line every `every_s` seconds."""
 
     def __init__(self, progress: Progress | None, task: TaskID | None, stage: str = "",
-                 every_s: float | None = None) -> None:
+                 every_s: float | None = None, status: Callable[[], str] | None = None) -> None:
         self.progress, self.task, self.stage, self.every_s = progress, task, stage, every_s
+        self.status = status  # the session's live figures: $ spent, current concurrency
         self.cache_hits = self.failures = self.done = self.total = 0
         self.started = self._logged = time.perf_counter()
 
@@ -136,7 +137,9 @@ class StageProgress:
 
     def info(self) -> str:
         rate = self.done / max(time.perf_counter() - self.started, 1e-6)
-        return f"{rate:.1f}/s · cache {self.cache_hits} · fail {self.failures}"
+        extra = self.status() if self.status is not None else ""
+        return f"{rate:.1f}/s · cache {self.cache_hits} · fail {self.failures}" + \
+            (f" · {extra}" if extra else "")
 
     def advance(self, n: int = 1, cached: bool = False, failed: bool = False) -> None:
         self.cache_hits += int(cached)
@@ -171,7 +174,7 @@ class RunContext:
     def progress(self, stage: str, total: int) -> Iterator[StageProgress]:
         if not self.show_progress or not self.console.is_terminal:
             every = self.progress_every_s if self.show_progress else None
-            yield StageProgress(None, None, stage, every)
+            yield StageProgress(None, None, stage, every, self.llm.status)
             return
         progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -180,4 +183,4 @@ class RunContext:
         )
         with progress:
             task = progress.add_task(stage, total=total, info="")
-            yield StageProgress(progress, task, stage)
+            yield StageProgress(progress, task, stage, status=self.llm.status)

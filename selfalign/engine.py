@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from selfalign.errors import ParseError, StageError
 from selfalign.llm.base import ChatRequest
+from selfalign.llm.budget import BudgetExceeded
 
 if TYPE_CHECKING:
     from selfalign.context import RunContext, StageProgress
@@ -108,6 +109,13 @@ class Engine:
         tasks = [asyncio.ensure_future(self._job(j, policy)) for j in jobs]
         try:
             return list(await asyncio.gather(*tasks))
+        except BudgetExceeded:
+            # Dispatch has stopped (every later call is refused at once): the calls already sent
+            # finish and are cached, so a re-run pays for none of them twice. Refused jobs are
+            # not counted as failed: they were never tried.
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.ctx.llm.drain()
+            raise
         except BaseException:  # a fatal error (endpoint down, on_failure=fail): stop the rest
             for t in tasks:
                 t.cancel()

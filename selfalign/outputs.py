@@ -45,6 +45,9 @@ def write_manifest(built: Built, meta: dict[str, Any], rows: int | None) -> dict
                 "llm_attempt": ctx.llm.accounting.totals(this_attempt=True),
                 "versions": versions(),
                 "models": {k: ctx.llm.identity(k) for k in ctx.llm.models}}
+    if ctx.llm.budget.active:
+        manifest["budget"] = ctx.llm.budget.to_json()
+        ctx.llm.budget.save()
     io.write_json(manifest, ctx.run_dir / "manifest.json")
     return manifest
 

@@ -15,6 +15,7 @@ from selfalign import aio
 from selfalign.checkpoint import Checkpoint, fingerprint, restore
 from selfalign.context import RunContext, StageStats
 from selfalign.errors import PreflightFailed, RunFailed, SelfAlignError, ValidationFailed
+from selfalign.llm.budget import Budget, prices
 from selfalign.llm.cache import ResponseCache
 from selfalign.llm.config import ModelConfig
 from selfalign.llm.preflight import preflight
@@ -22,6 +23,7 @@ from selfalign.llm.session import DEFAULT, LLMSession
 from selfalign.prompts import PromptLibrary
 from selfalign.settings import (
     RunSettings,
+    budget_settings,
     cache_settings,
     import_plugins,
     model_settings,
@@ -64,10 +66,14 @@ def build(cfg: DictConfig, run_dir: Path | None, show_progress: bool = True) -> 
     cache_cfg = attempt(cache_settings, cfg)
     search = attempt(prompt_search_path, cfg)
     run = attempt(run_settings, cfg)
-    if pipe is None or models is None or cache_cfg is None or search is None or run is None:
+    budget_cfg = attempt(budget_settings, cfg)
+    if pipe is None or models is None or cache_cfg is None or search is None or run is None \
+            or budget_cfg is None:
         raise ValidationFailed(problems)
     cache = ResponseCache(cache_cfg.path) if cache_cfg.enabled and run_dir is not None else None
-    session = LLMSession(models, run_dir or Path("."), cache, set(cache_cfg.refresh_stages))
+    budget = Budget(budget_cfg, run_dir / "budget.json" if run_dir is not None else None)
+    session = LLMSession(models, run_dir or Path("."), cache, set(cache_cfg.refresh_stages),
+                         budget, attempt(prices, models, budget_cfg.max_usd is not None) or {})
     ctx = RunContext(run_dir=run_dir, prompts=PromptLibrary(search), llm=session,
                      seed=run.seed, show_progress=show_progress,
                      progress_every_s=run.progress_every_s)

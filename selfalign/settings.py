@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from selfalign.config import doc, parse_params
 from selfalign.errors import ConfigError
+from selfalign.llm.budget import BudgetSettings
 from selfalign.llm.config import ModelConfig
 from selfalign.llm.session import DEFAULT
 from selfalign.paths import resource_dir
@@ -106,6 +107,10 @@ def model_settings(cfg: DictConfig) -> dict[str, ModelConfig]:
 
 def cache_settings(cfg: DictConfig) -> CacheSettings:
     return parse_params(CacheSettings, _container(cfg, "cache", "cache") or {}, "cache")
+
+
+def budget_settings(cfg: DictConfig) -> BudgetSettings:
+    return parse_params(BudgetSettings, _container(cfg, "budget", "budget") or {}, "budget")
 
 
 def prompt_search_path(cfg: DictConfig) -> list[Path]:

@@ -7,8 +7,9 @@ Faults are drawn per request: first from `fail_when` (text in the messages → o
 then from `script` (a queue of outcomes consumed in order), then at random from the `rate_*`
 probabilities. Outcomes: ok, 429, 500, 503, 401, 400, 404, timeout
 (hang for `hang_s`), malformed (200 with a broken JSON body), nochoices (200, valid JSON, no
-choices). `GET /_stats`, `POST /_config` (JSON of Faults fields) and `POST /_reset` drive it
-over HTTP when it runs in another process.
+choices). `max_concurrency` plays a provider's concurrency cap: a request that arrives with that
+many already in flight gets 429 at once. `GET /_stats`, `POST /_config` (JSON of Faults fields)
+and `POST /_reset` drive it over HTTP when it runs in another process.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class Faults:
     require_key: str | None = None  # 401 unless `Authorization: Bearer <key>`
     fail_when: dict[str, str] = field(default_factory=dict)  # text in the request → outcome
     seed: int = 0
+    max_concurrency: int | None = None  # 429 (+ Retry-After, no latency) above this many in flight
 
 
 class MockServer:
@@ -58,12 +60,15 @@ class MockServer:
         self.in_flight = 0
         self.max_in_flight = 0
         self.outcomes: Counter[str] = Counter()
+        self.history: deque[str] = deque(maxlen=100_000)  # outcomes in arrival order
+        self.over_cap = 0  # requests refused by max_concurrency
         self.bodies: deque[dict[str, Any]] = deque(maxlen=200)
         self.headers: deque[dict[str, str]] = deque(maxlen=200)
 
     def stats(self) -> dict[str, Any]:
         return {"requests": self.requests, "in_flight": self.in_flight,
-                "max_in_flight": self.max_in_flight, "outcomes": dict(self.outcomes)}
+                "max_in_flight": self.max_in_flight, "outcomes": dict(self.outcomes),
+                "over_cap": self.over_cap}
 
     def configure(self, **changes: Any) -> None:
         self.faults = dataclasses.replace(self.faults, **changes)
@@ -101,10 +106,16 @@ class MockServer:
             self.bodies.append(body)
             self.headers.append(dict(request.headers))
             f = self.faults
+            if f.max_concurrency is not None and self.in_flight > f.max_concurrency:
+                self.over_cap += 1  # a provider's concurrency cap answers at once
+                self.outcomes["429"] += 1
+                self.history.append("429")
+                return await self._respond("429", body, request)
             outcome = self._outcome(body)
             if f.require_key and request.headers.get("Authorization") != f"Bearer {f.require_key}":
                 outcome = "401"
             self.outcomes[outcome] += 1
+            self.history.append(outcome)
             if f.latency_s:
                 await asyncio.sleep(f.latency_s)
             return await self._respond(outcome, body, request)
@@ -220,9 +231,11 @@ def main() -> None:
     ap.add_argument("--rate-500", type=float, default=0.0)
     ap.add_argument("--retry-after", default="0")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-concurrency", type=int, default=None,
+                    help="answer 429 (with Retry-After) above this many requests in flight")
     a = ap.parse_args()
     server = MockServer(latency_s=a.latency, rate_429=a.rate_429, rate_500=a.rate_500,
-                        retry_after=a.retry_after, seed=a.seed)
+                        retry_after=a.retry_after, seed=a.seed, max_concurrency=a.max_concurrency)
 
     async def run() -> None:
         await server.serve(a.port)

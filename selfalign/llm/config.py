@@ -18,12 +18,35 @@ def looks_like_secret(value: str) -> bool:
 
 
 @dataclass
+class Price:
+    """Dollars per million tokens; overrides litellm's price map for budgets and estimates."""
+
+    input_per_mtok: float = doc("$ per 1M prompt tokens")
+    output_per_mtok: float = doc("$ per 1M completion tokens")
+
+    def __post_init__(self) -> None:
+        if self.input_per_mtok < 0 or self.output_per_mtok < 0:
+            raise ValueError("price: input_per_mtok and output_per_mtok must be >= 0")
+
+    def cost(self, prompt_tokens: float, completion_tokens: float) -> float:
+        return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
+
+
+@dataclass
 class ModelConfig:
     provider: Literal["local", "litellm", "test"] = doc("backend: local | litellm | test")
     name: str = doc("litellm model string (e.g. openai/gpt-4o-mini) or a label", "")
     api_base: str | None = doc("OpenAI-compatible base URL (vLLM, Ollama, llama.cpp …)", None)
     api_key_env: str | None = doc("name of the env var holding the API key (never the key)", None)
-    concurrency: int = doc("requests kept in flight at once against this endpoint", 8)
+    concurrency: int = doc("requests kept in flight at once against this endpoint (the "
+                           "ceiling when min_concurrency is set)", 8)
+    min_concurrency: int | None = doc("adaptive concurrency (AIMD) floor: cut on 429/timeout, "
+                                      "grow on success; null = fixed at concurrency", None)
+    rpm: float | None = doc("requests per minute this endpoint allows (null = no limit)", None)
+    tpm: float | None = doc("tokens per minute (prompt + max_tokens, corrected by the usage "
+                            "reported; null = no limit)", None)
+    price: Price | None = doc("{input_per_mtok, output_per_mtok} in $: overrides litellm's "
+                              "price map (null = the map for hosted models, free otherwise)", None)
     timeout_s: float = doc("per-request timeout in seconds", 120.0)
     max_retries: int = doc("retries on 429/5xx/timeouts/connection errors", 5)
     backoff_base_s: float = doc("first backoff delay; doubles each retry, with jitter", 1.0)
@@ -47,6 +70,12 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise ValueError("concurrency must be >= 1")
+        if self.min_concurrency is not None and not 1 <= self.min_concurrency <= self.concurrency:
+            raise ValueError(f"min_concurrency must be between 1 and concurrency "
+                             f"({self.concurrency}), got {self.min_concurrency}")
+        for name in ("rpm", "tpm"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0 (null = no limit)")
         if self.max_retries < 0:
             raise ValueError("max_retries must be >= 0")
         for name in ("timeout_s", "backoff_base_s", "backoff_max_s", "startup_timeout_s"):

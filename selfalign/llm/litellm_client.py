@@ -16,7 +16,14 @@ from typing import Any
 
 from selfalign.errors import LLMError
 from selfalign.llm.base import ChatRequest, ChatResult
-from selfalign.llm.config import ModelConfig
+from selfalign.llm.config import ModelConfig, Price
+from selfalign.llm.limits import (
+    AdaptiveLimit,
+    RateLimits,
+    estimate_tokens,
+    load_signal,
+    tokens_used,
+)
 from selfalign.llm.transport import (
     DirectTransport,
     Reply,
@@ -30,7 +37,8 @@ from selfalign.llm.transport import (
 # Without this, importing litellm fetches a price list from the internet.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-__all__ = ["LiteLLMClient", "model_string", "parse_retry_after", "transport_kind"]
+__all__ = ["LiteLLMClient", "count_tokens", "litellm_price", "model_string", "parse_retry_after",
+           "transport_kind"]
 NO_KEY = "no-key"  # OpenAI-compatible local servers ignore the key, but some clients want one
 MAX_RETRY_AFTER_S = 600.0  # a Retry-After beyond this is a server bug, not a plan
 _SECRETS = (re.compile(r"(Bearer\s+)\S+", re.I), re.compile(r"\b(sk-)[A-Za-z0-9_\-]{6,}"))
@@ -66,6 +74,28 @@ def transport_kind(cfg: ModelConfig) -> str:
     if prefix in ("", "openai"):
         return "direct"
     return "litellm" if prefix in _litellm().provider_list else "direct"  # Qwen/… is a HF id
+
+
+def litellm_price(name: str) -> Price | None:
+    """$ per 1M tokens from litellm's bundled price map (offline), or None if it has none."""
+    try:
+        info = _litellm().get_model_info(model=name)
+    except Exception:  # noqa: BLE001 — litellm raises several kinds for an unmapped model
+        return None
+    prompt, completion = info.get("input_cost_per_token"), info.get("output_cost_per_token")
+    if prompt is None or completion is None:
+        return None
+    return Price(float(prompt) * 1e6, float(completion) * 1e6)
+
+
+def count_tokens(name: str, messages: list[dict[str, str]]) -> int:
+    """Prompt tokens of `messages` for model `name`, with litellm's offline tokenizers (its
+    default one for a model it does not know)."""
+    lt = _litellm()
+    try:
+        return int(lt.token_counter(model=name, messages=messages))
+    except Exception:  # noqa: BLE001 — an unknown model name: the default tokenizer
+        return int(lt.token_counter(messages=messages))
 
 
 def model_string(cfg: ModelConfig) -> str:
@@ -166,7 +196,8 @@ class LiteLLMClient:
         self.supports_json_schema = cfg.supports_json_schema
         # asyncio primitives bind to one event loop; a multirun may run jobs in fresh loops.
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._sem = asyncio.Semaphore(cfg.concurrency)
+        self.limit = AdaptiveLimit(cfg.min_concurrency or cfg.concurrency, cfg.concurrency)
+        self.rates = RateLimits(cfg.rpm, cfg.tpm)
         self.in_flight = 0
         self.max_in_flight = 0
         self.unreachable = 0  # connection failures (refused / unknown host) since the last reply
@@ -191,11 +222,17 @@ class LiteLLMClient:
             text = pattern.sub(r"\1***", text)
         return _PREFIXES.sub("", text)[:600]
 
-    def _semaphore(self) -> asyncio.Semaphore:
+    def _limits(self) -> tuple[AdaptiveLimit, RateLimits]:
         loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            self._loop, self._sem = loop, asyncio.Semaphore(self.cfg.concurrency)
-        return self._sem
+        if loop is not self._loop:  # their futures and timers belong to one loop
+            self._loop = loop
+            self.limit = AdaptiveLimit(self.limit.floor, self.limit.ceiling)
+            self.rates = RateLimits(self.cfg.rpm, self.cfg.tpm)
+        return self.limit, self.rates
+
+    def concurrency_status(self) -> str:
+        """'conc 12/64' while adaptive concurrency is on (for the progress bar)."""
+        return self.limit.status()
 
     def _backoff(self, retry: int, after: float | None) -> float:
         if after is not None:
@@ -208,31 +245,38 @@ class LiteLLMClient:
         if not self.supports_json_schema:
             params.pop("response_format", None)
         messages, timeout = request.message_dicts, self.cfg.timeout_s
-        sem, start, error = self._semaphore(), time.perf_counter(), ""
+        (limit, rates), start, error = self._limits(), time.perf_counter(), ""
+        tokens = estimate_tokens(sum(len(c.encode()) for _, c in request.messages),
+                                 int(params.get("max_tokens") or 0))
         for retry in range(self.cfg.max_retries + 1):
             failure: TransportError | None = None
-            async with sem:  # held only while a call is in flight, not while backing off
-                self.in_flight += 1
-                self.max_in_flight = max(self.max_in_flight, self.in_flight)
-                t0 = time.perf_counter()
-                try:
-                    # The transport has its own timeout; this one also covers a stuck connect,
-                    # with a grace second so the transport's clearer error usually fires first.
-                    reply = await asyncio.wait_for(
-                        self._send.send(messages, params, self._key(), timeout), timeout + 1.0)
-                except TransportError as exc:
-                    failure = exc
-                except (asyncio.TimeoutError, TimeoutError):
-                    failure = TransportError("retry", f"timeout after {timeout:g}s")
-                except Exception as exc:  # noqa: BLE001 — a bug or a bad param type: no retry
-                    raise LLMError(f"{self.label}: unexpected {type(exc).__name__}: "
-                                   f"{self._scrub(str(exc))}") from None
-                finally:
-                    self.in_flight -= 1
-                latency = time.perf_counter() - t0
-            if failure is None:
+            reply: Reply | None = None
+            charged = await rates.acquire(tokens)  # before a slot: waiting here holds none
+            epoch = await limit.acquire()  # held only while a call is in flight, not in backoff
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            t0 = time.perf_counter()
+            try:
+                # The transport has its own timeout; this one also covers a stuck connect,
+                # with a grace second so the transport's clearer error usually fires first.
+                reply = await asyncio.wait_for(
+                    self._send.send(messages, params, self._key(), timeout), timeout + 1.0)
+            except TransportError as exc:
+                failure = exc
+            except (asyncio.TimeoutError, TimeoutError):
+                failure = TransportError("retry", f"timeout after {timeout:g}s")
+            except Exception as exc:  # noqa: BLE001 — a bug or a bad param type: no retry
+                raise LLMError(f"{self.label}: unexpected {type(exc).__name__}: "
+                               f"{self._scrub(str(exc))}") from None
+            finally:
+                self.in_flight -= 1
+                limit.release(epoch, load_signal(failure))
+                rates.correct(charged, tokens_used(reply, charged))
+            latency = time.perf_counter() - t0
+            if reply is not None:
                 self.unreachable = 0
                 return self._result(reply, retry + 1, latency, start)
+            assert failure is not None
             if failure.kind == "fatal":
                 raise LLMError(self._fatal_message(failure, request)) from None
             error = self._describe(failure)

@@ -12,8 +12,9 @@ from typing import Any
 from selfalign.errors import ConfigError
 from selfalign.llm.accounting import Accounting
 from selfalign.llm.base import ChatRequest, ChatResult, LLMClient
+from selfalign.llm.budget import Budget, BudgetSettings, completion_bound, prompt_token_bound
 from selfalign.llm.cache import ResponseCache
-from selfalign.llm.config import ModelConfig
+from selfalign.llm.config import ModelConfig, Price
 from selfalign.llm.local import SHA256 as EMBEDDED_SHA256
 from selfalign.registry import did_you_mean
 
@@ -59,13 +60,21 @@ class LLMSession:
         run_dir: Path,
         cache: ResponseCache | None,
         refresh_stages: set[str] | None = None,
+        budget: Budget | None = None,
+        prices: dict[str, Price] | None = None,
     ) -> None:
         self.models = models
         self.run_dir = run_dir
         self.cache = cache
         self.refresh_stages = refresh_stages or set()
         self.accounting = Accounting()
+        self.budget = budget or Budget(BudgetSettings())
+        self.prices = prices or {}  # per model ref; fills in the cost a backend did not report
         self._clients: dict[str, LLMClient] = {}
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._slots_loop: asyncio.AbstractEventLoop | None = None
+        self.in_flight = 0  # calls sent (reserved) and not yet settled
+        self.spent_usd = 0.0  # this attempt, for the progress bar
 
     def check_ref(self, ref: str | None, where: str) -> None:
         name = ref or DEFAULT
@@ -106,13 +115,67 @@ class LLMSession:
                 return ChatResult(text=text, cached=True, model=ident,
                                   prompt_tokens=meta.get("prompt_tokens", 0),
                                   completion_tokens=meta.get("completion_tokens", 0))
-        result = await self.client(ref).complete(req)
+        result = await self._send(ref, req)
         result.model = ident
         if use_cache and result.ok:
             meta: dict[str, Any] = {"prompt_tokens": result.prompt_tokens,
                                     "completion_tokens": result.completion_tokens}
             self.cache.put(key, ident, result.text or "", meta)  # type: ignore[union-attr]
         return result
+
+    async def _send(self, ref: str | None, req: ChatRequest) -> ChatResult:
+        """A cache miss: reserve its worst case, send it, settle to what it really used."""
+        name = ref or DEFAULT
+        if not self.budget.active:
+            return self._priced(name, await self.client(ref).complete(req))
+        # Reserve only once a concurrency slot is free: requests still queued for a slot hold
+        # no reservation, so the budget is not used up by calls that have not been sent.
+        async with self._slot(name):
+            res = self.budget.reserve(*self._worst(name, req))
+            self.in_flight += 1
+            try:
+                result = self._priced(name, await self.client(ref).complete(req))
+            except BaseException:
+                self.budget.settle(res, 0.0, 0)
+                raise
+            finally:
+                self.in_flight -= 1
+            self.budget.settle(res, result.cost or 0.0,
+                               result.prompt_tokens + result.completion_tokens)
+            return result
+
+    def _slot(self, name: str) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if loop is not self._slots_loop:  # asyncio primitives bind to one event loop
+            self._slots, self._slots_loop = {}, loop
+        if name not in self._slots:
+            self._slots[name] = asyncio.Semaphore(self.models[name].concurrency)
+        return self._slots[name]
+
+    def _worst(self, name: str, req: ChatRequest) -> tuple[float, int]:
+        prompt, completion = prompt_token_bound(req), completion_bound(req, self.models[name])
+        price = self.prices.get(name)
+        return (price.cost(prompt, completion) if price else 0.0), prompt + completion
+
+    def _priced(self, name: str, result: ChatResult) -> ChatResult:
+        price = self.prices.get(name)
+        if result.cost is None and price is not None:
+            result.cost = price.cost(result.prompt_tokens, result.completion_tokens)
+        return result
+
+    async def drain(self) -> None:
+        """Wait until every call already sent has come back (after a budget stop)."""
+        while self.in_flight:
+            await asyncio.sleep(0.02)
+
+    def status(self) -> str:
+        """Live figures for the progress bar: $ spent (and the budget), current concurrency."""
+        parts = [self.budget.status() if self.budget.active
+                 else (f"${self.spent_usd:.4f}" if self.spent_usd else "")]
+        for client in self._clients.values():
+            limit = getattr(client, "concurrency_status", None)
+            parts.append(limit() if callable(limit) else "")
+        return " · ".join(p for p in parts if p)
 
     async def complete(
         self,
@@ -134,5 +197,6 @@ class LLMSession:
     async def call(self, stage: str, ref: str | None, req: ChatRequest) -> ChatResult:
         """One request through the cache, counted in the accounting."""
         res = await self._one(stage, ref, req)
+        self.spent_usd += res.cost or 0.0
         self.accounting.record(stage, res.model, res)
         return res

@@ -1,0 +1,175 @@
+"""The budget cap: reservations before dispatch, settlement after, the stop (exit 4, manifest
+"stopped", nothing counted as failed) and the resume that repeats no completed call.
+
+Counts, not times: every assertion is on requests that reached the test model (`test_model`
+fixture) or on the $ / tokens recorded, which the priced test model makes exact."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers import FIXTURES
+
+from selfalign import api
+from selfalign.errors import EXIT_BUDGET, ConfigError, ValidationFailed
+from selfalign.llm.base import ChatRequest
+from selfalign.llm.budget import (
+    Budget,
+    BudgetExceeded,
+    BudgetSettings,
+    completion_bound,
+    prices,
+    prompt_token_bound,
+)
+from selfalign.llm.config import ModelConfig, Price
+
+DIRS = [str(FIXTURES / "conf")]
+# $1 per 1000 tokens, so $ and tokens are the same figure / 1000
+PRICED = [
+    "model=test",
+    "pipeline=tiny",
+    f"prompts.search_path=[{FIXTURES / 'prompts'}]",
+    "model.price={input_per_mtok: 1000, output_per_mtok: 1000}",
+]
+TINY_CALLS = 20  # 5 rows: 10 answers (n=2) + 10 judgements
+
+
+def test_reserve_refuses_past_the_cap_and_stays_stopped() -> None:
+    b = Budget(BudgetSettings(max_usd=1.0))
+    first = b.reserve(0.6, 10)
+    with pytest.raises(BudgetExceeded, match=r"budget reached at \$0\.0000 of \$1\.0000"):
+        b.reserve(0.5, 10)  # 0.6 reserved + 0.5 > 1.0, though nothing is spent yet
+    b.settle(first, 0.1, 5)
+    assert (b.spent_usd, b.spent_tokens, b.reserved_usd) == (0.1, 5, 0.0)
+    with pytest.raises(BudgetExceeded):  # sticky: once refused, dispatch has stopped
+        b.reserve(0.01, 1)
+
+
+def test_token_cap_and_message() -> None:
+    b = Budget(BudgetSettings(max_tokens=100))
+    b.settle(b.reserve(0.0, 60), 0.0, 60)
+    with pytest.raises(BudgetExceeded, match="at 60 of 100 tokens .*budget.max_tokens=200"):
+        b.reserve(0.0, 41)
+
+
+def test_spent_is_kept_across_attempts(tmp_path: Path) -> None:
+    path = tmp_path / "budget.json"
+    b = Budget(BudgetSettings(max_usd=1.0), path)
+    b.settle(b.reserve(0.5, 10), 0.25, 10)
+    b.save()
+    again = Budget(BudgetSettings(max_usd=2.0), path)
+    assert (again.spent_usd, again.spent_tokens) == (0.25, 10)
+    assert again.to_json()["spent_usd_this_attempt"] == 0.0
+
+
+def test_bounds_cover_the_reported_usage() -> None:
+    req = ChatRequest.make([{"role": "user", "content": "héllo wörld, three words"}], {"max_tokens": 64})
+    assert prompt_token_bound(req) >= len("héllo wörld, three words".encode())
+    assert completion_bound(req, ModelConfig(provider="test")) == 64
+    no_max = ChatRequest.make([("user", "x")])
+    assert completion_bound(no_max, ModelConfig(provider="test", extra_params={"max_tokens": 9})) == 9
+
+
+def test_settings_reject_a_non_positive_cap() -> None:
+    with pytest.raises(ValueError, match="max_usd must be > 0"):
+        BudgetSettings(max_usd=0)
+
+
+def test_prices_from_config_and_free_local_endpoints() -> None:
+    models = {
+        "default": ModelConfig(provider="test", price=Price(1.0, 2.0)),
+        "srv": ModelConfig(provider="litellm", name="m", api_base="http://127.0.0.1:1/v1"),
+    }
+    got = prices(models, need=True)
+    assert got["default"].cost(1e6, 1e6) == 3.0
+    assert got["srv"].cost(1e6, 1e6) == 0.0  # an api_base endpoint is free unless priced
+
+
+def test_hosted_model_without_a_price_is_a_config_error() -> None:
+    models = {"default": ModelConfig(provider="litellm", name="no-such-hosted-model-xyz")}
+    with pytest.raises(
+        ConfigError,
+        match=r"model: litellm's price map has no price .*"
+        r"model\.price=\{input_per_mtok",
+    ):
+        prices(models, need=True)
+    assert prices(models, need=False) == {}  # without a $ budget nothing is looked up
+
+
+def _run(run_dir: Path, *extra: str, cache: Path | None = None) -> dict:
+    args = [*PRICED, *extra] + ([f"cache.path={cache}"] if cache else [])
+    return api.run(args, run_dir, config_dirs=DIRS)[1]
+
+
+@pytest.mark.parametrize("concurrency", [1, 16])
+def test_stop_then_resume_repeats_no_call(tmp_path: Path, test_model, concurrency: int) -> None:
+    full_df, _ = api.run(
+        [*PRICED, f"cache.path={tmp_path / 'other.sqlite'}"], tmp_path / "full", config_dirs=DIRS
+    )
+    assert len(test_model.requests) == TINY_CALLS
+    test_model.clear()
+
+    run_dir, conc = tmp_path / "run", f"model.concurrency={concurrency}"
+    with pytest.raises(BudgetExceeded) as stop:
+        _run(run_dir, conc, "budget.max_usd=0.5")
+    first = len(test_model.requests)
+    assert 0 < first < TINY_CALLS
+    assert stop.value.exit_code == EXIT_BUDGET
+    assert "re-run with a higher budget to continue" in str(stop.value)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "stopped" and manifest["exit_code"] == EXIT_BUDGET
+    assert manifest["budget"]["stopped"] and manifest["budget"]["spent_usd"] <= 0.5
+    assert all(s.get("failed_calls", 0) == 0 for s in manifest["stages"])  # not "failures"
+    spent = manifest["llm_attempt"]["prompt_tokens"] + manifest["llm_attempt"]["completion_tokens"]
+    assert manifest["budget"]["spent_tokens"] == spent  # settled to the usage reported
+    assert (run_dir / "stages" / "00_load.jsonl").exists()  # finished stages are checkpointed
+
+    with pytest.raises(BudgetExceeded):  # the same budget: already used up, nothing is sent
+        _run(run_dir, conc, "budget.max_usd=0.5")
+    assert len(test_model.requests) == first
+
+    df, manifest = api.run([*PRICED, conc, "budget.max_usd=100"], run_dir, config_dirs=DIRS)
+    assert len(test_model.requests) == TINY_CALLS  # the rest, and no call twice
+    assert manifest["status"] == "ok" and not manifest["budget"]["stopped"]
+    assert list(df.answer) == list(full_df.answer)
+
+
+def test_token_budget_stops_too(tmp_path: Path, test_model) -> None:
+    with pytest.raises(BudgetExceeded, match="tokens"):
+        _run(tmp_path / "run", "model.concurrency=1", "budget.max_tokens=400")
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert 0 < len(test_model.requests) < TINY_CALLS
+    assert manifest["budget"]["spent_tokens"] <= 400
+
+
+def test_unpriced_hosted_model_fails_validation(tmp_path: Path) -> None:
+    with pytest.raises(ValidationFailed, match="no price"):
+        api.validate(
+            [
+                "pipeline=tiny",
+                f"prompts.search_path=[{FIXTURES / 'prompts'}]",
+                "model=openai",
+                "model.name=no-such-hosted-model-xyz",
+                "budget.max_usd=1",
+            ],
+            config_dirs=DIRS,
+        )
+
+
+def test_cli_exits_4_and_shows_the_spend(tmp_path: Path) -> None:
+    from helpers import cli
+
+    got = cli(
+        "run",
+        "--config-dir",
+        DIRS[0],
+        *PRICED,
+        "budget.max_usd=0.5",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        env={"SELFALIGN_CACHE": str(tmp_path / "c")},
+    )
+    assert got.returncode == EXIT_BUDGET, got.stderr[-2000:]
+    assert "budget reached at $" in got.stderr and "stopped by the budget" in got.stderr
+    assert "spent $" in got.stderr
