@@ -68,6 +68,17 @@ def file_rows(path: Path) -> int:
         return sum(1 for line in fh if line.strip())
 
 
+def file_bytes(path: Path) -> int:
+    """A split's `num_bytes`: its uncompressed size for Parquet (near its Arrow size, which
+    `datasets` means by it and does not check), its size on disk for JSONL."""
+    import pyarrow.parquet as pq
+
+    if path.suffix == ".parquet":
+        meta = pq.ParquetFile(path).metadata
+        return sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    return path.stat().st_size
+
+
 def feature(name: str | None, t: Any) -> dict[str, Any]:
     """An Arrow type as the Hub's `features` YAML entry (as `datasets` writes it)."""
     import pyarrow as pa
@@ -110,10 +121,16 @@ def trl_type(schema: Any) -> str:
 
 
 def present(run_dir: Path, views: list[ViewFiles]) -> list[ViewFiles]:
-    """The views whose every file is there (a disabled export stage wrote none)."""
-    return [
-        v for v in views if v.splits and all(data_file(run_dir, v, s).exists() for s in v.splits.values())
-    ]
+    """The views whose files are there (a disabled export stage wrote none), without their
+    empty splits: `datasets` cannot load an empty file (a view with no rows is left out)."""
+    out = []
+    for v in views:
+        if not all(data_file(run_dir, v, stem).exists() for stem in v.splits.values()):
+            continue
+        splits = {s: stem for s, stem in v.splits.items() if file_rows(data_file(run_dir, v, stem))}
+        if splits:
+            out.append(ViewFiles(v.name, v.kind, v.format, splits, list(v.formats)))
+    return out
 
 
 def header(run_dir: Path, views: list[ViewFiles], pipeline: str, license: str) -> dict[str, Any]:
@@ -128,7 +145,9 @@ def header(run_dir: Path, views: list[ViewFiles], pipeline: str, license: str) -
             }
         )
         schema = file_schema(next(iter(files.values())))
-        splits = [{"name": s, "num_examples": file_rows(p)} for s, p in files.items()]
+        splits = [
+            {"name": s, "num_bytes": file_bytes(p), "num_examples": file_rows(p)} for s, p in files.items()
+        ]
         total = max(total, sum(s["num_examples"] for s in splits))
         infos.append(
             {

@@ -30,7 +30,8 @@ def test_a_run_writes_a_card_that_points_at_its_views(run_pipeline) -> None:
         "default": True,
     }
     (info,) = meta["dataset_info"]
-    assert info["splits"] == [{"name": "train", "num_examples": manifest["rows"]}]
+    (split,) = info["splits"]
+    assert split["name"] == "train" and split["num_examples"] == manifest["rows"] and split["num_bytes"] > 0
     message = [{"name": "role", "dtype": "string"}, {"name": "content", "dtype": "string"}]
     assert info["features"][:3] == [{"name": c, "list": message} for c in ("prompt", "chosen", "rejected")]
     compare = next(s for s in manifest["stages"] if s["name"] == "compare")
@@ -93,11 +94,16 @@ def test_splits_formats_and_a_custom_pipeline(ctx) -> None:
     assert "my_key: in.jsonl" in rest
 
 
-def test_views_without_files_are_left_out(ctx) -> None:
-    write_run(ctx, [{"file": "sft", "kind": "sft"}])
+def test_views_without_files_and_empty_splits_are_left_out(ctx) -> None:
+    write_run(
+        ctx, [{"file": "sft", "kind": "sft"}, {"file": "s", "kind": "sft", "split": {"a": 1.0, "b": 0.0}}]
+    )
     missing = ViewFiles("gone", "sft", "conversational", {"": "gone"}, ["jsonl"])
     there = ViewFiles("sft", "sft", "conversational", {"": "sft"}, ["jsonl"])
-    assert card.present(ctx.run_dir, [missing, there]) == [there]
+    split = ViewFiles("s", "sft", "conversational", {"a": "s.a", "b": "s.b"}, ["jsonl"])
+    assert (ctx.run_dir / "s.b.jsonl").read_text() == ""  # written, but datasets cannot load it
+    kept = card.present(ctx.run_dir, [missing, there, split])
+    assert [(v.name, v.splits) for v in kept] == [("sft", {"": "sft"}), ("s", {"a": "s.a"})]
 
 
 def test_feature_yaml_for_nested_types() -> None:
