@@ -139,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0] in ("-h", "--help"):
         print(USAGE)
         return 0
+    if args[0] == "help" and args[1:2] == ["push"]:
+        return _push(["--help"], console)
     if args[0] == "help":  # `selfalign help [COMMAND]`
         print(COMMAND_USAGE.get(args[1], USAGE) if len(args) > 1 else USAGE)
         return 0

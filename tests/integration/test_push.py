@@ -89,5 +89,7 @@ def test_bad_arguments_are_exit_2_with_a_fix(run_pipeline, hub, tmp_path: Path, 
     assert main(["push", str(tmp_path), "me/x"]) == 2
     assert "no dataset card" in capsys.readouterr().err
     assert hub.auth == []
-    assert main(["push", "--help"]) == 0
-    assert "usage: selfalign push RUN_DIR REPO_ID" in capsys.readouterr().out
+    for argv in (["push", "--help"], ["help", "push"]):
+        assert main(argv) == 0
+        assert "usage: selfalign push RUN_DIR REPO_ID" in capsys.readouterr().out
+    assert main(["--help"]) == 0 and "push RUN_DIR REPO_ID" in capsys.readouterr().out
