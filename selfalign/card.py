@@ -183,6 +183,11 @@ def _portable(value: Any) -> Any:
     return value
 
 
+def _portable_override(override: str) -> str:
+    key, sep, value = override.partition("=")
+    return f"{key}{sep}{_portable(value)}" if sep else override
+
+
 def _models(cfg: dict[str, Any]) -> list[str]:
     base = cfg.get("model") or {}
     named = {"default": base, **{k: {**base, **(v or {})} for k, v in (cfg.get("models") or {}).items()}}
@@ -277,7 +282,7 @@ def body(run_dir: Path, views: list[ViewFiles], cfg: dict[str, Any], manifest: d
     text = _BODY.format(
         name=name,
         description=pipe.get("description", ""),
-        overrides=" ".join(manifest.get("overrides", [])),
+        overrides=" ".join(_portable_override(o) for o in manifest.get("overrides", [])),
         started=manifest.get("started", "?"),
         status=manifest.get("status", "?"),
         rows=manifest.get("rows", "?"),

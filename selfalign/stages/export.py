@@ -133,7 +133,7 @@ def invalid_rows(df: pd.DataFrame, v: View) -> tuple[list[bool], Counter[str], d
     """(bad mask, bad rows by reason, first row_id by reason). Bad: a text that is not a string,
     a system column value that is neither a string nor missing, an infinite number anywhere."""
     texts = list(v.texts().values())
-    other = v.keep + (v.columns or list(df.columns) if v.kind == "rows" else [])
+    other = v.keep + ((v.columns or list(df.columns)) if v.kind == "rows" else [])
     bad, counts, first = [], Counter[str](), {}
     for r in io.records(df):
         reasons = [f"non_string:{c}" for c in texts if not isinstance(r.get(c), str)]

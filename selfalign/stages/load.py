@@ -126,11 +126,15 @@ class Load(Stage):
     # -- check: the whole file, before any model call ------------------------------------------
 
     def _hf(self) -> Any:
-        """The Hugging Face dataset this stage reads (selfalign/hf.py), or None for a file."""
-        from selfalign import hf
+        """The Hugging Face dataset this stage reads (selfalign/hf.py), or None for a file;
+        found once (telling a folder's kind walks it)."""
+        if not hasattr(self, "_hf_source"):
+            from selfalign import hf
 
-        p: LoadParams = self.params
-        return hf.Source(p.path, p.split, p.subset, p.revision) if hf.kind(p.path, p.format) else None
+            p: LoadParams = self.params
+            found = hf.kind(p.path, p.format)
+            self._hf_source = hf.Source(p.path, p.split, p.subset, p.revision) if found else None
+        return self._hf_source
 
     def fingerprint_extra(self) -> str:
         """The input file's size and mtime, so an edited input re-runs the pipeline."""

@@ -60,7 +60,13 @@ def write_run(ctx, views: list[dict]) -> None:
         yaml.safe_dump({"seed": 1, "my_key": "/abs/path/in.jsonl", "pipeline": {"name": "mine"}})
     )
     stages = [{"name": "export", "kind": "export", "rows_in": 5, "rows_out": 5, "drops": {}, "counts": {}}]
-    (ctx.run_dir / "manifest.json").write_text(json.dumps({"status": "ok", "rows": 5, "stages": stages}))
+    manifest = {
+        "status": "ok",
+        "rows": 5,
+        "stages": stages,
+        "overrides": ["pipeline=mine", "p=/home/me/x.jsonl"],
+    }
+    (ctx.run_dir / "manifest.json").write_text(json.dumps(manifest))
 
 
 def test_splits_formats_and_a_custom_pipeline(ctx) -> None:
@@ -91,7 +97,8 @@ def test_splits_formats_and_a_custom_pipeline(ctx) -> None:
     ]
     assert [s["num_examples"] for s in info["splits"]] == [4, 1]
     assert "prompt-completion, standard" in rest and "## Citation" not in rest  # no known method
-    assert "my_key: in.jsonl" in rest
+    assert "my_key: in.jsonl" in rest and "`selfalign run pipeline=mine p=x.jsonl`" in rest
+    assert "/home/me" not in rest and "/abs/path" not in rest
 
 
 def test_views_without_files_and_empty_splits_are_left_out(ctx) -> None:

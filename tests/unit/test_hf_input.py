@@ -163,3 +163,10 @@ def test_a_backtranslation_run_on_a_hub_dataset(run_pipeline, hf_home: Path) -> 
     df, manifest, _ = run_pipeline("pipeline=backtranslation", "input.path=hf://datasets/me/texts")
     load_stage = next(s for s in manifest["stages"] if s["name"] == "load_texts")
     assert load_stage["rows_out"] == len(rows) and len(df) > 0
+
+
+def test_nested_values_come_as_python_lists(ctx, tmp_path: Path) -> None:
+    items = [[{"from": "human", "value": "hi?"}, {"from": "gpt", "value": "hello"}]]
+    datasets.Dataset.from_dict({"id": ["a"], "items": items}).save_to_disk(str(tmp_path / "sg"))
+    df = run_stage(load(ctx, str(tmp_path / "sg")), None)
+    assert df["items"][0] == items[0]  # a list of dicts, as unpack_sharegpt expects
