@@ -85,11 +85,25 @@ def run_config(
                     write_outputs(built, df, meta)
                 rows = None if df is None else len(df)
                 exc.manifest = write_manifest(built, meta, rows)  # type: ignore[attr-defined]
+                if df is not None:
+                    _write_card(built, run_dir)
             raise
         meta.update(status="ok", wall_s=round(time.perf_counter() - start, 2), score_means=score_means(df))
         manifest = write_outputs(built, df, meta)
+        _write_card(built, run_dir)
         log.info("done: %d rows in %s", len(df), run_dir)
         return df, manifest
+
+
+def _write_card(built: Built, run_dir: Path) -> None:
+    """README.md, the dataset card (selfalign/card.py); a card that cannot be written costs a
+    warning, never the finished run."""
+    from selfalign import card
+
+    try:
+        card.write(run_dir, built.stages)
+    except Exception as exc:  # noqa: BLE001 — the data is written; the card is a summary of it
+        log.warning("could not write the dataset card %s: %s", run_dir / card.CARD, exc)
 
 
 def run(

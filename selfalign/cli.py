@@ -1,4 +1,4 @@
-"""argv → sub-command (run / validate / list / preview). No pipeline logic lives here."""
+"""argv → sub-command (run / validate / list / preview / push). No pipeline logic lives here."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ commands:
   preview pipeline=NAME [-k N] [...]   render the first N prompts of the first LLM stage
   estimate pipeline=NAME [--pilot K]   calls, tokens, $ and time of a run, before making it
   list [pipelines|stages [KIND]|prompts|models]
+  push RUN_DIR REPO_ID [--private] [--views NAMES]   upload a run's views and card to the Hub
   --version
 
 Every command takes --config-dir DIR and key=value overrides; `selfalign COMMAND --help` says more.
@@ -159,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0] in ("-h", "--help"):
         print(USAGE)
         return 0
+    if args[0] == "help" and args[1:2] == ["push"]:
+        return _push(["--help"], console)
     if args[0] == "help":  # `selfalign help [COMMAND]`
         print(COMMAND_USAGE.get(args[1], USAGE) if len(args) > 1 else USAGE)
         return 0
@@ -166,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"selfalign {__version__}")
         return 0
     command, rest = args[0], args[1:]
+    if command == "push":  # its own argv (paths, flags), not Hydra overrides
+        return _push(rest, console)
     if command in COMMAND_USAGE and ("-h" in rest or "--help" in rest):
         # before Hydra sees it: its --help composes the config first and fails without pipeline=
         print(COMMAND_USAGE[command])
@@ -205,9 +210,19 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     from selfalign.registry import did_you_mean
 
-    hint = did_you_mean(command, list(COMMAND_USAGE))
+    hint = did_you_mean(command, [*COMMAND_USAGE, "push"])
     console.print("[bold red]error:[/] " + escape(f"unknown command '{command}'.{hint}\n{USAGE}"))
     return 2
+
+
+def _push(args: list[str], console: Console) -> int:
+    from selfalign.commands.push import push_command
+
+    try:
+        return push_command(args)
+    except SelfAlignError as exc:
+        console.print("[bold red]error:[/] " + escape(str(exc)), highlight=False)
+        return exc.exit_code
 
 
 def entry() -> None:

@@ -931,16 +931,60 @@ def read_jsonl(path: Path) -> pd.DataFrame:
     return pd.DataFrame.from_records(rows)
 
 
-def write_parquet(df: pd.DataFrame, path: Path) -> None:
-    """Parquet needs one type per column; mixed object columns are stored as JSON strings."""
-    out = df.copy()
-    for col in out.columns:
-        if out[col].dtype == object:
-            kinds = {type(v) for v in out[col] if v is not None and not _isnan(v)}
-            if len(kinds) > 1 or kinds & {dict, list}:
-                out[col] = [json.dumps(_clean(v), default=str) if v is not None else None for v in out[col]]
+def arrow_table(df: pd.DataFrame, types: dict[str, Any] | None = None) -> Any:
+    """The frame as a pyarrow Table that keeps nested values (a list of {role, content} dicts is
+    a list<struct>, as `datasets` and TRL expect). `types` fixes a column's Arrow type (so split
+    files share one schema); a column Arrow cannot type (mixed kinds) is stored as JSON text."""
+    import pyarrow as pa
+
+    types = types or {}
+    arrays, fields = [], []
+    for col in df.columns:
+        values = df[col]
+        want = types.get(str(col))
+        array = _typed(values, want) if want is not None else _inferred(values)
+        arrays.append(array)
+        fields.append(pa.field(str(col), array.type))
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def _inferred(values: pd.Series) -> Any:
+    import pyarrow as pa
+
+    if values.dtype != object:
+        array = pa.Array.from_pandas(values)
+        # pandas' str dtype becomes large_string; `string` is what the Hub and TRL expect
+        return array.cast(pa.string()) if pa.types.is_large_string(array.type) else array
+    clean = [_clean(v) for v in values]
+    try:
+        return pa.array(clean, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
+        return pa.array(_as_json(clean), type=pa.string())
+
+
+def _typed(values: pd.Series, want: Any) -> Any:
+    import pyarrow as pa
+
+    clean = [_clean(v) for v in values]
+    textual = pa.types.is_string(want) or pa.types.is_large_string(want)
+    if textual and any(v is not None and not isinstance(v, str) for v in clean):
+        clean = _as_json(clean)  # this column was stored as JSON text in the whole view
+    return pa.array(clean, type=want, from_pandas=True)
+
+
+def _as_json(values: list[Any]) -> list[str | None]:
+    return [None if v is None else json.dumps(v, ensure_ascii=False, default=str) for v in values]
+
+
+def write_parquet(df: pd.DataFrame, path: Path, schema: Any = None) -> None:
+    """Write atomically; nested values stay nested (see `arrow_table`). `schema` (a pyarrow
+    Schema, e.g. of the whole view before it was split) fixes every column's type."""
+    import pyarrow.parquet as pq
+
+    types = dict(zip(schema.names, schema.types, strict=True)) if schema is not None else None
+    table = arrow_table(df, types)
     tmp = path.with_suffix(".parquet.tmp")
-    out.to_parquet(tmp, index=False)
+    pq.write_table(table, tmp)
     os.replace(tmp, path)
 
 

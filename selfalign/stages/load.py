@@ -25,10 +25,16 @@ _EXAMPLES = 5  # offending rows listed in a non-text error
 
 @dataclass
 class LoadParams:
-    path: str = doc("input file (JSONL, JSON, CSV, Parquet, .txt lines) or a folder of .txt files")
-    format: Literal["jsonl", "json", "csv", "parquet", "text"] | None = doc(
-        "file format (null = from the extension)", None
+    path: str = doc(
+        "input file (JSONL, JSON, CSV, Parquet, .txt lines), a folder of .txt files, or a Hugging "
+        "Face dataset: a save_to_disk folder, a folder of its data files, hf://datasets/ORG/NAME"
     )
+    format: Literal["jsonl", "json", "csv", "parquet", "text", "hf"] | None = doc(
+        "file format (null = from the extension or folder; hf = a Hugging Face dataset)", None
+    )
+    split: str | None = doc("Hugging Face dataset: the split (null = train, or the only one)", None)
+    subset: str | None = doc("Hugging Face dataset: the subset (config) name (null = the default)", None)
+    revision: str | None = doc("Hub id: branch, tag or commit in the local cache (null = main)", None)
     text_column: str = doc("column name for plain-text input", "text")
     rename: dict[str, str] = doc(
         "map input column → pipeline column, e.g. {prompt: instruction}", factory=dict
@@ -119,15 +125,36 @@ class Load(Stage):
 
     # -- check: the whole file, before any model call ------------------------------------------
 
+    def _hf(self) -> Any:
+        """The Hugging Face dataset this stage reads (selfalign/hf.py), or None for a file;
+        found once (telling a folder's kind walks it)."""
+        if not hasattr(self, "_hf_source"):
+            from selfalign import hf
+
+            p: LoadParams = self.params
+            found = hf.kind(p.path, p.format)
+            self._hf_source = hf.Source(p.path, p.split, p.subset, p.revision) if found else None
+        return self._hf_source
+
     def fingerprint_extra(self) -> str:
         """The input file's size and mtime, so an edited input re-runs the pipeline."""
+        if src := self._hf():
+            from selfalign import hf
+
+            return hf.fingerprint(src)
         st = Path(self.params.path).expanduser().stat()
         return f"{st.st_size}:{st.st_mtime_ns}"
 
     def check(self, columns: set[str]) -> tuple[set[str], list[str]]:
         p: LoadParams = self.params
         wanted = self._source_names(self._text_columns()) if p.non_text == "fail" else []
-        scan = io.scan_file(p.path, p.format, p.encoding, p.text_column, wanted, _EXAMPLES)
+        src = self._hf()
+        if src:
+            from selfalign import hf
+
+            scan = hf.scan(src, wanted)
+        else:
+            scan = io.scan_file(p.path, p.format, p.encoding, p.text_column, wanted, _EXAMPLES)
         if not scan.rows:  # nothing readable: the columns are unknown
             raise InputError(" ".join(scan.problems))
         problems = list(scan.problems)
@@ -159,9 +186,7 @@ class Load(Stage):
         p: LoadParams = self.params
         early = p.limit is not None and p.sample is None  # stop reading once `limit` rows are kept
         frames, kept, seen = [], 0, {}
-        for chunk in io.iter_table(
-            p.path, p.format, p.text_column, p.encoding, first=p.limit if early else None
-        ):
+        for chunk in self._chunks(p.limit if early else None):
             chunk = chunk.rename(columns=p.rename)
             seen.update(dict.fromkeys(map(str, chunk.columns)))
             if not frames:
@@ -190,10 +215,18 @@ class Load(Stage):
         out.insert(0, ROW_ID, list(ids))
         return out
 
+    def _chunks(self, first: int | None) -> Iterable[pd.DataFrame]:
+        p: LoadParams = self.params
+        if src := self._hf():
+            from selfalign import hf
+
+            return hf.iter_table(src, first)
+        return io.iter_table(p.path, p.format, p.text_column, p.encoding, first=first)
+
     def _raise_missing(self, found: list[str], partial: bool) -> None:
         """Columns are fixed by the first chunk except in JSON, where a later row may add one."""
         p: LoadParams = self.params
-        kind = io.detect_format(Path(p.path).expanduser(), p.format)
+        kind = "hf" if self._hf() else io.detect_format(Path(p.path).expanduser(), p.format)
         if partial and kind in ("jsonl", "json"):
             return
         message = self._missing(found)

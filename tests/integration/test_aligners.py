@@ -35,19 +35,18 @@ def check_views(df, run_dir):
     aligner = {p: read(run_dir / f"aligner.{p}.jsonl") for p in ("train", "val", "test")}
     assert sum(map(len, aligner.values())) == n
     assert len(aligner["train"]) == round(n * 0.7)
-    row = aligner["train"][0]
-    assert row["aligner_text"] == (
+    row = aligner["train"][0]  # TRL's standard prompt/completion (docs/train.md)
+    assert row["prompt"] + row["completion"] == (
         f"{row['question']} [INIT] {row['misaligned']} [ALIGNED] {row['aligned']} [DONE]"
     )
-    assert row["aligner_prompt"] + row["aligner_completion"] == row["aligner_text"]
     inspector = [r for p in ("train", "val", "test") for r in read(run_dir / f"inspector.{p}.jsonl")]
     assert len(inspector) == 2 * n and sorted({r["label"] for r in inspector}) == [0, 1]
     assert len(read(run_dir / "inspector.train.jsonl")) == 2 * round(n * 0.8)
     prefs = read(run_dir / "preference.train.jsonl")
     by_id = df.set_index("row_id")
     for p in prefs:
-        assert p["chosen"] == by_id.loc[p["row_id"], "aligned"]
-        assert p["rejected"] == by_id.loc[p["row_id"], "misaligned"]
+        assert p["chosen"] == [{"role": "assistant", "content": by_id.loc[p["row_id"], "aligned"]}]
+        assert p["rejected"] == [{"role": "assistant", "content": by_id.loc[p["row_id"], "misaligned"]}]
     # the same seed puts a question in the same split of the aligner and preference views
     assert [r["row_id"] for r in aligner["train"]] == [p["row_id"] for p in prefs]
 

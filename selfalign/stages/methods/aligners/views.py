@@ -10,7 +10,7 @@ import pandas as pd
 from selfalign import io
 from selfalign.config import doc
 from selfalign.stages.base import ROW_ID, Stage, register_stage
-from selfalign.stages.export import split_frame
+from selfalign.stages.export import ViewFiles, split_frame, stems, write_view
 
 
 @dataclass
@@ -35,7 +35,8 @@ def aligner_text(x: str, y: str, y2: str, p: AlignerTextParams) -> tuple[str, st
 @register_stage
 class AlignerText(Stage):
     """Adds aligner_text = `x [INIT] y [ALIGNED] y′ [DONE]`, split as aligner_prompt (through
-    [ALIGNED]) and aligner_completion (the part the loss covers)."""
+    [ALIGNED]) and aligner_completion (the part the loss covers); the pipeline's `export`
+    writes them as TRL's prompt/completion columns."""
 
     kind = "aligner_text"
     Params = AlignerTextParams
@@ -99,17 +100,16 @@ class ExportInspector(Stage):
         p: InspectorParams = self.params
         return {p.input, p.misaligned, p.aligned, ROW_ID, *p.keep}
 
+    def outputs(self) -> list[ViewFiles]:
+        p: InspectorParams = self.params
+        return [ViewFiles(p.file, "classification", "standard", stems(p.file, p.split), list(p.formats))]
+
     async def run(self, df: pd.DataFrame) -> pd.DataFrame:
         p: InspectorParams = self.params
         if self.ctx.run_dir is None:
             return df
         pairs = df.head(p.limit) if p.limit is not None else df
         parts = split_frame(pairs, p.split, self.ctx.seed) if p.split else {"": pairs}
-        for part, sub in parts.items():
-            rows = inspector_rows(sub, p)
-            stem = f"{p.file}.{part}" if part else p.file
-            if "jsonl" in p.formats:
-                io.write_jsonl(rows, self.ctx.run_dir / f"{stem}.jsonl")
-            if "parquet" in p.formats:
-                io.write_parquet(rows, self.ctx.run_dir / f"{stem}.parquet")
+        named = {stems(p.file, p.split)[part]: inspector_rows(sub, p) for part, sub in parts.items()}
+        write_view(inspector_rows(pairs, p), named, self.ctx.run_dir, list(p.formats), {})
         return df
