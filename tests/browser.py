@@ -217,7 +217,7 @@ def main(argv: list[str]) -> int:
     from selfalign import api
 
     with tempfile.TemporaryDirectory() as tmp:
-        os.environ.setdefault("SELFALIGN_CACHE", str(Path(tmp) / "cache.sqlite"))
+        os.environ["SELFALIGN_CACHE"] = str(Path(tmp) / "cache.sqlite")  # a demo: leave yours be
         run_dir = Path(tmp) / "wizardlm_aaa"
         api.run(["pipeline=wizardlm_aaa", "model=test"], run_dir)
         page = open_page(run_dir / "report.html", shot=1400)

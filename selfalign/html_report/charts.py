@@ -185,8 +185,10 @@ def _ridges(ax: Any, rows: Sequence[tuple[str, dict[str, Sequence[float]]]]) -> 
     arrays = [{k: np.asarray(v, dtype=float) for k, v in series.items()} for _, series in rows]
     every = np.concatenate([v for a in arrays for v in a.values()] or [np.zeros(1)])
     lo, hi = float(every.min()), float(every.max())
+    if hi == lo:  # one value everywhere: centre it
+        lo, hi = lo - 0.5, hi + 0.5
     most = max((v.size for a in arrays for v in a.values()), default=1)
-    bins = np.linspace(lo, hi if hi > lo else lo + 1, int(np.clip(np.sqrt(most) * 2, 6, 24)) + 1)
+    bins = np.linspace(lo, hi, int(np.clip(np.sqrt(most) * 2, 6, 24)) + 1)
     names: list[str] = []
     for j, series in enumerate(arrays):
         counts = {k: np.histogram(v, bins=bins)[0] for k, v in series.items()}

@@ -113,8 +113,13 @@ def stage_samples(data: RunData, k: int = 3) -> list[StageSample]:
 
 def _dropped_rows(data: RunData, i: int, drops: dict[str, int]) -> list[Card]:
     """Rows of the stage's input that are in its output neither by row_id nor by content (a
-    selection renames the row it keeps to its parent's id). Only when both files were read whole."""
-    if i == 0 or not sum(drops.values()) or not (data.complete(i - 1) and data.complete(i)):
+    selection renames the row it keeps to its parent's id). Only for a stage that filters (rows
+    in = rows out + drops), with both files read whole, and when exactly the dropped number of
+    rows is found: a stage that merges rows (pairs, groups) cannot be read this way."""
+    stage, dropped = data.stages[i], sum(drops.values())
+    if i == 0 or not dropped or stage.get("rows_in") != (stage.get("rows_out") or 0) + dropped:
+        return []
+    if not (data.complete(i - 1) and data.complete(i)):
         return []
     before, after = data.frame(i - 1), data.frame(i)
     if before.empty or "row_id" not in before.columns:
@@ -122,12 +127,14 @@ def _dropped_rows(data: RunData, i: int, drops: dict[str, int]) -> list[Card]:
     common = [c for c in before.columns if c in after.columns and c not in _IDS]
     kept_ids = set(after["row_id"].astype(str)) if "row_id" in after.columns else set()
     kept_keys = {_key(r, common) for r in after.to_dict(orient="records")}
-    reason = next(iter(drops)) if len(drops) == 1 else "one of: " + ", ".join(drops)
     gone = [
         r
         for r in before.to_dict(orient="records")
         if str(r.get("row_id")) not in kept_ids and _key(r, common) not in kept_keys
     ]
+    if len(gone) != dropped:
+        return []
+    reason = next(iter(drops)) if len(drops) == 1 else "one of: " + ", ".join(drops)
     return [row_card(r, reason) for r in gone[:5]]
 
 

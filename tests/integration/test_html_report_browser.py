@@ -72,7 +72,7 @@ def run_expected(cell: dict[str, Any], m: dict[str, Any]) -> Any:
         }.get(key, totals.get(key))
     assert stage is not None, cell
     if cell["where"] == "funnel-table":
-        return sum(stage["drops"].values()) if key == "dropped" else stage[key]
+        return sum(stage["drops"].values()) if key == "dropped" else stage.get(key)
     if key in ("calls", "failed_calls", "wall_s"):
         return stage[key]
     llm = stage["llm"]
