@@ -158,7 +158,8 @@ class Browser:
         self.exe = exe
 
     def __enter__(self) -> Browser:
-        self._profile = tempfile.TemporaryDirectory()
+        self._profile = tempfile.TemporaryDirectory(ignore_cleanup_errors=True)
+        self._log = open(Path(self._profile.name) / "chromium.log", "wb")  # noqa: SIM115
         # --no-sandbox: CI runs as root, where chromium's sandbox refuses to start
         self.proc = subprocess.Popen(
             [
@@ -169,19 +170,21 @@ class Browser:
                 "--no-first-run",
                 "--disable-extensions",
                 "--disable-background-networking",
+                "--disable-dev-shm-usage",
                 "--remote-debugging-port=0",
                 f"--user-data-dir={self._profile.name}",
                 "about:blank",
             ],
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=self._log,  # a file, not a pipe: an unread pipe would fill and stall chromium
         )
         port_file = Path(self._profile.name) / "DevToolsActivePort"
         deadline = time.monotonic() + 60
         while not (port_file.exists() and len(port_file.read_text().split()) >= 2):
             if self.proc.poll() is not None or time.monotonic() > deadline:
+                log = (Path(self._profile.name) / "chromium.log").read_text(errors="replace")[-2000:]
                 self.__exit__()
-                raise RuntimeError("chromium did not start (is it installed and runnable?)")
+                raise RuntimeError(f"chromium did not start: {log}")
             time.sleep(0.1)
         self.port, self.path = port_file.read_text().split()[:2]
         return self
@@ -193,8 +196,7 @@ class Browser:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(10)
-        if self.proc.stderr:
-            self.proc.stderr.close()
+        self._log.close()
         self._profile.cleanup()
 
     def open(self, html: Path, dark: bool = False, width: int = 1280, shot: int = 0) -> Page:
