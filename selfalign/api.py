@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from selfalign import aio, io
 from selfalign.errors import EXIT_BUDGET, RunFailed, SelfAlignError
+from selfalign.html_report import try_write_run_report
 from selfalign.hydra_setup import compose_config
 from selfalign.llm.session import close_all
 from selfalign.outputs import prepare_run_dir, run_log, write_manifest, write_outputs
@@ -51,7 +52,17 @@ def run_config(
     (final dataset, manifest). When the run fails or is degraded it still writes the manifest
     (status "failed", or "stopped" by the budget; the reason, every stage's stats; the sweep
     summary reads it) and raises the error with `.manifest` set. Model clients stay open: the
-    caller closes them, so the jobs of one sweep share one embedded model server."""
+    caller closes them, so the jobs of one sweep share one embedded model server. Every run,
+    failed or not, ends by writing report.html from what it left in the run dir."""
+    try:
+        return _run_config(cfg, run_dir, overrides, show_progress)
+    finally:
+        try_write_run_report(run_dir)
+
+
+def _run_config(
+    cfg: DictConfig, run_dir: Path, overrides: list[str], show_progress: bool
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     meta: dict[str, Any] = {
         "pipeline": OmegaConf.select(cfg, "pipeline.name"),
         "overrides": list(overrides),

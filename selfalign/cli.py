@@ -1,4 +1,5 @@
-"""argv → sub-command (run / validate / list / preview / push). No pipeline logic lives here."""
+"""argv → sub-command (run / validate / preview / estimate / list / push / report). No pipeline
+logic lives here."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ commands:
   estimate pipeline=NAME [--pilot K]   calls, tokens, $ and time of a run, before making it
   list [pipelines|stages [KIND]|prompts|models]
   push RUN_DIR REPO_ID [--private] [--views NAMES]   upload a run's views and card to the Hub
+  report DIR                           (re)write report.html of a run dir or a sweep dir
   --version
 
 Every command takes --config-dir DIR and key=value overrides; `selfalign COMMAND --help` says more.
@@ -61,7 +63,7 @@ options:
   -m, --multirun                 a sweep: one job per combination of comma-separated values,
                                  e.g. -m model=local,test temperature=0.2,0.8; jobs go to
                                  multirun/<pipeline>/<time>/<job>/ (hydra.sweep.dir=DIR), then
-                                 sweep_summary.csv and .md
+                                 sweep_summary.csv and .md and report.html
 {CONFIG_DIR}
   Hydra's own flags work too: --cfg job (print the config), --info, --hydra-help
 
@@ -151,6 +153,25 @@ examples:
 
 {EXIT_CHECK}
 """,
+    "report": """\
+usage: selfalign report DIR [-o FILE]
+
+Write DIR/report.html: one self-contained page (no network needed) that shows a run's funnel of
+rows through the stages with the drop reasons, per stage the model calls, cache hits, retries,
+failures, tokens, cost, latency and time, a histogram of every score column, sample rows kept
+and dropped with the raw model text, and the config and prompts. Every run writes it at its end;
+this rebuilds it. DIR may also be a sweep dir (multirun/<pipeline>/<time>): one row per job,
+charts comparing the jobs, links to each job's report.
+
+options:
+  -o, --output FILE              write the page to FILE instead of DIR/report.html
+
+examples:
+  selfalign report outputs/wizardlm_aaa/2025-01-01_12-00-00
+  selfalign report multirun/realign/2025-01-01_12-00-00
+
+exit codes: 0 written; 2 DIR is neither a run dir nor a sweep dir
+""",
 }
 
 
@@ -199,6 +220,10 @@ def main(argv: list[str] | None = None) -> int:
             from selfalign.commands.listing import list_command
 
             return list_command(overrides, dirs)
+        if command == "report":
+            from selfalign.commands.report import report_command
+
+            return report_command(rest)
     except SelfAlignError as exc:
         console.print("[bold red]error:[/] " + escape(str(exc)), highlight=False)
         return exc.exit_code

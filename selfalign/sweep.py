@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+log = logging.getLogger("selfalign")
 
 
 def summarize(sweep_dir: Path) -> pd.DataFrame:
@@ -29,6 +33,7 @@ def summarize(sweep_dir: Path) -> pd.DataFrame:
             "drops": sum(sum(s.get("drops", {}).values()) for s in stages),
             "rejected": m.get("rejected"),
             "tokens": totals.get("prompt_tokens", 0) + totals.get("completion_tokens", 0),
+            "cost_usd": totals.get("cost_usd", 0.0),
             "wall_s": m.get("wall_s"),
         }
         row.update({f"mean_{k}": v for k, v in (m.get("score_means") or {}).items()})
@@ -40,18 +45,52 @@ def _num(name: str) -> int:
     return int(name) if name.isdigit() else 10**9
 
 
+def split_overrides(df: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """(the overrides every job shares, each job's own overrides: those that differ)."""
+    per_job = [o.split() for o in df["overrides"].fillna("")] if "overrides" in df else []
+    common = [o for o in per_job[0] if all(o in j for j in per_job)] if per_job else []
+    return common, [" ".join(o for o in j if o not in common) for j in per_job]
+
+
+def main_scores(columns: list[str]) -> list[str]:
+    """The mean_* columns that are not a dimension of another (mean_x_score, not
+    mean_x_score_quality): what a chart compares when a run has dozens of score columns."""
+    means = [c for c in columns if c.startswith("mean_")]
+    return [c for c in means if not any(c != p and c.startswith(p + "_") for p in means)]
+
+
 def render(df: pd.DataFrame, console: Console) -> None:
-    table = Table(title="sweep summary")
-    for col in df.columns:
-        table.add_column(col, overflow="fold")
-    for rec in df.to_dict(orient="records"):
+    """A table that stays readable at 80 columns: the overrides that differ, rows, cost, time."""
+    common, own = split_overrides(df)
+    table = Table(title="sweep summary", box=box.SIMPLE_HEAD, pad_edge=False)
+    widest = max((len(o) for mine in own for o in mine.split()), default=1)
+    for col in ("job", "status", "overrides", "rows", "rejected", "tokens", "wall s"):
+        # one override per line; only one longer than 40 characters folds
+        table.add_column(
+            col,
+            justify="left" if col in ("status", "overrides") else "right",
+            overflow="fold",
+            min_width=min(40, widest) if col == "overrides" else None,
+        )
+    for rec, mine in zip(df.to_dict(orient="records"), own, strict=True):
         table.add_row(
-            *(
-                escape("" if v is None or v != v else f"{v:.2f}" if isinstance(v, float) else str(v))
-                for v in rec.values()
-            )
+            str(rec["job"]),
+            str(rec["status"]),
+            escape("\n".join(mine.split()) or "-"),
+            _cell(rec.get("rows_out")),
+            _cell(rec.get("rejected")),
+            _cell(rec.get("tokens")),
+            _cell(rec.get("wall_s"), "{:.1f}"),
         )
     console.print(table)
+    if common:
+        console.print("every job: " + escape(" ".join(common)), highlight=False)
+
+
+def _cell(v: Any, fmt: str = "{}") -> str:
+    if v is None or v != v:
+        return "-"
+    return fmt.format(int(v) if isinstance(v, float) and v.is_integer() and fmt == "{}" else v)
 
 
 def to_markdown(df: pd.DataFrame) -> str:
@@ -65,12 +104,19 @@ class SweepSummary(Callback):
     """Hydra callback (conf/config.yaml: hydra.callbacks.sweep_summary)."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from selfalign.html_report import try_write_sweep_report
+
         sweep_dir = Path(config.hydra.sweep.dir)
         df = summarize(sweep_dir)
         if df.empty:
             return
         df.to_csv(sweep_dir / "sweep_summary.csv", index=False)
         (sweep_dir / "sweep_summary.md").write_text(to_markdown(df))
+        report = try_write_sweep_report(sweep_dir)
         console = Console()
         render(df, console)
-        console.print(f"sweep summary written to {sweep_dir / 'sweep_summary.csv'}")
+        console.print(
+            f"sweep summary written to {sweep_dir / 'sweep_summary.csv'}"
+            + (f"; report: {report}" if report else ""),
+            highlight=False,
+        )
