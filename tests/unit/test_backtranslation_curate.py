@@ -130,7 +130,7 @@ def test_on_failure_fail_stops_the_run(ctx):
     stage = make_stage("curate_pairs", ctx, "cur", model="j", retries=0, on_failure="fail", **PROMPTS)
     with pytest.raises(
         StageError,
-        match=r"^cur: row 0 failed after 1 attempt\(s\): parse: "
+        match=r"^cur: row 0, iteration=1 failed after 1 attempt\(s\): parse: "
         r"no_score",
     ):
         run_stage(stage, pairs("a"))
