@@ -12,13 +12,22 @@ Parser = Callable[..., dict[str, Any]]
 PARSERS: Registry[Parser] = Registry("parser")
 # extra output fields (besides 'value') that each parser adds, for the column-flow check
 PARSER_FIELDS: dict[str, Callable[[dict[str, Any]], list[str]]] = {}
+# build-time check of a parser's options (raises ConfigError), so a bad one fails before any call
+PARSER_CHECKS: dict[str, Callable[[dict[str, Any], str], None]] = {}
 
 
-def parser(name: str, fields: Callable[[dict[str, Any]], list[str]] = lambda o: []) -> Callable:
+def parser(
+    name: str,
+    fields: Callable[[dict[str, Any]], list[str]] = lambda o: [],
+    check: Callable[[dict[str, Any], str], None] | None = None,
+) -> Callable:
     def deco(fn: Parser) -> Parser:
         PARSERS.add(name, fn)
         PARSER_FIELDS[name] = fields
+        if check is not None:
+            PARSER_CHECKS[name] = check
         return fn
+
     return deco
 
 
@@ -31,6 +40,8 @@ def get_parser(spec: str | dict[str, Any] | None, where: str) -> tuple[Parser, d
     if not kind:
         raise ConfigError(f"{where}: parser needs a `kind` (one of: {', '.join(PARSERS)}).")
     fn = PARSERS.get(kind, where)
+    if kind in PARSER_CHECKS:
+        PARSER_CHECKS[kind](opts, where)
     return fn, opts, kind
 
 

@@ -7,6 +7,7 @@ from selfalign.stages import (  # noqa: F401 — imported to register their stag
     classify,  # classify_text: one label of a closed set per row
     clean,  # strip_substrings: cleaning rules on text columns
     dedup,  # dedup_exact
+    dedup_near,  # dedup_minhash, dedup_embedding: near-duplicates across rows
     embed,  # embed_similarity: MiniLM cosine between two columns
     export,  # export: training views (rows, SFT messages, preference pairs), splits
     filters,  # filter_rows, sample_rows

@@ -6,32 +6,42 @@ from dataclasses import dataclass
 from typing import Literal
 
 import pandas as pd
+import regex
 
 from selfalign.config import doc
 from selfalign.stages.base import Stage, register_stage
+from selfalign.text import normalize_text
 
 
 @dataclass
 class DedupParams:
     column: str = doc("column compared")
     normalize: Literal["none", "strip", "lower", "lower_ws"] = doc(
-        "strip | lower (strip+lowercase) | lower_ws (also collapse whitespace, drop punctuation)",
-        "lower")
+        "strip | lower (strip, NFKC, lowercase) | lower_ws (also collapse whitespace, drop "
+        "punctuation; any script)",
+        "lower",
+    )
     group_by: str | None = doc("dedup within each group of this column", None)
     balance: bool = doc("then truncate every group to the smallest group's size", False)
     shuffle: bool = doc("seeded shuffle before balancing (else keep first rows)", False)
     seed: int | None = doc("seed for shuffle (null = the run seed)", None)
 
 
+# punctuation and symbols in any script; combining marks (Devanagari vowel signs …) are kept,
+# which the stdlib's \w would have counted as punctuation and removed
+_PUNCT = regex.compile(r"[^\p{L}\p{M}\p{N}_\s]")
+
+
 def normalize(s: pd.Series, how: str) -> pd.Series:
+    """lower and lower_ws also apply NFKC (full-width forms, composed/decomposed accents)."""
     s = s.fillna("").astype(str)
     if how == "none":
         return s
     s = s.str.strip()
     if how in ("lower", "lower_ws"):
-        s = s.str.lower()
+        s = s.map(normalize_text)
     if how == "lower_ws":
-        s = s.str.replace(r"[^\w\s]", "", regex=True).str.split().str.join(" ")
+        s = s.map(lambda t: " ".join(_PUNCT.sub("", t).split()))
     return s
 
 

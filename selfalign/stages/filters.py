@@ -11,12 +11,31 @@ import pandas as pd
 from selfalign.config import doc
 from selfalign.errors import ConfigError
 from selfalign.stages.base import Stage, register_stage
-from selfalign.text import count_tokens
+from selfalign.text import count_tokens, count_words
 
-OPS = ("non_empty", "min_chars", "max_chars", "min_words", "max_words", "min_tokens",
-       "max_tokens", "quantile_range", "regex", "not_regex", "contains_any", "not_contains_any",
-       "startswith_any", "not_startswith_any", "endswith_any", "not_endswith_any", "ascii_only",
-       "equals", "not_equals", "in", "not_in")
+OPS = (
+    "non_empty",
+    "min_chars",
+    "max_chars",
+    "min_words",
+    "max_words",
+    "min_tokens",
+    "max_tokens",
+    "quantile_range",
+    "regex",
+    "not_regex",
+    "contains_any",
+    "not_contains_any",
+    "startswith_any",
+    "not_startswith_any",
+    "endswith_any",
+    "not_endswith_any",
+    "ascii_only",
+    "equals",
+    "not_equals",
+    "in",
+    "not_in",
+)
 
 
 @dataclass
@@ -42,9 +61,9 @@ class Rule:
 def _measure(s: pd.Series, how: str) -> pd.Series:
     if how == "chars":
         return s.str.len()
-    if how == "words":
-        return s.str.split().str.len()
-    return s.map(count_tokens)
+    if how == "words":  # astype: pandas 3 gives an empty mapped series a string dtype
+        return s.map(count_words).astype(int)
+    return s.map(count_tokens).astype(int)
 
 
 def _any(s: pd.Series, values: list[str], case: bool, fn: str) -> pd.Series:
@@ -75,7 +94,8 @@ def keep_mask(df: pd.DataFrame, r: Rule) -> pd.Series:
         return hit if op == "regex" else ~hit
     if op.endswith("_any"):
         fn = {"contains": "contains", "startswith": "startswith", "endswith": "endswith"}[
-            op.removeprefix("not_").removesuffix("_any")]
+            op.removeprefix("not_").removesuffix("_any")
+        ]
         hit = _any(s, list(v or []), r.case_sensitive, fn)
         return ~hit if op.startswith("not_") else hit
     if op == "ascii_only":  # astype: pandas 3 gives an empty mapped series a string dtype
@@ -88,8 +108,9 @@ def keep_mask(df: pd.DataFrame, r: Rule) -> pd.Series:
 
 @dataclass
 class FilterParams:
-    rules: list[Rule] = doc("rules applied in order; a row dropped by the first it fails is "
-                            "counted under that rule", factory=list)
+    rules: list[Rule] = doc(
+        "rules applied in order; a row dropped by the first it fails is counted under that rule", factory=list
+    )
 
 
 @register_stage
@@ -103,8 +124,10 @@ class FilterRows(Stage):
         super().__init__(name, params, ctx)
         self.rules = list(params.rules)
         for i, r in enumerate(self.rules):
-            if r.op.startswith(("min_", "max_", "regex", "not_regex", "equals", "not_equals")) \
-                    and r.value is None:
+            if (
+                r.op.startswith(("min_", "max_", "regex", "not_regex", "equals", "not_equals"))
+                and r.value is None
+            ):
                 raise ConfigError(f"{self.where}.rules[{i}]: op '{r.op}' needs a `value`.")
 
     def reads(self) -> set[str]:

@@ -30,6 +30,13 @@ class RetrieveParams:
     turns_column: str = doc("if present: rows whose value is not 2 (multi-turn) are skipped", "num_items")
     output: str = doc("column for the evidence list (rows that already have some keep it)", "evidence")
     top_k: int = doc("snippets kept per row, after cleaning", 5)
+    min_score: float = doc(
+        "bm25: keep passages whose BM25 score is above this (it grows with the corpus: calibrate on yours)",
+        0.0,
+    )
+    min_relative: float = doc(
+        "bm25: keep passages scoring at least this share of the row's best passage (0 = off)", 0.5
+    )
     drop_prefixes: list[str] = doc(
         "snippets starting with these are dropped", factory=lambda: ["Missing:", "Duration:", "Posted:"]
     )
@@ -47,6 +54,8 @@ class RetrieveParams:
     def __post_init__(self) -> None:
         if self.top_k < 1:
             raise ValueError("`top_k` must be >= 1")
+        if not 0.0 <= self.min_relative <= 1.0:
+            raise ValueError(f"`min_relative` must be in [0, 1], got {self.min_relative}")
         if self.concurrency < 1:
             raise ValueError("`concurrency` must be >= 1")
         if self.provider == "bm25" and not self.corpus:
@@ -124,7 +133,7 @@ class RetrieveEvidence(Stage):
             return [], errors
         if self.bm25 is not None:
             # a few extra hits so cleaning can still leave top_k
-            return [self.bm25.search(q, p.top_k * 2) for q in queries], errors
+            return [self.bm25.search(q, p.top_k * 2, p.min_score, p.min_relative) for q in queries], errors
         assert self.serper is not None
         with self.ctx.progress(self.name, len(queries)) as prog:
             results = await self.serper.search_all(queries)

@@ -4,16 +4,15 @@ Serper.dev Google Search API (HTTP, concurrency-bounded, base URL configurable f
 from __future__ import annotations
 
 import asyncio
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from selfalign import io
 from selfalign.errors import ConfigError, InputError
+from selfalign.text import words
 
 NO_RESULT = "No good Google Search Result was found"  # the original's placeholder snippet
-_WORD = re.compile(r"[a-z0-9]+")
 # Very common words carry no signal for BM25 on a small corpus; our own short list.
 _STOP_WORDS = (
     "a an and are as at be by can do does for from how i in is it its me my of on or "
@@ -23,7 +22,8 @@ _STOP = frozenset(_STOP_WORDS.split())
 
 
 def tokenize(text: str) -> list[str]:
-    return [w for w in _WORD.findall(text.lower()) if w not in _STOP]
+    """Lower-cased words of any script (on ASCII: runs of [a-z0-9]), without stop words."""
+    return [w for w in words(text, underscore=False) if w not in _STOP]
 
 
 def clean_snippets(snippets: list[Any], drop_prefixes: list[str], top_k: int) -> list[str]:
@@ -63,13 +63,18 @@ class Bm25Provider:
         docs = [tokenize(f"{t} {x}") for t, x in zip(titles, self.texts, strict=True)]
         self.index = BM25Okapi([d or ["_empty_"] for d in docs])
 
-    def search(self, query: str, k: int) -> list[str]:
+    def search(self, query: str, k: int, min_score: float = 0.0, min_relative: float = 0.0) -> list[str]:
+        """The k best passages that score above `min_score` and at least `min_relative` x the
+        best passage's score: a passage sharing one common word with the query scores above 0."""
         terms = tokenize(query)
         if not terms:
             return []
         scores = self.index.get_scores(terms)
-        ranked = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
-        return [self.texts[i] for i in ranked[:k] if scores[i] > 0]
+        ranked = sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:k]
+        if not ranked:
+            return []
+        floor = min_relative * float(scores[ranked[0]])
+        return [self.texts[i] for i in ranked if scores[i] > max(min_score, 0.0) and scores[i] >= floor]
 
 
 def serper_snippets(data: dict[str, Any]) -> list[str]:

@@ -36,8 +36,11 @@ def test_missing_embeddings_extra_fails_validation_with_the_install_hint(monkeyp
         api.validate(["pipeline=aligners", "model=test"])
     text = str(exc.value)
     assert "pipeline.stages.similarity" in text and "sentence_transformers" in text
+    assert "pipeline.stages.near_topics" in text and "pipeline.stages.near_questions" in text
     assert "pip install 'selfalign[embeddings]'" in text
-    api.validate(["pipeline=aligners", "model=test", "pipeline.stages.similarity.enabled=false"])
+    api.validate(
+        ["pipeline=aligners", "model=test", "pipeline.stages.similarity.enabled=false", "dedup.enabled=false"]
+    )
 
 
 def test_missing_modules_checks_without_importing(monkeypatch):

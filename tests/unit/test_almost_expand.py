@@ -124,3 +124,77 @@ def test_vars_fill_template_variables_the_stage_does_not(ctx):
     assert stage.reads() == set()  # the stage reads no rows
     user = stage.request(["an example"])[-1]["content"]
     assert user.startswith("DEMOS") and "Human: P" in user
+
+
+# --- the pool feeds accepted prompts back, and its novelty checks ------------------------------
+
+NOVEL = [
+    "How do volcanoes form under the ocean floor?",
+    "Which spices go well with roasted carrots?",
+    "What is a good way to learn chess openings?",
+    "Why do cats purr when they are content?",
+]
+
+
+def two_seeds(tmp_path):
+    f = tmp_path / "seeds.txt"
+    f.write_text("Write a question.\nWhat is the tallest mountain on Earth?\nHow do bees make honey?\n")
+    return str(f), ["What is the tallest mountain on Earth?", "How do bees make honey?"]
+
+
+def examples_of(req):
+    return re.findall(r"^Query: (.+)$", req.user, flags=re.M)
+
+
+def test_accepted_prompts_reach_the_examples_of_later_requests(ctx, test_model, tmp_path):
+    """The method: each accepted prompt joins the few-shot pool that later requests draw from.
+    n_examples exceeds the pool, so every request shows the whole pool as judged so far."""
+    path, seeds = two_seeds(tmp_path)
+    test_model.queue(NOVEL[0], NOVEL[1], NOVEL[1], NOVEL[2], NOVEL[3])  # the 3rd is a repeat
+    stage = make_stage(
+        "expand_pool", ctx, "pg", seed_file=path, num_generation=4, n_examples=20, batch_size=1
+    )
+    out = run_stage(stage, pd.DataFrame())
+    assert list(out.prompt) == NOVEL
+    reqs = test_model.for_stage("pg")
+    assert len(reqs) == 5
+    accepted_before = [0, 1, 2, 2, 3]  # the repeat (request 2) was rejected, so it never joins
+    for req, k in zip(reqs, accepted_before, strict=True):
+        assert sorted(examples_of(req)) == sorted(seeds + NOVEL[:k])
+
+
+def test_with_requests_in_flight_a_request_sees_results_up_to_i_minus_batch_size(ctx, test_model, tmp_path):
+    path, seeds = two_seeds(tmp_path)
+    test_model.queue(*NOVEL)
+    stage = make_stage(
+        "expand_pool", ctx, "pg", seed_file=path, num_generation=4, n_examples=20, batch_size=2
+    )
+    run_stage(stage, pd.DataFrame())
+    pools = [set(examples_of(r)) - set(seeds) for r in test_model.for_stage("pg")]
+    assert [len(p) for p in pools] == [0, 0, 1, 2]  # request i: results 0 .. i-2 judged
+    assert all(p <= set(NOVEL) for p in pools)
+
+
+def test_pool_rejects_inflected_near_duplicates_that_rouge_misses(ctx, test_model, tmp_path):
+    path, _ = two_seeds(tmp_path)
+    first, variant = "Recommend a recipe for chocolate cookies.", "Recommending recipes for chocolate cookie?"
+    assert RougePool(0.5).fmeasure(first, variant) < 0.5
+    test_model.queue(first, variant, NOVEL[0])
+    stage = make_stage("expand_pool", ctx, "pg", seed_file=path, num_generation=2, batch_size=1)
+    assert list(run_stage(stage, pd.DataFrame()).prompt) == [first, NOVEL[0]]
+    assert ctx.stats.stage("pg").drops == {"near_duplicate": 1}
+    rejected = [json.loads(x) for x in (ctx.run_dir / "rejected.jsonl").read_text().splitlines()]
+    assert rejected[0]["similar_to"] == first and rejected[0]["jaccard"] >= 0.5
+    test_model.queue(first, variant)
+    off = make_stage(
+        "expand_pool", ctx, "off", seed_file=path, num_generation=2, batch_size=1, minhash_threshold=None
+    )
+    assert list(run_stage(off, pd.DataFrame()).prompt) == [first, variant]
+
+
+def test_pool_rejects_a_cyrillic_repeat(ctx, test_model, tmp_path):
+    path, _ = two_seeds(tmp_path)
+    test_model.queue("Как испечь хлеб дома?", "Как испечь хлеб дома?", NOVEL[0])
+    stage = make_stage("expand_pool", ctx, "pg", seed_file=path, num_generation=2, batch_size=1)
+    assert list(run_stage(stage, pd.DataFrame()).prompt) == ["Как испечь хлеб дома?", NOVEL[0]]
+    assert ctx.stats.stage("pg").drops == {"too_similar": 1}  # ROUGE-L now sees Cyrillic words

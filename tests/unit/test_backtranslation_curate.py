@@ -46,7 +46,8 @@ def test_score_parser_keeps_reasoning_before_the_score():
         ("Score: <rating>", "no_score"),
         ("Score: five", "no_score"),
         ("Score: 0", "score_out_of_range"),
-        ("Score: 10/10", "score_out_of_range"),
+        ("Score: 10/10", "other_scale"),  # not 10 on the 5-point scale
+        ("Score: 6", "score_out_of_range"),
     ],
 )
 def test_score_parser_failures_trigger_the_retry_policy(text, reason):
@@ -269,3 +270,14 @@ def test_copied_text_is_dropped_before_judging(ctx):
     assert per_model[ctx.llm.identity("j")]["requests"] == 1
     off = make_stage("curate_pairs", ctx, "off", model="j", max_copy_overlap=None, **PROMPTS)
     assert len(run_stage(off, df)) == 2
+
+
+def test_a_ten_point_score_is_not_kept_at_a4(ctx, test_model):
+    """'Score: 4/10' is not 4 on the 5-point scale: retried, then dropped; or rescaled to 2."""
+    test_model.queue("Decent.\nScore: 4/10", "Decent.\nScore: 8/10", "Decent.\nScore: 4/10")
+    stage = make_stage("curate_pairs", ctx, "cur", threshold=4, retries=1, **PROMPTS)
+    out = run_stage(stage, pairs("q one"))
+    assert out.empty and ctx.stats.stage("cur").drops == {"parse:other_scale": 1}
+    assert len(test_model.requests) == 2  # the first try and one retry
+    rescaled = make_stage("curate_pairs", ctx, "re", threshold=None, other_scale="rescale", **PROMPTS)
+    assert list(run_stage(rescaled, pairs("q two")).score) == [2.0]

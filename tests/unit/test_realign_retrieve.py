@@ -91,6 +91,32 @@ def test_tokenize_drops_stop_words():
     assert tokenize("How do I repot THE plant?") == ["repot", "plant"]
 
 
+def test_tokenize_keeps_words_of_every_script():
+    assert tokenize("Почему лёд плавает?") == ["почему", "лёд", "плавает"]
+    assert tokenize("氷はなぜ浮く") == ["氷", "は", "な", "ぜ", "浮", "く"]  # no spaces: characters
+    assert tokenize("snake_case x2") == ["snake", "case", "x2"]  # ASCII: runs of [a-z0-9], as before
+
+
+def test_bm25_relevance_thresholds_drop_passages_that_share_only_a_word():
+    bm = Bm25Provider(CORPUS, "text", "title", "c")
+    query = "Why does ice float on water?"
+    loose = bm.search(query, 6)  # the old rule: any passage scoring above 0
+    assert any("coffee" in h for h in loose) and any("repotting" in h for h in loose)
+    relative = bm.search(query, 6, min_relative=0.5)  # >= half the best passage's score
+    assert len(relative) == 2 and all("ice" in h.lower() for h in relative)
+    # a query whose best passage is itself off-topic: only the absolute floor removes it
+    assert len(bm.search("Fix the bug in this function", 5, min_relative=0.5)) == 1
+    assert bm.search("Fix the bug in this function", 5, min_score=3.0, min_relative=0.5) == []
+    assert bm.search(query, 6, min_score=3.0, min_relative=0.5) == relative
+
+
+def test_realign_pipeline_sets_both_thresholds():
+    pipe = yaml.safe_load((resource_dir("pipelines") / "realign.yaml").read_text())
+    stage = pipe["pipeline"]["stages"]["retrieve"]
+    assert stage["min_score"] == "${retrieval.min_score}" and pipe["retrieval"]["min_score"] == 3.0
+    assert pipe["retrieval"]["min_relative"] == 0.5
+
+
 def frame(**cols):
     n = len(next(iter(cols.values())))
     return pd.DataFrame({"row_id": [str(i) for i in range(n)], **cols})
@@ -116,13 +142,23 @@ def test_stage_only_wanted_single_turn_rows_without_evidence(ctx):
 
 
 def test_stage_without_turns_column_and_all_categories(ctx):
-    stage = make_stage("retrieve_evidence", ctx, "r", corpus=CORPUS, categories=[], top_k=2)
+    stage = make_stage("retrieve_evidence", ctx, "r", corpus=CORPUS, categories=[], top_k=2, min_relative=0)
     out = run_stage(stage, frame(instruction=["repot a houseplant roots", "zzzz"]))
     assert len(out.evidence[0]) == 2 and out.evidence[1] == []
     assert stage.reads() == {"instruction"}
 
 
+def test_stage_applies_the_relevance_threshold(ctx):
+    df = frame(instruction=["Why does ice float on water?"])
+    out = run_stage(make_stage("retrieve_evidence", ctx, "r", corpus=CORPUS, categories=[]), df)
+    assert len(out.evidence[0]) == 2  # default min_relative 0.5: the coffee and repotting passages go
+    loose = make_stage("retrieve_evidence", ctx, "r", corpus=CORPUS, categories=[], min_relative=0)
+    assert len(run_stage(loose, df).evidence[0]) == 5
+
+
 def test_stage_config_errors(ctx, monkeypatch):
+    with pytest.raises(ConfigError, match=r"min_relative` must be in \[0, 1\]"):
+        make_stage("retrieve_evidence", ctx, "r", corpus=CORPUS, min_relative=2)
     with pytest.raises(ConfigError, match="provider 'bm25' needs `corpus`"):
         make_stage("retrieve_evidence", ctx, "r")
     with pytest.raises(ConfigError, match="has no column 'body'"):

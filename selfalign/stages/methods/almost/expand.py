@@ -15,15 +15,18 @@ import pandas as pd
 from selfalign.config import doc
 from selfalign.engine import Job, Outcome, drop_reason
 from selfalign.errors import ConfigError, StageError
+from selfalign.stages import embed
 from selfalign.stages.base import ROW_ID, register_stage
 from selfalign.stages.llm import LLMStage, PromptParams
 from selfalign.stages.methods.almost.pool import (
+    Novelty,
     ParseMode,
     RougePool,
     length_reject,
     parse_query,
     read_seed_file,
 )
+from selfalign.stages.neighbours import MinHashIndex
 
 
 @dataclass
@@ -44,6 +47,20 @@ class ExpandPoolParams(PromptParams):
     min_chars: int = doc("shorter queries need final punctuation", 30)
     max_chars: int = doc("longer queries are rejected", 250)
     rouge_threshold: float = doc("reject if ROUGE-L F >= this against any pool prompt", 0.5)
+    minhash_threshold: float | None = doc(
+        "also reject if the Jaccard of character n-grams with any pool prompt is >= this "
+        "(spelling and inflection variants ROUGE-L misses); null = off",
+        0.5,
+    )
+    minhash_shingle_size: int = doc("n of those character n-grams", 4)
+    embedding_threshold: float | None = doc(
+        "also reject if the MiniLM cosine with any pool prompt is >= this (paraphrases); needs "
+        "the embeddings extra; null = off",
+        None,
+    )
+    embedding_model_path: str | None = doc(
+        "sentence-transformers folder for that check (null = the bundled all-MiniLM-L6-v2)", None
+    )
     keep_seeds: bool = doc("also output the seed prompts (source=seed)", False)
     output: str = doc("column for the prompts", "prompt")
     on_exhausted: Literal["warn", "fail"] = doc("max_attempts reached early: warn or fail", "warn")
@@ -63,6 +80,10 @@ class ExpandPoolParams(PromptParams):
             raise ValueError("`max_attempts` must be >= 1 (or null)")
         if not 0.0 < self.rouge_threshold <= 1.0:
             raise ValueError("`rouge_threshold` must be in (0, 1]")
+        if self.minhash_threshold is not None and not 0.0 < self.minhash_threshold <= 1.0:
+            raise ValueError("`minhash_threshold` must be in (0, 1] (or null)")
+        if self.minhash_shingle_size < 1:
+            raise ValueError("`minhash_shingle_size` must be >= 1")
 
 
 @register_stage
@@ -78,6 +99,8 @@ class ExpandPool(LLMStage):
         self._only_injected()
         instruction, self.seeds = read_seed_file(params.seed_file, f"{self.where}.seed_file")
         self.instruction = params.instruction or instruction
+        if params.embedding_threshold is not None:
+            embed.check_available(self.where, self.kind, params.embedding_model_path)
 
     def _only_injected(self) -> None:
         """The stage reads no rows, so its templates may use only what it fills in (and vars)."""
@@ -109,9 +132,8 @@ class ExpandPool(LLMStage):
 
     async def process(self, df: pd.DataFrame) -> pd.DataFrame:
         p: ExpandPoolParams = self.params
-        pool = RougePool(p.rouge_threshold)
-        for s in self.seeds:
-            pool.add(s)
+        pool = self.novelty()
+        pool.add_all(self.seeds)
         accepted = await self._grow(pool)
         rows = [("seed", s) for s in self.seeds] if p.keep_seeds else []
         rows += [("generated", q) for q in accepted]
@@ -123,7 +145,21 @@ class ExpandPool(LLMStage):
             }
         )
 
-    async def _grow(self, pool: RougePool) -> list[str]:
+    def novelty(self) -> Novelty:
+        """An empty pool with this stage's novelty checks."""
+        p: ExpandPoolParams = self.params
+        minhash = (
+            MinHashIndex(p.minhash_threshold, "char", p.minhash_shingle_size)
+            if p.minhash_threshold is not None
+            else None
+        )
+        if p.embedding_threshold is None:
+            return Novelty(RougePool(p.rouge_threshold), minhash)
+        model = embed.model_for(p.embedding_model_path, "cpu")
+        encode = lambda texts: embed.encode(model, texts)  # noqa: E731
+        return Novelty(RougePool(p.rouge_threshold), minhash, encode, p.embedding_threshold)
+
+    async def _grow(self, pool: Novelty) -> list[str]:
         """Keep `batch_size` requests in flight; judge results in request order (deterministic)."""
         p: ExpandPoolParams = self.params
         rng = self.ctx.rng(self.name)
@@ -147,13 +183,13 @@ class ExpandPool(LLMStage):
             self._exhausted(len(accepted), limit)
         return accepted
 
-    def _launch(self, i: int, pool: RougePool, rng: random.Random) -> asyncio.Future[Outcome]:
+    def _launch(self, i: int, pool: Novelty, rng: random.Random) -> asyncio.Future[Outcome]:
         # the examples are drawn now, from the pool as judged so far: that fixes the order
         examples = rng.sample(pool.texts, min(self.params.n_examples, len(pool)))
         job = Job(f"attempt-{i}", self.request(examples), sample=i, tag=i)
         return asyncio.ensure_future(self.engine.call(job))
 
-    def _consider(self, outcome: Outcome, pool: RougePool, accepted: list[str]) -> None:
+    def _consider(self, outcome: Outcome, pool: Novelty, accepted: list[str]) -> None:
         p: ExpandPoolParams = self.params
         if not outcome.ok:  # the engine already put it in the rejected table
             self.ctx.stats.drop(self.name, drop_reason(outcome.error))
@@ -163,10 +199,8 @@ class ExpandPool(LLMStage):
             return self.engine.reject(outcome, "no_query", query=query)
         if reason := length_reject(query, p.min_chars, p.max_chars):
             return self.engine.reject(outcome, reason, query=query)
-        if match := pool.similar(query):
-            return self.engine.reject(
-                outcome, "too_similar", query=query, similar_to=match.text, rouge_l=round(match.fmeasure, 4)
-            )
+        if seen := pool.reject(query):
+            return self.engine.reject(outcome, seen[0], query=query, **seen[1])
         pool.add(query)
         accepted.append(query)
 
@@ -176,7 +210,7 @@ class ExpandPool(LLMStage):
         msg = (
             f"{self.where}: max_attempts={limit} reached with {got}/{p.num_generation} "
             f"prompts accepted (rejections: {drops}). Raise max_attempts, add seeds, or relax "
-            f"rouge_threshold / min_chars."
+            f"rouge_threshold / minhash_threshold / min_chars."
         )
         if p.on_exhausted == "fail":
             raise StageError(msg)

@@ -1,4 +1,5 @@
-"""ALMoST prompt pool: query parsing, the length rules, and a fast exact ROUGE-L novelty check."""
+"""ALMoST prompt pool: query parsing, the length rules, and a fast exact ROUGE-L novelty check
+(in any script)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,16 @@ import re
 import string
 from array import array
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from selfalign.errors import ConfigError
+from selfalign.stages.neighbours import CosineIndex, MinHashIndex
+from selfalign.text import words
 
 ParseMode = Literal["first_line", "skip_first"]
 _QUERY_LABEL = re.compile(r"query\s?:", re.I)  # the original's cut pattern
@@ -87,20 +91,22 @@ class Match:
 class RougePool:
     """Stored prompts, and `similar(text)`: the first one with ROUGE-L F >= threshold.
 
-    Exactly rouge-score's ROUGE-L (its DefaultTokenizer without stemming, its `_score_lcs`),
-    but only on candidates that survive a cheap bound. For token lists of lengths m and n,
-    F = 2*LCS/(m+n) and LCS <= the multiset overlap of the two lists, so a stored prompt with
-    2*overlap/(m+n) < threshold cannot reach the threshold and is skipped. The overlaps with
+    Exactly rouge-score's ROUGE-L (its `_score_lcs`) over `selfalign.text.words` tokens, but only
+    on candidates that survive a cheap bound. On ASCII text those tokens are rouge-score's own
+    (DefaultTokenizer without stemming: lower-cased runs of [a-z0-9]); they also keep words of
+    other scripts, and each character of Chinese, Japanese or Thai, which rouge-score drops.
+    For token lists of lengths m and n, F = 2*LCS/(m+n) and LCS <= the multiset overlap of the
+    two lists, so a stored prompt with 2*overlap/(m+n) < threshold cannot reach the threshold
+    and is skipped. The overlaps with
     all stored prompts come from an inverted index in a few vectorised numpy operations.
     """
 
     def __init__(self, threshold: float = 0.5) -> None:
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"rouge threshold must be in (0, 1], got {threshold}")
-        from rouge_score import rouge_scorer, tokenizers
+        from rouge_score import rouge_scorer
 
         self.threshold = threshold
-        self._tokenizer = tokenizers.DefaultTokenizer(use_stemmer=False)
         self._score_lcs = rouge_scorer._score_lcs  # the function RougeScorer uses for rougeL
         self.texts: list[str] = []
         self._tokens: list[list[str]] = []
@@ -112,7 +118,7 @@ class RougePool:
         return len(self.texts)
 
     def tokenize(self, text: str) -> list[str]:
-        return self._tokenizer.tokenize(text)
+        return words(text, underscore=False)
 
     def add(self, text: str) -> None:
         tokens = self.tokenize(text)
@@ -155,3 +161,58 @@ class RougePool:
             if f >= self.threshold:
                 return Match(int(idx), self.texts[idx], f)
         return None
+
+
+class Novelty:
+    """The pool's novelty checks, in order: ROUGE-L (the original's), MinHash over character
+    n-grams (spelling and inflection variants, which ROUGE-L's exact tokens miss), and, opt-in,
+    sentence-embedding cosine (paraphrases). Every prompt added is stored in all of them."""
+
+    def __init__(
+        self,
+        rouge: RougePool,
+        minhash: MinHashIndex | None = None,
+        encode: Callable[[list[str]], np.ndarray] | None = None,
+        cosine: float = 0.9,
+    ) -> None:
+        self.rouge, self.minhash, self.encode, self.cosine = rouge, minhash, encode, cosine
+        self._cos: CosineIndex | None = None
+        self._last: tuple[str, np.ndarray] | None = None  # reject() then add(): encode once
+
+    @property
+    def texts(self) -> list[str]:
+        return self.rouge.texts
+
+    def __len__(self) -> int:
+        return len(self.rouge)
+
+    def add_all(self, texts: list[str]) -> None:
+        vecs = self.encode(texts) if self.encode and texts else None
+        for i, text in enumerate(texts):
+            self.add(text, None if vecs is None else vecs[i])
+
+    def add(self, text: str, vec: np.ndarray | None = None) -> None:
+        if self.minhash is not None:
+            self.minhash.add(len(self.rouge), text)
+        if self.encode is not None:
+            vec = self._vector(text) if vec is None else vec
+            if self._cos is None:
+                self._cos = CosineIndex(self.cosine, len(vec))
+            self._cos.add(vec)
+        self.rouge.add(text)
+
+    def reject(self, text: str) -> tuple[str, dict[str, Any]] | None:
+        """(reason, details for the rejected table) when `text` is not novel, else None."""
+        if m := self.rouge.similar(text):
+            return "too_similar", {"similar_to": m.text, "rouge_l": round(m.fmeasure, 4)}
+        if self.minhash is not None and (hit := self.minhash.match(text)):
+            return "near_duplicate", {"similar_to": self.texts[hit[0]], "jaccard": round(hit[1], 4)}
+        if self._cos is not None and (near := self._cos.match(self._vector(text))):
+            return "semantic_duplicate", {"similar_to": self.texts[near[0]], "cosine": round(near[1], 4)}
+        return None
+
+    def _vector(self, text: str) -> np.ndarray:
+        if self._last is None or self._last[0] != text:
+            assert self.encode is not None
+            self._last = (text, self.encode([text])[0])
+        return self._last[1]

@@ -56,6 +56,11 @@ class CurateParams(PromptParams):
     )
     score_min: float = doc("lowest valid score", 1.0)
     score_max: float = doc("highest valid score", 5.0)
+    other_scale: Literal["reject", "rescale"] = doc(
+        "a score written on another scale ('Score: 4/10'): reject (retried, then dropped as "
+        "parse:other_scale) | rescale (value / denominator x score_max, so 4/10 → 2.0)",
+        "reject",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -111,11 +116,11 @@ class CuratePairs(LLMStage):
 
     def parse(self, text: str) -> dict[str, Any]:
         p: CurateParams = self.params
-        out = parse_score(text, min=p.score_min, max=p.score_max)
+        out = parse_score(text, min=p.score_min, max=p.score_max, other_scale=p.other_scale)
         head, _, rest = text.strip().partition("\n")
         if not out["reasoning"] and rest.strip():
             with contextlib.suppress(ParseError):  # small judges often explain after the score
-                parse_score(head, min=p.score_min, max=p.score_max)
+                parse_score(head, min=p.score_min, max=p.score_max, other_scale=p.other_scale)
                 out["reasoning"] = rest.strip()
         return out
 
