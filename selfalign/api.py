@@ -85,9 +85,12 @@ def _run_config(
                 raise RunFailed("the run did not produce what was asked: " + "; ".join(problems))
         except SelfAlignError as exc:
             stopped = exc.exit_code == EXIT_BUDGET  # a budget stop is not a failure
-            meta.update(status="stopped" if stopped else "failed", error=str(exc),
-                        exit_code=exc.exit_code,
-                        wall_s=round(time.perf_counter() - start, 2))
+            meta.update(
+                status="stopped" if stopped else "failed",
+                error=str(exc),
+                exit_code=exc.exit_code,
+                wall_s=round(time.perf_counter() - start, 2),
+            )
             log.error("%s", exc)
             if built is None:
                 io.write_json(meta, run_dir / "manifest.json")

@@ -36,8 +36,11 @@ def fingerprint(prev: str, stage: Stage, ctx: RunContext) -> str:
     params = asdict(stage.params) if hasattr(stage.params, "__dataclass_fields__") else {}
     extra = getattr(stage, "fingerprint_extra", lambda: "")()
     model = ctx.llm.identity(getattr(stage.params, "model", None)) if stage.uses_llm else ""
-    blob = json.dumps([prev, stage.kind, stage.name, params, stage.prompt_hashes(), model,
-                       ctx.seed, extra], sort_keys=True, default=str)
+    blob = json.dumps(
+        [prev, stage.kind, stage.name, params, stage.prompt_hashes(), model, ctx.seed, extra],
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -62,14 +65,12 @@ class Checkpoint:
         df = io.read_jsonl(self.rows) if self.rows.stat().st_size else pd.DataFrame()
         return self._inline(df), saved
 
-    def save(self, df: pd.DataFrame, fp: str, st: StageStats,
-             llm: dict[str, dict[str, Any]]) -> None:
+    def save(self, df: pd.DataFrame, fp: str, st: StageStats, llm: dict[str, dict[str, Any]]) -> None:
         """Rows first, the marker last: a crash in between leaves no marker, so no reuse."""
         self.marker.unlink(missing_ok=True)
         io.write_jsonl([self._refs(row) for row in io.records(df)], self.rows)
         io.write_json({"stats": st.to_json(), "llm": llm}, self.stats)
         self.marker.write_text(fp + (PARTIAL if st.llm_failed else ""))
-
 
     def _refs(self, row: dict[str, Any]) -> dict[str, Any]:
         for key, value in row.items():
@@ -91,7 +92,8 @@ class Checkpoint:
             refs = df[col].map(lambda v: isinstance(v, str) and v.startswith(BLOB_REF))
             if refs.any():
                 df.loc[refs, col] = df.loc[refs, col].map(
-                    lambda v: (self.blobs / f"{v[len(BLOB_REF):]}.txt").read_text(encoding="utf-8"))
+                    lambda v: (self.blobs / f"{v[len(BLOB_REF) :]}.txt").read_text(encoding="utf-8")
+                )
         return df
 
 

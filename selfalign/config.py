@@ -168,12 +168,13 @@ def describe_params(schema: type, nested: bool = False) -> list[tuple[str, str, 
             default = f.default_factory()
         else:
             default = "(required)"
-        rows.append((f.name, _type_name(hints[f.name]), _plain_default(default),
-                     f.metadata.get("doc", "")))
+        rows.append((f.name, _type_name(hints[f.name]), _plain_default(default), f.metadata.get("doc", "")))
         inner = _nested_schema(hints[f.name]) if nested else None
         if inner:
-            rows += [(f"{f.name}{inner[1]}.{n}", t, d, text)
-                     for n, t, d, text in describe_params(inner[0], nested=True)]
+            rows += [
+                (f"{f.name}{inner[1]}.{n}", t, d, text)
+                for n, t, d, text in describe_params(inner[0], nested=True)
+            ]
     return rows
 
 

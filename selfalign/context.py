@@ -43,10 +43,17 @@ class StageStats:
     first_error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"rows_in": self.rows_in, "rows_out": self.rows_out, "drops": dict(self.drops),
-                "counts": dict(self.counts), "wall_s": self.wall_s, "jobs": self.jobs,
-                "failed": self.failed, "llm_failed": self.llm_failed,
-                "first_error": self.first_error}
+        return {
+            "rows_in": self.rows_in,
+            "rows_out": self.rows_out,
+            "drops": dict(self.drops),
+            "counts": dict(self.counts),
+            "wall_s": self.wall_s,
+            "jobs": self.jobs,
+            "failed": self.failed,
+            "llm_failed": self.llm_failed,
+            "first_error": self.first_error,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StageStats:
@@ -91,13 +98,21 @@ class Rejected:
         self.attempt = attempt
         self.count = 0
 
-    def add(self, stage: str, row_id: str, reason: str, attempts: int = 0,
-            raw: str | None = None, **extra: Any) -> None:
+    def add(
+        self, stage: str, row_id: str, reason: str, attempts: int = 0, raw: str | None = None, **extra: Any
+    ) -> None:
         self.count += 1
         if self.path is None:
             return
-        rec = {"attempt": self.attempt, "stage": stage, "row_id": row_id, "reason": reason,
-               "attempts": attempts, "raw": raw, **extra}
+        rec = {
+            "attempt": self.attempt,
+            "stage": stage,
+            "row_id": row_id,
+            "reason": reason,
+            "attempts": attempts,
+            "raw": raw,
+            **extra,
+        }
         with self.path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
 
@@ -123,8 +138,14 @@ class StageProgress:
     """Calls done, rate, cache hits, failures and ETA for one stage: a rich bar on a terminal,
     else (output piped to a file) a log line every `every_s` seconds."""
 
-    def __init__(self, progress: Progress | None, task: TaskID | None, stage: str = "",
-                 every_s: float | None = None, status: Callable[[], str] | None = None) -> None:
+    def __init__(
+        self,
+        progress: Progress | None,
+        task: TaskID | None,
+        stage: str = "",
+        every_s: float | None = None,
+        status: Callable[[], str] | None = None,
+    ) -> None:
         self.progress, self.task, self.stage, self.every_s = progress, task, stage, every_s
         self.status = status  # the session's live figures: $ spent, current concurrency
         self.cache_hits = self.failures = self.done = self.total = 0
@@ -138,8 +159,9 @@ class StageProgress:
     def info(self) -> str:
         rate = self.done / max(time.perf_counter() - self.started, 1e-6)
         extra = self.status() if self.status is not None else ""
-        return f"{rate:.1f}/s · cache {self.cache_hits} · fail {self.failures}" + \
-            (f" · {extra}" if extra else "")
+        return f"{rate:.1f}/s · cache {self.cache_hits} · fail {self.failures}" + (
+            f" · {extra}" if extra else ""
+        )
 
     def advance(self, n: int = 1, cached: bool = False, failed: bool = False) -> None:
         self.cache_hits += int(cached)
@@ -177,9 +199,15 @@ class RunContext:
             yield StageProgress(None, None, stage, every, self.llm.status)
             return
         progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"),
-            TimeRemainingColumn(), console=self.console, transient=False,
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
         )
         with progress:
             task = progress.add_task(stage, total=total, info="")

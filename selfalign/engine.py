@@ -82,8 +82,7 @@ def drop_reason(error: str | None) -> str:
 
 
 def messages(user: str, system: str | None = None) -> list[dict[str, str]]:
-    return ([{"role": "system", "content": system}] if system else []) + [
-        {"role": "user", "content": user}]
+    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
 
 
 def _fill(found: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -99,8 +98,7 @@ class Engine:
     """Runs one stage's jobs: all at once (the client bounds concurrency), each with its own
     attempts; applies the stage's failure policy (`on_failure`) and records rejects."""
 
-    def __init__(self, ctx: RunContext, stage: str, params: LLMParams,
-                 progress: StageProgress) -> None:
+    def __init__(self, ctx: RunContext, stage: str, params: LLMParams, progress: StageProgress) -> None:
         self.ctx, self.stage, self.params, self.progress = ctx, stage, params, progress
 
     async def run(self, jobs: list[Job], policy: Policy = Policy()) -> list[Outcome]:
@@ -138,9 +136,13 @@ class Engine:
         params = job.params or self.params
         out = Outcome(job)
         for attempt in range(params.retries + 1):
-            req = ChatRequest.make(job.messages, self._sampling(params, attempt),
-                                   job.sample + attempt * RETRY_STRIDE, stage=self.stage,
-                                   row_id=job.row_id)
+            req = ChatRequest.make(
+                job.messages,
+                self._sampling(params, attempt),
+                job.sample + attempt * RETRY_STRIDE,
+                stage=self.stage,
+                row_id=job.row_id,
+            )
             res = await self.ctx.llm.call(self.stage, params.model, req)
             out.attempts, out.raw, out.cached = attempt + 1, res.text, res.cached
             out.requests += 0 if res.cached else max(res.attempts, 1)
@@ -170,16 +172,20 @@ class Engine:
         """A reply the stage itself turned down (too similar, too long …): counted as a drop
         and kept in the rejected table with its raw text, like a failed job."""
         self.ctx.stats.drop(self.stage, reason)
-        self.ctx.rejected.add(self.stage, out.job.row_id, reason, out.attempts, out.raw,
-                              **{**out.job.note, **extra})
+        self.ctx.rejected.add(
+            self.stage, out.job.row_id, reason, out.attempts, out.raw, **{**out.job.note, **extra}
+        )
 
     def _failed(self, out: Outcome, params: LLMParams) -> None:
         job = out.job
         if params.on_failure == "fail":
             where = "".join(f", {k}={v}" for k, v in job.note.items())
-            raise StageError(f"{self.stage}: row {job.row_id}{where} failed after {out.attempts} "
-                             f"attempt(s): {out.error}. Raw output: {(out.raw or '')[:300]!r}")
+            raise StageError(
+                f"{self.stage}: row {job.row_id}{where} failed after {out.attempts} "
+                f"attempt(s): {out.error}. Raw output: {(out.raw or '')[:300]!r}"
+            )
         # attempts = every request sent for this job, so it agrees with "gave up after N attempts"
         note = {"samples_tried": out.attempts, "sample": job.sample, **job.note}
-        self.ctx.rejected.add(self.stage, job.row_id, out.error or "", out.requests or out.attempts,
-                              out.raw, **note)
+        self.ctx.rejected.add(
+            self.stage, job.row_id, out.error or "", out.requests or out.attempts, out.raw, **note
+        )

@@ -72,5 +72,4 @@ class PreflightFailed(SelfAlignError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         body = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"preflight: {len(problems)} model endpoint problem(s), nothing was "
-                         f"called:\n{body}")
+        super().__init__(f"preflight: {len(problems)} model endpoint problem(s), nothing was called:\n{body}")

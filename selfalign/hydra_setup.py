@@ -77,8 +77,7 @@ def check_config_dirs(config_dirs: list[str]) -> None:
 
 def _compose(overrides: list[str], config_dirs: list[str]) -> DictConfig:
     with initialize_config_dir(config_dir=conf_dir(), version_base=None):
-        return compose("config", overrides=normalize_overrides(overrides)
-                       + searchpath_override(config_dirs))
+        return compose("config", overrides=normalize_overrides(overrides) + searchpath_override(config_dirs))
 
 
 def compose_config(overrides: list[str], config_dirs: list[str] | None = None) -> DictConfig:
@@ -137,9 +136,11 @@ def _unknown_key(key: str, other: list[str], config_dirs: list[str]) -> ConfigEr
     keys = [k for k in keys if k != "hydra"]
     where = ".".join(parent)
     listed = ", ".join(keys) or "(none)"
-    return ConfigError(f"{key}: unknown config key '{'.'.join([*parent, leaf])}'."
-                       f"{did_you_mean(leaf, keys)} Keys under {where or 'the root'}: {listed}. "
-                       "A stage param is set with pipeline.stages.NAME.PARAM=VALUE.")
+    return ConfigError(
+        f"{key}: unknown config key '{'.'.join([*parent, leaf])}'."
+        f"{did_you_mean(leaf, keys)} Keys under {where or 'the root'}: {listed}. "
+        "A stage param is set with pipeline.stages.NAME.PARAM=VALUE."
+    )
 
 
 def hydra_message(exc: BaseException) -> str:

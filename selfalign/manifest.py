@@ -7,8 +7,18 @@ from importlib import metadata
 
 from selfalign import __version__
 
-PACKAGES = ("hydra-core", "omegaconf", "pandas", "pyarrow", "litellm", "jinja2", "rich",
-            "xllamacpp", "sentence-transformers", "torch")
+PACKAGES = (
+    "hydra-core",
+    "omegaconf",
+    "pandas",
+    "pyarrow",
+    "litellm",
+    "jinja2",
+    "rich",
+    "xllamacpp",
+    "sentence-transformers",
+    "torch",
+)
 
 
 def versions() -> dict[str, str | None]:

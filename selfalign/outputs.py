@@ -25,26 +25,41 @@ def stage_report(built: Built) -> list[dict[str, Any]]:
     for s in built.stages:
         st = ctx.stats.stages.get(s.name)
         if st is None:  # the run stopped before this stage
-            out.append({"name": s.name, "kind": s.kind, "status": "not run",
-                        "prompts": s.prompt_hashes()})
+            out.append({"name": s.name, "kind": s.kind, "status": "not run", "prompts": s.prompt_hashes()})
             continue
-        out.append({"name": s.name, "kind": s.kind,
-                    "status": "reused" if st.reused else "ran", "rows_in": st.rows_in,
-                    "rows_out": st.rows_out, "drops": dict(st.drops), "counts": dict(st.counts),
-                    "calls": st.jobs, "failed_calls": st.failed, "wall_s": st.wall_s,
-                    "reused": st.reused, "prompts": s.prompt_hashes(),
-                    "llm": ctx.llm.accounting.for_stage(s.name)})
+        out.append(
+            {
+                "name": s.name,
+                "kind": s.kind,
+                "status": "reused" if st.reused else "ran",
+                "rows_in": st.rows_in,
+                "rows_out": st.rows_out,
+                "drops": dict(st.drops),
+                "counts": dict(st.counts),
+                "calls": st.jobs,
+                "failed_calls": st.failed,
+                "wall_s": st.wall_s,
+                "reused": st.reused,
+                "prompts": s.prompt_hashes(),
+                "llm": ctx.llm.accounting.for_stage(s.name),
+            }
+        )
     return out
 
 
 def write_manifest(built: Built, meta: dict[str, Any], rows: int | None) -> dict[str, Any]:
     ctx = built.ctx
     assert ctx.run_dir is not None
-    manifest = {**meta, "rows": rows, "rejected": ctx.rejected.count,
-                "stages": stage_report(built), "llm_totals": ctx.llm.accounting.totals(),
-                "llm_attempt": ctx.llm.accounting.totals(this_attempt=True),
-                "versions": versions(),
-                "models": {k: ctx.llm.identity(k) for k in ctx.llm.models}}
+    manifest = {
+        **meta,
+        "rows": rows,
+        "rejected": ctx.rejected.count,
+        "stages": stage_report(built),
+        "llm_totals": ctx.llm.accounting.totals(),
+        "llm_attempt": ctx.llm.accounting.totals(this_attempt=True),
+        "versions": versions(),
+        "models": {k: ctx.llm.identity(k) for k in ctx.llm.models},
+    }
     if ctx.llm.budget.active:
         manifest["budget"] = ctx.llm.budget.to_json()
         ctx.llm.budget.save()

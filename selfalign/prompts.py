@@ -71,8 +71,7 @@ class PromptLibrary:
             ) from None
         except jinja2.TemplateSyntaxError as exc:
             raise PromptError(
-                f"{at}template syntax error in {exc.filename or file} line {exc.lineno}: "
-                f"{exc.message}"
+                f"{at}template syntax error in {exc.filename or file} line {exc.lineno}: {exc.message}"
             ) from None
         variables, sources = self._scan(file, set())
         digest = hashlib.sha256("\0".join(sources).encode()).hexdigest()
@@ -94,4 +93,3 @@ class PromptLibrary:
                 variables |= sub_vars
                 sources += sub_sources
         return variables, sources
-

@@ -40,8 +40,7 @@ class Registry(Generic[T]):
             at = f"{where}: " if where else ""
             opts = ", ".join(sorted(self._items))
             raise ConfigError(
-                f"{at}unknown {self.what} '{name}'.{did_you_mean(name, list(self._items))}"
-                f" Available: {opts}."
+                f"{at}unknown {self.what} '{name}'.{did_you_mean(name, list(self._items))} Available: {opts}."
             )
         return self._items[name]
 

@@ -60,14 +60,22 @@ def spent_line(manifest: dict[str, Any]) -> str:
     now = manifest.get("llm_attempt") or {}
     total = manifest.get("llm_totals") or now
     tokens = now.get("prompt_tokens", 0) + now.get("completion_tokens", 0)
-    line = (f"spent ${now.get('cost_usd', 0.0):.4f} this run ({tokens} tokens), "
-            f"${total.get('cost_usd', 0.0):.4f} for the dataset")
+    line = (
+        f"spent ${now.get('cost_usd', 0.0):.4f} this run ({tokens} tokens), "
+        f"${total.get('cost_usd', 0.0):.4f} for the dataset"
+    )
     budget = manifest.get("budget")
     if budget:
-        cap = (f"${budget['max_usd']:g}" if budget.get("max_usd") is not None
-               else f"{budget['max_tokens']} tokens")
-        got = (f"${budget['spent_usd']:.4f}" if budget.get("max_usd") is not None
-               else f"{budget['spent_tokens']} tokens")
+        cap = (
+            f"${budget['max_usd']:g}"
+            if budget.get("max_usd") is not None
+            else f"{budget['max_tokens']} tokens"
+        )
+        got = (
+            f"${budget['spent_usd']:.4f}"
+            if budget.get("max_usd") is not None
+            else f"{budget['spent_tokens']} tokens"
+        )
         line += f"; budget {cap}, used {got} over all attempts into this run dir"
         if budget.get("stopped"):
             line += " [bold yellow](stopped by the budget)[/]"

@@ -67,16 +67,33 @@ def build(cfg: DictConfig, run_dir: Path | None, show_progress: bool = True) -> 
     search = attempt(prompt_search_path, cfg)
     run = attempt(run_settings, cfg)
     budget_cfg = attempt(budget_settings, cfg)
-    if pipe is None or models is None or cache_cfg is None or search is None or run is None \
-            or budget_cfg is None:
+    if (
+        pipe is None
+        or models is None
+        or cache_cfg is None
+        or search is None
+        or run is None
+        or budget_cfg is None
+    ):
         raise ValidationFailed(problems)
     cache = ResponseCache(cache_cfg.path) if cache_cfg.enabled and run_dir is not None else None
     budget = Budget(budget_cfg, run_dir / "budget.json" if run_dir is not None else None)
-    session = LLMSession(models, run_dir or Path("."), cache, set(cache_cfg.refresh_stages),
-                         budget, attempt(prices, models, budget_cfg.max_usd is not None) or {})
-    ctx = RunContext(run_dir=run_dir, prompts=PromptLibrary(search), llm=session,
-                     seed=run.seed, show_progress=show_progress,
-                     progress_every_s=run.progress_every_s)
+    session = LLMSession(
+        models,
+        run_dir or Path("."),
+        cache,
+        set(cache_cfg.refresh_stages),
+        budget,
+        attempt(prices, models, budget_cfg.max_usd is not None) or {},
+    )
+    ctx = RunContext(
+        run_dir=run_dir,
+        prompts=PromptLibrary(search),
+        llm=session,
+        seed=run.seed,
+        show_progress=show_progress,
+        progress_every_s=run.progress_every_s,
+    )
     specs: dict[str, StageSpec | None] = {}
     for name in pipe.order:
         before = len(problems)
@@ -131,11 +148,17 @@ def _merge_missing(problems: list[str], stages: list[Stage]) -> list[str]:
         elif p.column not in done:
             done.add(p.column)
             names = ", ".join(m.stage.name for m in by_col[p.column])
-            hint = (f" If the input has it under another name, map it with "
-                    f"{load.where}.rename={{YOUR_COLUMN: {p.column}}}." if load else "")
-            out.append(f"column '{p.column}' is needed by {names}, but no earlier stage "
-                       f"produces it. Columns available at {p.stage.name}: "
-                       f"{', '.join(sorted(p.available)) or '(none)'}.{hint}")
+            hint = (
+                f" If the input has it under another name, map it with "
+                f"{load.where}.rename={{YOUR_COLUMN: {p.column}}}."
+                if load
+                else ""
+            )
+            out.append(
+                f"column '{p.column}' is needed by {names}, but no earlier stage "
+                f"produces it. Columns available at {p.stage.name}: "
+                f"{', '.join(sorted(p.available)) or '(none)'}.{hint}"
+            )
     return out
 
 
@@ -174,8 +197,9 @@ async def _run_stage(stage: Stage, df: pd.DataFrame, ck: Checkpoint, fp: str) ->
     st.rows_out, st.wall_s = len(out), round(time.perf_counter() - start, 3)
     ck.save(out, fp, st, ctx.llm.accounting.dump_stage(stage.name))
     drops = ", ".join(f"{k}={v}" for k, v in st.drops.items())
-    log.info("%s: %d rows out%s in %.1fs", stage.name, len(out),
-             f" (dropped: {drops})" if drops else "", st.wall_s)
+    log.info(
+        "%s: %d rows out%s in %.1fs", stage.name, len(out), f" (dropped: {drops})" if drops else "", st.wall_s
+    )
     _check_failures(stage, st)
     return out
 
@@ -185,12 +209,17 @@ def _check_failures(stage: Stage, st: StageStats) -> None:
     limit = getattr(stage.params, "max_failure_rate", DEFAULT_MAX_FAILURE_RATE)
     if not st.jobs or st.failed / st.jobs <= limit:
         return
-    retry = (" Re-running into the same run dir sends the failed calls again (the cache answers "
-             "the rest)." if st.llm_failed else "")
-    raise RunFailed(f"{stage.where}: {st.failed} of {st.jobs} model calls failed "
-                    f"({st.failed / st.jobs:.0%} > max_failure_rate {limit:.0%}). First error: "
-                    f"{st.first_error}.{retry} To accept more failures set "
-                    f"{stage.where}.max_failure_rate.")
+    retry = (
+        " Re-running into the same run dir sends the failed calls again (the cache answers the rest)."
+        if st.llm_failed
+        else ""
+    )
+    raise RunFailed(
+        f"{stage.where}: {st.failed} of {st.jobs} model calls failed "
+        f"({st.failed / st.jobs:.0%} > max_failure_rate {limit:.0%}). First error: "
+        f"{st.first_error}.{retry} To accept more failures set "
+        f"{stage.where}.max_failure_rate."
+    )
 
 
 def endpoints(built: Built) -> list[tuple[str, ModelConfig]]:
@@ -201,8 +230,11 @@ def endpoints(built: Built) -> list[tuple[str, ModelConfig]]:
     for stage in built.stages:
         refs |= {r or DEFAULT for r in stage.model_refs()}
     label = {DEFAULT: "model"}
-    return [(f"{label.get(r, f'models.{r}')} '{session.models[r].name}'", session.models[r])
-            for r in sorted(refs) if r in session.models]
+    return [
+        (f"{label.get(r, f'models.{r}')} '{session.models[r].name}'", session.models[r])
+        for r in sorted(refs)
+        if r in session.models
+    ]
 
 
 def check_endpoints(built: Built) -> None:
@@ -217,8 +249,7 @@ def check_endpoints(built: Built) -> None:
 def assess(built: Built, df: pd.DataFrame) -> list[str]:
     """Why a finished run is not what the user asked for (empty = it is)."""
     if df.empty and not built.settings.allow_empty:
-        return ["the dataset has 0 rows (see the drops per stage above; set allow_empty=true "
-                "if that is expected)"]
+        return [
+            "the dataset has 0 rows (see the drops per stage above; set allow_empty=true if that is expected)"
+        ]
     return []
-
-

@@ -29,9 +29,13 @@ def parse_stage(name: str, raw: Any, cfg: DictConfig | None = None) -> StageSpec
         return _parse_raw_stage(name, raw)
     except ConfigError as exc:
         sources = _sources(cfg, name) if cfg is not None else {}
-        named = sorted({src for f, src in sources.items()
-                        if f"`{f}`" in str(exc) or f".{name}.{f}:" in str(exc)
-                        or f".{name}.{f}." in str(exc)})
+        named = sorted(
+            {
+                src
+                for f, src in sources.items()
+                if f"`{f}`" in str(exc) or f".{name}.{f}:" in str(exc) or f".{name}.{f}." in str(exc)
+            }
+        )
         if not named:
             raise
         keys = ", ".join(f"`{k}`" for k in named)
@@ -55,8 +59,9 @@ def _sources(cfg: DictConfig, name: str) -> dict[str, str]:
             ref = m.group(1)
             parent, _, leaf = ref.rpartition(".")
             holder = OmegaConf.select(cfg, parent) if parent else cfg
-            value = holder._get_node(leaf)._value() \
-                if isinstance(holder, DictConfig) and leaf in holder else None
+            value = (
+                holder._get_node(leaf)._value() if isinstance(holder, DictConfig) and leaf in holder else None
+            )
         if ref:
             out[str(key)] = ref
     return out
@@ -66,8 +71,7 @@ def _inner(value: str, cfg: DictConfig, node: DictConfig) -> str:
     """Replace the interpolations nested inside another one by their values."""
     while (m := _NESTED.search(value)) and value != m.group(0):
         ref = m.group(1)
-        got = OmegaConf.select(node, ref.lstrip(".")) if ref.startswith(".") \
-            else OmegaConf.select(cfg, ref)
+        got = OmegaConf.select(node, ref.lstrip(".")) if ref.startswith(".") else OmegaConf.select(cfg, ref)
         value = value.replace(m.group(0), str(got), 1)
     return value
 
@@ -99,17 +103,21 @@ def make_stage(spec: StageSpec, specs: dict[str, StageSpec | None], ctx: RunCont
     return cls(spec.name, spec.params, ctx, peers=peers)
 
 
-def _resolve(spec: StageSpec, field_name: str, target: str, kind: str,
-             specs: dict[str, StageSpec | None]) -> StageSpec:
+def _resolve(
+    spec: StageSpec, field_name: str, target: str, kind: str, specs: dict[str, StageSpec | None]
+) -> StageSpec:
     where = f"pipeline.stages.{spec.name}.{field_name}"
     found = specs.get(target)
     if target not in specs:
         names = [n for n, s in specs.items() if s not in (None, BROKEN) and s.kind == kind]
-        raise ConfigError(f"{where}: no stage '{target}' in this pipeline.{did_you_mean(target, names)} "
-                          f"{kind} stages here: {', '.join(names) or '(none)'}.")
+        raise ConfigError(
+            f"{where}: no stage '{target}' in this pipeline.{did_you_mean(target, names)} "
+            f"{kind} stages here: {', '.join(names) or '(none)'}."
+        )
     if found is None:
-        raise ConfigError(f"{where}: stage '{target}' is disabled; enable it or point "
-                          f"{field_name} at another {kind} stage.")
+        raise ConfigError(
+            f"{where}: stage '{target}' is disabled; enable it or point {field_name} at another {kind} stage."
+        )
     if found is BROKEN:
         raise ConfigError(f"{where}: stage '{target}' has errors (see above).")
     if found.kind != kind:

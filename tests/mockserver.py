@@ -66,9 +66,13 @@ class MockServer:
         self.headers: deque[dict[str, str]] = deque(maxlen=200)
 
     def stats(self) -> dict[str, Any]:
-        return {"requests": self.requests, "in_flight": self.in_flight,
-                "max_in_flight": self.max_in_flight, "outcomes": dict(self.outcomes),
-                "over_cap": self.over_cap}
+        return {
+            "requests": self.requests,
+            "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight,
+            "outcomes": dict(self.outcomes),
+            "over_cap": self.over_cap,
+        }
 
     def configure(self, **changes: Any) -> None:
         self.faults = dataclasses.replace(self.faults, **changes)
@@ -90,8 +94,12 @@ class MockServer:
         if f.script:
             return f.script.pop(0)
         x = self._rng.random()
-        for name, rate in (("429", f.rate_429), ("500", f.rate_500),
-                           ("timeout", f.rate_timeout), ("malformed", f.rate_malformed)):
+        for name, rate in (
+            ("429", f.rate_429),
+            ("500", f.rate_500),
+            ("timeout", f.rate_timeout),
+            ("malformed", f.rate_malformed),
+        ):
             if x < rate:
                 return name
             x -= rate
@@ -129,8 +137,11 @@ class MockServer:
             outcome = "ok"
         if outcome in ("429", "503"):
             headers = {"Retry-After": f.retry_after} if f.retry_after is not None else {}
-            return web.json_response(_err("rate limited" if outcome == "429" else "overloaded"),
-                                     status=int(outcome), headers=headers)
+            return web.json_response(
+                _err("rate limited" if outcome == "429" else "overloaded"),
+                status=int(outcome),
+                headers=headers,
+            )
         if outcome == "401":
             # Real providers echo (part of) the key: the client must scrub it from its errors.
             got = req.headers.get("Authorization", "")
@@ -214,12 +225,12 @@ def _completion(body: dict[str, Any]) -> dict[str, Any]:
     n_in = sum(len(str(m.get("content", "")).split()) for m in msgs)
     n_out = len(text.split())
     return {
-        "id": "chatcmpl-mock", "object": "chat.completion", "created": int(time.time()),
+        "id": "chatcmpl-mock",
+        "object": "chat.completion",
+        "created": int(time.time()),
         "model": body.get("model", "mock"),
-        "choices": [{"index": 0, "finish_reason": "stop",
-                     "message": {"role": "assistant", "content": text}}],
-        "usage": {"prompt_tokens": n_in, "completion_tokens": n_out,
-                  "total_tokens": n_in + n_out},
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+        "usage": {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out},
     }
 
 
@@ -231,11 +242,21 @@ def main() -> None:
     ap.add_argument("--rate-500", type=float, default=0.0)
     ap.add_argument("--retry-after", default="0")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--max-concurrency", type=int, default=None,
-                    help="answer 429 (with Retry-After) above this many requests in flight")
+    ap.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=None,
+        help="answer 429 (with Retry-After) above this many requests in flight",
+    )
     a = ap.parse_args()
-    server = MockServer(latency_s=a.latency, rate_429=a.rate_429, rate_500=a.rate_500,
-                        retry_after=a.retry_after, seed=a.seed, max_concurrency=a.max_concurrency)
+    server = MockServer(
+        latency_s=a.latency,
+        rate_429=a.rate_429,
+        rate_500=a.rate_500,
+        retry_after=a.retry_after,
+        seed=a.seed,
+        max_concurrency=a.max_concurrency,
+    )
 
     async def run() -> None:
         await server.serve(a.port)

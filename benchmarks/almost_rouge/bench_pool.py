@@ -30,11 +30,26 @@ sys.path.insert(0, str(ROOT))
 
 from selfalign.stages.methods.almost.pool import RougePool, read_seed_file  # noqa: E402
 
-OPENERS = ["How do I", "What is the best way to", "Can you explain why", "Write a short note on",
-           "Why does", "What happens when", "Give me tips to", "Is it a good idea to",
-           "Help me understand", "What should I know about", "Compare", "Summarize",
-           "How can I avoid", "Suggest a plan to", "What are the pros and cons of",
-           "Explain to a beginner how", "Why is it hard to", "Recommend a way to"]
+OPENERS = [
+    "How do I",
+    "What is the best way to",
+    "Can you explain why",
+    "Write a short note on",
+    "Why does",
+    "What happens when",
+    "Give me tips to",
+    "Is it a good idea to",
+    "Help me understand",
+    "What should I know about",
+    "Compare",
+    "Summarize",
+    "How can I avoid",
+    "Suggest a plan to",
+    "What are the pros and cons of",
+    "Explain to a beginner how",
+    "Why is it hard to",
+    "Recommend a way to",
+]
 
 
 def corpus_words() -> list[str]:
@@ -56,7 +71,7 @@ def make_candidate(rng: random.Random, words: list[str], pool: list[str]) -> str
     start = rng.randrange(len(words) - 40)
     n = rng.randint(5, 22)
     # a run of real text (word order like prose) with some words replaced
-    body = [w if rng.random() < 0.6 else rng.choice(words) for w in words[start:start + n]]
+    body = [w if rng.random() < 0.6 else rng.choice(words) for w in words[start : start + n]]
     return f"{rng.choice(OPENERS)} {' '.join(body).lower()}?"
 
 
@@ -80,10 +95,14 @@ def grow(size: int, seed: int) -> tuple[RougePool, dict[str, float]]:
         if len(pool) > size - window:
             last_k.append(time.perf_counter() - t0)
     total = time.perf_counter() - start
-    return pool, {"grow_total_s": total, "candidates": pool.checks, "rejected": rejected,
-                  "check_ms_mean_last1k": 1e3 * statistics.fmean(last_k),
-                  "check_ms_p99_last1k": 1e3 * sorted(last_k)[int(0.99 * len(last_k))],
-                  "exact_lcs_per_check": pool.exact_checks / pool.checks}
+    return pool, {
+        "grow_total_s": total,
+        "candidates": pool.checks,
+        "rejected": rejected,
+        "check_ms_mean_last1k": 1e3 * statistics.fmean(last_k),
+        "check_ms_p99_last1k": 1e3 * sorted(last_k)[int(0.99 * len(last_k))],
+        "exact_lcs_per_check": pool.exact_checks / pool.checks,
+    }
 
 
 def brute_vs_fast(pool: RougePool, n: int, seed: int) -> dict[str, float]:
@@ -94,16 +113,19 @@ def brute_vs_fast(pool: RougePool, n: int, seed: int) -> dict[str, float]:
     cands = [make_candidate(rng, words, pool.texts) for _ in range(n)]
     t0 = time.perf_counter()
     # like the original: score the candidate against every stored prompt, then threshold
-    brute = [max(scorer.score(s, c)["rougeL"].fmeasure for s in pool.texts) >= 0.5
-             for c in cands]
+    brute = [max(scorer.score(s, c)["rougeL"].fmeasure for s in pool.texts) >= 0.5 for c in cands]
     t_brute = time.perf_counter() - t0
     t0 = time.perf_counter()
     fast = [pool.similar(c) is not None for c in cands]
     t_fast = time.perf_counter() - t0
-    return {"brute_candidates": n, "brute_ms_per_check": 1e3 * t_brute / n,
-            "fast_ms_per_check": 1e3 * t_fast / n, "speedup": t_brute / t_fast,
-            "decisions_agree": sum(a == b for a, b in zip(brute, fast, strict=True)),
-            "brute_rejects": sum(brute)}
+    return {
+        "brute_candidates": n,
+        "brute_ms_per_check": 1e3 * t_brute / n,
+        "fast_ms_per_check": 1e3 * t_fast / n,
+        "speedup": t_brute / t_fast,
+        "decisions_agree": sum(a == b for a, b in zip(brute, fast, strict=True)),
+        "brute_rejects": sum(brute),
+    }
 
 
 def main() -> None:
@@ -113,10 +135,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     pool, grown = grow(args.size, args.seed)
-    result = {"pool_size": len(pool), **grown, **brute_vs_fast(pool, args.brute, args.seed),
-              "python": platform.python_version(), "machine": platform.machine()}
-    print(json.dumps({k: round(v, 3) if isinstance(v, float) else v
-                      for k, v in result.items()}, indent=2))
+    result = {
+        "pool_size": len(pool),
+        **grown,
+        **brute_vs_fast(pool, args.brute, args.seed),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }
+    print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}, indent=2))
 
 
 if __name__ == "__main__":

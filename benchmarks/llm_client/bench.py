@@ -44,8 +44,7 @@ def topics(n: int) -> list[str]:
 
 async def _two_stage(call, n: int) -> int:
     """Stage 1 then stage 2 (a stage barrier, as in the runner); returns failures."""
-    inst = await asyncio.gather(*(call(f"Write one clear instruction about {t}.", 48)
-                                  for t in topics(n)))
+    inst = await asyncio.gather(*(call(f"Write one clear instruction about {t}.", 48) for t in topics(n)))
     resp = await asyncio.gather(*(call(x or "", 96) for x in inst))
     return sum(x is None for x in inst + resp)
 
@@ -59,8 +58,11 @@ async def v_hand(url: str, n: int, c: int) -> dict[str, Any]:
     async def call(text: str, max_tokens: int) -> str | None:
         async with sem:
             r = await client.chat.completions.create(
-                model="mock", messages=[{"role": "user", "content": text}],
-                max_tokens=max_tokens, temperature=0.7)
+                model="mock",
+                messages=[{"role": "user", "content": text}],
+                max_tokens=max_tokens,
+                temperature=0.7,
+            )
         return r.choices[0].message.content
 
     t0 = time.perf_counter()
@@ -77,10 +79,18 @@ async def v_aiohttp(url: str, n: int, c: int) -> dict[str, Any]:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=c)) as http:
 
         async def call(text: str, max_tokens: int) -> str | None:
-            body = {"model": "mock", "messages": [{"role": "user", "content": text}],
-                    "max_tokens": max_tokens, "temperature": 0.7}
-            async with sem, http.post(f"{url}/chat/completions", json=body,
-                                      headers={"Authorization": "Bearer bench"}) as r:
+            body = {
+                "model": "mock",
+                "messages": [{"role": "user", "content": text}],
+                "max_tokens": max_tokens,
+                "temperature": 0.7,
+            }
+            async with (
+                sem,
+                http.post(
+                    f"{url}/chat/completions", json=body, headers={"Authorization": "Bearer bench"}
+                ) as r,
+            ):
                 data = await r.json()
             return data["choices"][0]["message"]["content"]
 
@@ -101,9 +111,14 @@ async def v_litellm(url: str, n: int, c: int) -> dict[str, Any]:
     async def call(text: str, max_tokens: int) -> str | None:
         async with sem:
             r = await litellm.acompletion(
-                model="openai/mock", api_base=url, api_key="bench", max_retries=0,
-                messages=[{"role": "user", "content": text}], max_tokens=max_tokens,
-                temperature=0.7)
+                model="openai/mock",
+                api_base=url,
+                api_key="bench",
+                max_retries=0,
+                messages=[{"role": "user", "content": text}],
+                max_tokens=max_tokens,
+                temperature=0.7,
+            )
         overhead.append(r._hidden_params.get("litellm_overhead_time_ms") or 0.0)
         return r.choices[0].message.content
 
@@ -111,8 +126,11 @@ async def v_litellm(url: str, n: int, c: int) -> dict[str, Any]:
     failed = await _two_stage(call, n)
     wall = time.perf_counter() - t0
     overhead.sort()
-    return {"wall_s": wall, "failed": failed,
-            "litellm_overhead_ms_p50": round(overhead[len(overhead) // 2], 3)}
+    return {
+        "wall_s": wall,
+        "failed": failed,
+        "litellm_overhead_ms_p50": round(overhead[len(overhead) // 2], 3),
+    }
 
 
 async def v_session(url: str, n: int, c: int, tmp: Path, transport: str) -> dict[str, Any]:
@@ -131,22 +149,33 @@ async def v_session(url: str, n: int, c: int, tmp: Path, transport: str) -> dict
         s._clients["default"] = client  # this transport, not the automatic choice
 
         def reqs(stage: str, texts: list[str], max_tokens: int) -> list[ChatRequest]:
-            return [ChatRequest.make([{"role": "user", "content": t}],
-                                     {"max_tokens": max_tokens, "temperature": 0.7},
-                                     stage=stage) for t in texts]
+            return [
+                ChatRequest.make(
+                    [{"role": "user", "content": t}],
+                    {"max_tokens": max_tokens, "temperature": 0.7},
+                    stage=stage,
+                )
+                for t in texts
+            ]
 
         t0 = time.perf_counter()
-        inst = await s.complete("instruction", None, reqs(
-            "instruction", [f"Write one clear instruction about {t}." for t in topics(n)], 48))
-        resp = await s.complete("response", None, reqs(
-            "response", [r.text or "" for r in inst], 96))
+        inst = await s.complete(
+            "instruction",
+            None,
+            reqs("instruction", [f"Write one clear instruction about {t}." for t in topics(n)], 48),
+        )
+        resp = await s.complete("response", None, reqs("response", [r.text or "" for r in inst], 96))
         return time.perf_counter() - t0, sum(not r.ok for r in inst + resp)
 
     wall, failed = await run()
     sent = _stats(url)["requests"]
     cached_wall, _ = await run()
-    return {"wall_s": wall, "failed": failed, "cached_wall_s": cached_wall,
-            "cached_sent": _stats(url)["requests"] - sent}
+    return {
+        "wall_s": wall,
+        "failed": failed,
+        "cached_wall_s": cached_wall,
+        "cached_sent": _stats(url)["requests"] - sent,
+    }
 
 
 def v_runner(url: str, n: int, c: int, tmp: Path) -> dict[str, Any]:
@@ -155,10 +184,16 @@ def v_runner(url: str, n: int, c: int, tmp: Path) -> dict[str, Any]:
     data = tmp / "topics.jsonl"
     data.write_text("".join(json.dumps({"topic": t}) + "\n" for t in topics(n)))
     os.environ["BENCH_DATA"] = str(data)
-    overrides = ["pipeline=bench_2stage", "model=openai_compatible", f"model.api_base={url}",
-                 "model.name=mock", f"model.concurrency={c}", "cache.enabled=true",
-                 f"cache.path={tmp / 'cache.sqlite'}",
-                 f"prompts.search_path=[{HERE / 'prompts'}]"]
+    overrides = [
+        "pipeline=bench_2stage",
+        "model=openai_compatible",
+        f"model.api_base={url}",
+        "model.name=mock",
+        f"model.concurrency={c}",
+        "cache.enabled=true",
+        f"cache.path={tmp / 'cache.sqlite'}",
+        f"prompts.search_path=[{HERE / 'prompts'}]",
+    ]
 
     def run(run_dir: Path) -> tuple[float, dict[str, Any]]:
         t0 = time.perf_counter()
@@ -171,10 +206,16 @@ def v_runner(url: str, n: int, c: int, tmp: Path) -> dict[str, Any]:
     sent = _stats(url)["requests"]
     cached_wall, again = run(tmp / "run2")
     totals = first["manifest"]["llm_totals"]
-    return {"wall_s": llm_wall, "total_wall_s": wall, "rows_out": first["rows"],
-            "failed": n - first["rows"], "retries": totals["retries"],
-            "cached_wall_s": cached_wall, "cached_sent": _stats(url)["requests"] - sent,
-            "cached_rows": again["rows"]}
+    return {
+        "wall_s": llm_wall,
+        "total_wall_s": wall,
+        "rows_out": first["rows"],
+        "failed": n - first["rows"],
+        "retries": totals["retries"],
+        "cached_wall_s": cached_wall,
+        "cached_sent": _stats(url)["requests"] - sent,
+        "cached_rows": again["rows"],
+    }
 
 
 def child(args: argparse.Namespace) -> None:
@@ -200,8 +241,9 @@ def child(args: argparse.Namespace) -> None:
 def _http(url: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
     base = url.rsplit("/v1", 1)[0]
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(base + path, data=data, method="POST" if data else "GET",
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        base + path, data=data, method="POST" if data else "GET", headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310 — 127.0.0.1 only
         return json.loads(r.read())
 
@@ -215,12 +257,10 @@ def _cpu_ticks(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
-def run_variant(variant: str, url: str, mock_pid: int, n: int, c: int,
-                latency: float) -> dict[str, Any]:
+def run_variant(variant: str, url: str, mock_pid: int, n: int, c: int, latency: float) -> dict[str, Any]:
     _http(url, "/_reset", {})
     m0 = _cpu_ticks(mock_pid)
-    cmd = [sys.executable, __file__, "--child", variant, "--url", url, "--n", str(n),
-           "--c", str(c)]
+    cmd = [sys.executable, __file__, "--child", variant, "--url", url, "--n", str(n), "--c", str(c)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=3600)
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
     if line is None:
@@ -228,11 +268,17 @@ def run_variant(variant: str, url: str, mock_pid: int, n: int, c: int,
     out = json.loads(line[7:])
     calls = 2 * n
     sent = _stats(url)["requests"]
-    out.update(variant=variant, latency_s=latency, n=n, c=c, sent=sent,
-               mock_cpu_s=round(_cpu_ticks(mock_pid) - m0, 2),
-               efficiency=(calls * latency / c) / out["wall_s"],
-               req_per_s=calls / out["wall_s"],
-               cpu_s_per_1000=1000 * out["cpu_s"] / max(1, sent))
+    out.update(
+        variant=variant,
+        latency_s=latency,
+        n=n,
+        c=c,
+        sent=sent,
+        mock_cpu_s=round(_cpu_ticks(mock_pid) - m0, 2),
+        efficiency=(calls * latency / c) / out["wall_s"],
+        req_per_s=calls / out["wall_s"],
+        cpu_s_per_1000=1000 * out["cpu_s"] / max(1, sent),
+    )
     return out
 
 
@@ -241,9 +287,11 @@ def main() -> None:
     ap.add_argument("--latency", type=float, nargs="+", default=[1.0, 0.1])
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--c", type=int, default=64)
-    ap.add_argument("--variants", nargs="+",
-                    default=["hand", "aiohttp", "litellm", "session_litellm", "session",
-                             "runner"])
+    ap.add_argument(
+        "--variants",
+        nargs="+",
+        default=["hand", "aiohttp", "litellm", "session_litellm", "session", "runner"],
+    )
     ap.add_argument("--faults", action="store_true", help="also run `runner` with 5%%+5%% faults")
     ap.add_argument("--out", default=None, help="append JSON results to this file")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -255,22 +303,26 @@ def main() -> None:
     print(f"# load average before: {os.getloadavg()}, cpus: {os.cpu_count()}", flush=True)
     results = []
     for lat in args.latency:
-        mock = subprocess.Popen([sys.executable, str(ROOT / "tests" / "mockserver.py"),
-                                 "--latency", str(lat)], stdout=subprocess.PIPE, text=True)
+        mock = subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "mockserver.py"), "--latency", str(lat)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         try:
             url = f"http://127.0.0.1:{int(mock.stdout.readline().split()[1])}/v1"  # type: ignore
             plan = [(v, {}) for v in args.variants]
             if args.faults:
-                plan.append(("runner", {"rate_429": 0.05, "rate_500": 0.05,
-                                        "retry_after": None, "seed": 1}))
+                plan.append(("runner", {"rate_429": 0.05, "rate_500": 0.05, "retry_after": None, "seed": 1}))
             for variant, faults in plan:
                 _http(url, "/_config", {"rate_429": 0.0, "rate_500": 0.0, **faults})
                 r = run_variant(variant, url, mock.pid, args.n, args.c, lat)
                 if faults:
                     r["variant"] = "runner+faults"
                 results.append(r)
-                print(json.dumps({k: round(v, 3) if isinstance(v, float) else v
-                                  for k, v in r.items()}), flush=True)
+                print(
+                    json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}),
+                    flush=True,
+                )
         finally:
             mock.terminate()
             mock.wait(10)
@@ -283,17 +335,20 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
         ratio = hand.get(r["latency_s"], float("nan")) / r["wall_s"]
-        print(f"| {r['latency_s']:g} s | {r['variant']} | {r['wall_s']:.2f} | "
-              f"{r['efficiency']:.3f} | {ratio:.2f} | {r['req_per_s']:.0f} | "
-              f"{r['cpu_s_per_1000']:.2f} | {r['peak_rss_mb']:.0f} |")
+        print(
+            f"| {r['latency_s']:g} s | {r['variant']} | {r['wall_s']:.2f} | "
+            f"{r['efficiency']:.3f} | {ratio:.2f} | {r['req_per_s']:.0f} | "
+            f"{r['cpu_s_per_1000']:.2f} | {r['peak_rss_mb']:.0f} |"
+        )
     for r in results:
         if "cached_wall_s" in r:
-            print(f"- L={r['latency_s']:g} s {r['variant']}: cached re-run "
-                  f"{r['cached_wall_s']:.2f} s ({100 * r['cached_wall_s'] / r['wall_s']:.1f}% "
-                  f"of the first run), {r['cached_sent']} requests sent")
+            print(
+                f"- L={r['latency_s']:g} s {r['variant']}: cached re-run "
+                f"{r['cached_wall_s']:.2f} s ({100 * r['cached_wall_s'] / r['wall_s']:.1f}% "
+                f"of the first run), {r['cached_sent']} requests sent"
+            )
         if r["variant"] == "runner+faults":
-            print(f"- L={r['latency_s']:g} s faults: rows lost {r['failed']}, retries "
-                  f"{r.get('retries')}")
+            print(f"- L={r['latency_s']:g} s faults: rows lost {r['failed']}, retries {r.get('retries')}")
 
 
 if __name__ == "__main__":

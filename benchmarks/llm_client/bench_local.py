@@ -41,9 +41,15 @@ async def measure(parallel: int, n_req: int, tokens: int) -> dict[str, Any]:
     from openai import AsyncOpenAI
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-local-"))
-    cfg = ModelConfig(provider="local", name="qwen2.5-coder-0.5b-instruct-q4_k_m",
-                      n_ctx=1024 * parallel, n_parallel=parallel, concurrency=parallel,
-                      timeout_s=600, supports_json_schema=True)
+    cfg = ModelConfig(
+        provider="local",
+        name="qwen2.5-coder-0.5b-instruct-q4_k_m",
+        n_ctx=1024 * parallel,
+        n_parallel=parallel,
+        concurrency=parallel,
+        timeout_s=600,
+        supports_json_schema=True,
+    )
     t0 = time.perf_counter()
     session = LLMSession({"default": cfg}, tmp, ResponseCache(tmp / "cache.sqlite"))
     client: Any = session.client(None)  # starts the server
@@ -58,8 +64,12 @@ async def measure(parallel: int, n_req: int, tokens: int) -> dict[str, Any]:
     async def one(text: str) -> int:
         async with sem:
             r = await raw.chat.completions.create(
-                model="local", messages=[{"role": "user", "content": text}],
-                max_tokens=tokens, temperature=0.7, extra_body={"ignore_eos": True})
+                model="local",
+                messages=[{"role": "user", "content": text}],
+                max_tokens=tokens,
+                temperature=0.7,
+                extra_body={"ignore_eos": True},
+            )
         return r.usage.completion_tokens if r.usage else 0
 
     t = time.perf_counter()
@@ -70,12 +80,12 @@ async def measure(parallel: int, n_req: int, tokens: int) -> dict[str, Any]:
     n_tok = sum(await asyncio.gather(*(one(p) for p in prompts(n_req, 1))))
     out["raw_tok_s"] = round(n_tok / (time.perf_counter() - t), 1)
 
-    reqs = [ChatRequest.make([{"role": "user", "content": p}], params, stage="bench")
-            for p in prompts(n_req, 2)]
+    reqs = [
+        ChatRequest.make([{"role": "user", "content": p}], params, stage="bench") for p in prompts(n_req, 2)
+    ]
     t = time.perf_counter()
     res = await session.complete("bench", None, reqs)
-    out["session_tok_s"] = round(sum(r.completion_tokens for r in res) /
-                                 (time.perf_counter() - t), 1)
+    out["session_tok_s"] = round(sum(r.completion_tokens for r in res) / (time.perf_counter() - t), 1)
     out["session_failed"] = sum(not r.ok for r in res)
     out["server_rss_mb"] = round(rss_mb(client.server.proc.pid))
     await raw.close()
@@ -94,12 +104,16 @@ def main() -> None:
     for p in a.parallel:
         rows.append(asyncio.run(measure(p, a.requests, a.tokens)))
         print(json.dumps(rows[-1]), flush=True)
-    print("\n| n_parallel | ready s | 1 request tok/s | raw aggregate tok/s | "
-          "through LLMSession tok/s | server RSS MB |")
+    print(
+        "\n| n_parallel | ready s | 1 request tok/s | raw aggregate tok/s | "
+        "through LLMSession tok/s | server RSS MB |"
+    )
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['n_parallel']} | {r['ready_s']} | {r['single_tok_s']} | {r['raw_tok_s']} | "
-              f"{r['session_tok_s']} | {r['server_rss_mb']} |")
+        print(
+            f"| {r['n_parallel']} | {r['ready_s']} | {r['single_tok_s']} | {r['raw_tok_s']} | "
+            f"{r['session_tok_s']} | {r['server_rss_mb']} |"
+        )
 
 
 if __name__ == "__main__":

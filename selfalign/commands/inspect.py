@@ -33,8 +33,7 @@ def validate_command(overrides: list[str], config_dirs: list[str]) -> int:
         )
     out.print(table)
     check_endpoints(built)  # raises PreflightFailed (exit 3)
-    out.print("[green]OK[/]: config, stages, prompts, models, input columns and model endpoints "
-              "check out.")
+    out.print("[green]OK[/]: config, stages, prompts, models, input columns and model endpoints check out.")
     return 0
 
 

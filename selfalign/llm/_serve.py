@@ -59,9 +59,19 @@ def main() -> None:
     if a.threads > 0:
         params.cpuparams.n_threads = a.threads
         params.cpuparams_batch.n_threads = a.threads
-    print(json.dumps({"event": "starting", "model": a.model, "n_ctx": a.n_ctx,
-                      "n_parallel": a.n_parallel, "threads": a.threads}), file=sys.stderr,
-          flush=True)
+    print(
+        json.dumps(
+            {
+                "event": "starting",
+                "model": a.model,
+                "n_ctx": a.n_ctx,
+                "n_parallel": a.n_parallel,
+                "threads": a.threads,
+            }
+        ),
+        file=sys.stderr,
+        flush=True,
+    )
     server = xlc.Server(params)
     print(f"LISTENING {server.listening_address}", flush=True)
     while True:  # the server runs in its own threads; keep this process (and `server`) alive

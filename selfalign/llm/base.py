@@ -34,9 +34,7 @@ class ChatRequest:
         row_id: str = "",
         refresh: bool = False,
     ) -> ChatRequest:
-        msgs = tuple(
-            (m["role"], m["content"]) if isinstance(m, dict) else (m[0], m[1]) for m in messages
-        )
+        msgs = tuple((m["role"], m["content"]) if isinstance(m, dict) else (m[0], m[1]) for m in messages)
         items = tuple(sorted((k, _freeze(v)) for k, v in (params or {}).items() if v is not None))
         return ChatRequest(msgs, items, sample, stage, row_id, refresh)
 

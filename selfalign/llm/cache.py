@@ -31,15 +31,18 @@ class ResponseCache:
         self.path = Path(path).expanduser()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False,
-                                   isolation_level=None)
+        self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False, isolation_level=None)
         # busy_timeout first: switching to WAL takes a brief exclusive lock, and another
         # process opening the same file at that moment must wait, not fail.
         self._db.execute("PRAGMA busy_timeout=60000")
         mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if str(mode).lower() != "wal":  # e.g. a network filesystem without shared memory
-            log.warning("response cache %s: WAL unavailable (journal_mode=%s); several "
-                        "processes sharing it will be slower", self.path, mode)
+            log.warning(
+                "response cache %s: WAL unavailable (journal_mode=%s); several "
+                "processes sharing it will be slower",
+                self.path,
+                mode,
+            )
         # NORMAL in WAL mode never corrupts; a power cut can lose only the last few answers.
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(SCHEMA)
@@ -61,8 +64,12 @@ class ResponseCache:
                 # The cache only saves work: a full disk or a lock held past busy_timeout
                 # must not fail the run that already has its answer.
                 if not self._warned:
-                    log.warning("response cache %s: could not store an answer (%s); "
-                                "the run goes on without caching it", self.path, exc)
+                    log.warning(
+                        "response cache %s: could not store an answer (%s); "
+                        "the run goes on without caching it",
+                        self.path,
+                        exc,
+                    )
                     self._warned = True
 
     def __len__(self) -> int:

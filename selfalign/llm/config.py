@@ -13,8 +13,11 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 def looks_like_secret(value: str) -> bool:
     """An env var name is short and [A-Za-z0-9_]; a key has dashes, is long, or starts sk-."""
-    return value.startswith(("sk-", "sk_", "key-")) or not _ENV_NAME.match(value) \
+    return (
+        value.startswith(("sk-", "sk_", "key-"))
+        or not _ENV_NAME.match(value)
         or (len(value) >= 32 and any(c.isdigit() for c in value) and any(c.islower() for c in value))
+    )
 
 
 @dataclass
@@ -38,23 +41,32 @@ class ModelConfig:
     name: str = doc("litellm model string (e.g. openai/gpt-4o-mini) or a label", "")
     api_base: str | None = doc("OpenAI-compatible base URL (vLLM, Ollama, llama.cpp …)", None)
     api_key_env: str | None = doc("name of the env var holding the API key (never the key)", None)
-    concurrency: int = doc("requests kept in flight at once against this endpoint (the "
-                           "ceiling when min_concurrency is set)", 8)
-    min_concurrency: int | None = doc("adaptive concurrency (AIMD) floor: cut on 429/timeout, "
-                                      "grow on success; null = fixed at concurrency", None)
+    concurrency: int = doc(
+        "requests kept in flight at once against this endpoint (the ceiling when min_concurrency is set)", 8
+    )
+    min_concurrency: int | None = doc(
+        "adaptive concurrency (AIMD) floor: cut on 429/timeout, grow on success; null = fixed at concurrency",
+        None,
+    )
     rpm: float | None = doc("requests per minute this endpoint allows (null = no limit)", None)
-    tpm: float | None = doc("tokens per minute (prompt + max_tokens, corrected by the usage "
-                            "reported; null = no limit)", None)
-    price: Price | None = doc("{input_per_mtok, output_per_mtok} in $: overrides litellm's "
-                              "price map (null = the map for hosted models, free otherwise)", None)
+    tpm: float | None = doc(
+        "tokens per minute (prompt + max_tokens, corrected by the usage reported; null = no limit)", None
+    )
+    price: Price | None = doc(
+        "{input_per_mtok, output_per_mtok} in $: overrides litellm's "
+        "price map (null = the map for hosted models, free otherwise)",
+        None,
+    )
     timeout_s: float = doc("per-request timeout in seconds", 120.0)
     max_retries: int = doc("retries on 429/5xx/timeouts/connection errors", 5)
     backoff_base_s: float = doc("first backoff delay; doubles each retry, with jitter", 1.0)
     backoff_max_s: float = doc("cap on one backoff delay", 60.0)
-    circuit_breaker: int = doc("connection failures in a row (refused, unknown host) that stop "
-                               "the run; 0 = never stop", 5)
+    circuit_breaker: int = doc(
+        "connection failures in a row (refused, unknown host) that stop the run; 0 = never stop", 5
+    )
     transport: Literal["auto", "litellm", "direct"] = doc(
-        "auto: direct HTTP for an api_base endpoint, litellm otherwise", "auto")
+        "auto: direct HTTP for an api_base endpoint, litellm otherwise", "auto"
+    )
     supports_json_schema: bool = doc("send JSON-schema response_format where a stage asks", False)
     extra_params: dict[str, Any] = doc("extra params sent with every call", factory=dict)
     # embedded llama.cpp server (provider=local)
@@ -71,8 +83,10 @@ class ModelConfig:
         if self.concurrency < 1:
             raise ValueError("concurrency must be >= 1")
         if self.min_concurrency is not None and not 1 <= self.min_concurrency <= self.concurrency:
-            raise ValueError(f"min_concurrency must be between 1 and concurrency "
-                             f"({self.concurrency}), got {self.min_concurrency}")
+            raise ValueError(
+                f"min_concurrency must be between 1 and concurrency "
+                f"({self.concurrency}), got {self.min_concurrency}"
+            )
         for name in ("rpm", "tpm"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0 (null = no limit)")
@@ -87,6 +101,8 @@ class ModelConfig:
             raise ValueError("latency_s must be >= 0")
         if self.api_key_env and looks_like_secret(self.api_key_env):
             # never echo it: the message, config.yaml and the manifest would all carry the key
-            raise ValueError("api_key_env must be the NAME of an environment variable (e.g. "
-                             "OPENAI_API_KEY), but the value given looks like a key itself. "
-                             "Export the key (export MY_KEY=...) and set api_key_env=MY_KEY.")
+            raise ValueError(
+                "api_key_env must be the NAME of an environment variable (e.g. "
+                "OPENAI_API_KEY), but the value given looks like a key itself. "
+                "Export the key (export MY_KEY=...) and set api_key_env=MY_KEY."
+            )

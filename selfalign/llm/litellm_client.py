@@ -37,8 +37,14 @@ from selfalign.llm.transport import (
 # Without this, importing litellm fetches a price list from the internet.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-__all__ = ["LiteLLMClient", "count_tokens", "litellm_price", "model_string", "parse_retry_after",
-           "transport_kind"]
+__all__ = [
+    "LiteLLMClient",
+    "count_tokens",
+    "litellm_price",
+    "model_string",
+    "parse_retry_after",
+    "transport_kind",
+]
 NO_KEY = "no-key"  # OpenAI-compatible local servers ignore the key, but some clients want one
 MAX_RETRY_AFTER_S = 600.0  # a Retry-After beyond this is a server bug, not a plan
 _SECRETS = (re.compile(r"(Bearer\s+)\S+", re.I), re.compile(r"\b(sk-)[A-Za-z0-9_\-]{6,}"))
@@ -114,11 +120,18 @@ class _LiteLLMTransport:
         self.api_base = cfg.api_base
         self._conn_errors, self._api_errors = APIConnectionError, OpenAIError
 
-    async def send(self, messages: list[dict[str, str]], params: dict[str, Any],
-                   key: str | None, timeout_s: float) -> Reply:
+    async def send(
+        self, messages: list[dict[str, str]], params: dict[str, Any], key: str | None, timeout_s: float
+    ) -> Reply:
         lt = self.litellm
-        kw: dict[str, Any] = {"model": self.model, "messages": messages, "timeout": timeout_s,
-                              "max_retries": 0, "num_retries": 0, **params}  # retries are ours
+        kw: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "timeout": timeout_s,
+            "max_retries": 0,
+            "num_retries": 0,
+            **params,
+        }  # retries are ours
         if self.api_base:
             kw["api_base"] = self.api_base
         if key:
@@ -128,14 +141,14 @@ class _LiteLLMTransport:
         except lt.ContextWindowExceededError as exc:
             raise TransportError("row", str(exc), 400) from None
         except self._conn_errors as exc:  # connection errors and timeouts
-            raise TransportError("unreachable" if unreachable(exc) else "retry", str(exc)) \
-                from None
+            raise TransportError("unreachable" if unreachable(exc) else "retry", str(exc)) from None
         except self._api_errors as exc:  # 4xx/5xx; litellm maps malformed bodies to 500
             status = getattr(exc, "status_code", None)
             msg = str(exc)
             kind = classify_status(status, msg) if isinstance(status, int) else "retry"
-            raise TransportError(kind, msg, status if isinstance(status, int) else None,
-                                 _retry_after(exc)) from None
+            raise TransportError(
+                kind, msg, status if isinstance(status, int) else None, _retry_after(exc)
+            ) from None
         choice = resp.choices[0] if getattr(resp, "choices", None) else None
         usage = getattr(resp, "usage", None)
         hidden = getattr(resp, "_hidden_params", {}) or {}
@@ -154,9 +167,11 @@ class _LiteLLMTransport:
 
 
 def _retry_after(exc: BaseException) -> float | None:
-    for headers in (getattr(exc, "litellm_response_headers", None),
-                    getattr(getattr(exc, "response", None), "headers", None),
-                    getattr(exc, "headers", None)):
+    for headers in (
+        getattr(exc, "litellm_response_headers", None),
+        getattr(getattr(exc, "response", None), "headers", None),
+        getattr(exc, "headers", None),
+    ):
         seconds = retry_after_from(headers)
         if seconds is not None:
             return seconds
@@ -170,9 +185,15 @@ class LiteLLMClient:
     the object, so it cannot leak through repr, identity or pickled state.
     """
 
-    def __init__(self, cfg: ModelConfig, *, api_base: str | None = None,
-                 identity: str | None = None, transport: str | None = None,
-                 api_key: str | None = None) -> None:
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        *,
+        api_base: str | None = None,
+        identity: str | None = None,
+        transport: str | None = None,
+        api_key: str | None = None,
+    ) -> None:
         self.cfg = cfg
         self._own_key = api_key  # the embedded server's per-run key (not from the environment)
         self.api_base = api_base or cfg.api_base
@@ -188,7 +209,7 @@ class LiteLLMClient:
         if self.transport_kind == "direct":
             if not self.api_base:
                 raise LLMError(f"{self.label}: the direct transport needs model.api_base.")
-            name = cfg.name[len("openai/"):] if cfg.name.startswith("openai/") else cfg.name
+            name = cfg.name[len("openai/") :] if cfg.name.startswith("openai/") else cfg.name
             self._send = DirectTransport(self.api_base, name)
         else:
             self._send = _LiteLLMTransport(dataclasses.replace(cfg, api_base=self.api_base))
@@ -237,7 +258,7 @@ class LiteLLMClient:
     def _backoff(self, retry: int, after: float | None) -> float:
         if after is not None:
             return min(after, MAX_RETRY_AFTER_S) * random.uniform(1.0, 1.1)
-        cap = min(self.cfg.backoff_max_s, self.cfg.backoff_base_s * 2 ** retry)
+        cap = min(self.cfg.backoff_max_s, self.cfg.backoff_base_s * 2**retry)
         return random.uniform(0, cap)  # full jitter: spreads a burst of retries
 
     async def complete(self, request: ChatRequest) -> ChatResult:
@@ -246,8 +267,9 @@ class LiteLLMClient:
             params.pop("response_format", None)
         messages, timeout = request.message_dicts, self.cfg.timeout_s
         (limit, rates), start, error = self._limits(), time.perf_counter(), ""
-        tokens = estimate_tokens(sum(len(c.encode()) for _, c in request.messages),
-                                 int(params.get("max_tokens") or 0))
+        tokens = estimate_tokens(
+            sum(len(c.encode()) for _, c in request.messages), int(params.get("max_tokens") or 0)
+        )
         for retry in range(self.cfg.max_retries + 1):
             failure: TransportError | None = None
             reply: Reply | None = None
@@ -260,14 +282,16 @@ class LiteLLMClient:
                 # The transport has its own timeout; this one also covers a stuck connect,
                 # with a grace second so the transport's clearer error usually fires first.
                 reply = await asyncio.wait_for(
-                    self._send.send(messages, params, self._key(), timeout), timeout + 1.0)
+                    self._send.send(messages, params, self._key(), timeout), timeout + 1.0
+                )
             except TransportError as exc:
                 failure = exc
             except (asyncio.TimeoutError, TimeoutError):
                 failure = TransportError("retry", f"timeout after {timeout:g}s")
             except Exception as exc:  # noqa: BLE001 — a bug or a bad param type: no retry
-                raise LLMError(f"{self.label}: unexpected {type(exc).__name__}: "
-                               f"{self._scrub(str(exc))}") from None
+                raise LLMError(
+                    f"{self.label}: unexpected {type(exc).__name__}: {self._scrub(str(exc))}"
+                ) from None
             finally:
                 self.in_flight -= 1
                 limit.release(epoch, load_signal(failure))
@@ -283,21 +307,29 @@ class LiteLLMClient:
             if failure.kind == "unreachable":
                 self._trip(error)
             if failure.kind == "row":
-                return ChatResult(text=None, error=error, attempts=retry + 1, retries=retry,
-                                  latency_s=latency)
+                return ChatResult(
+                    text=None, error=error, attempts=retry + 1, retries=retry, latency_s=latency
+                )
             if retry < self.cfg.max_retries:
                 await asyncio.sleep(self._backoff(retry, failure.retry_after))
         attempts = self.cfg.max_retries + 1
-        return ChatResult(text=None, error=f"gave up after {attempts} attempts: {error}",
-                          attempts=attempts, retries=attempts - 1,
-                          latency_s=time.perf_counter() - start)
+        return ChatResult(
+            text=None,
+            error=f"gave up after {attempts} attempts: {error}",
+            attempts=attempts,
+            retries=attempts - 1,
+            latency_s=time.perf_counter() - start,
+        )
 
     def _result(self, reply: Reply, attempts: int, latency: float, start: float) -> ChatResult:
         return ChatResult(
             text=reply.text,
             error=None if reply.text is not None else "empty response (no message content)",
-            prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
-            attempts=attempts, retries=attempts - 1, latency_s=latency,
+            prompt_tokens=reply.prompt_tokens,
+            completion_tokens=reply.completion_tokens,
+            attempts=attempts,
+            retries=attempts - 1,
+            latency_s=latency,
             cost=float(reply.cost) if reply.cost is not None else None,
             extra={"finish_reason": reply.finish_reason, "elapsed_s": time.perf_counter() - start},
         )
@@ -309,9 +341,11 @@ class LiteLLMClient:
         limit = self.cfg.circuit_breaker
         if limit and self.unreachable >= limit:
             where = self.api_base or self.cfg.name
-            raise LLMError(f"{self.label}: cannot reach {where} ({self.unreachable} connection "
-                           f"failures in a row: {error}). Start the server or fix model.api_base "
-                           "/ model.name, then re-run into the same run dir to resume.")
+            raise LLMError(
+                f"{self.label}: cannot reach {where} ({self.unreachable} connection "
+                f"failures in a row: {error}). Start the server or fix model.api_base "
+                "/ model.name, then re-run into the same run dir to resume."
+            )
 
     def _describe(self, failure: TransportError) -> str:
         head = f"HTTP {failure.status} " if failure.status else ""
@@ -322,14 +356,18 @@ class LiteLLMClient:
         said, status = self._scrub(failure.message), failure.status
         if status in (401, 403):
             env = self.cfg.api_key_env
-            hint = (f"check the key in ${env}" if env else
-                    "set model.api_key_env to the name of the env var that holds the key")
+            hint = (
+                f"check the key in ${env}"
+                if env
+                else "set model.api_key_env to the name of the env var that holds the key"
+            )
             return f"{where}: authentication failed (HTTP {status}) — {hint}. Server said: {said}"
         if status == 404:
-            return (f"{where}: not found (HTTP 404) — check model.name and model.api_base. "
-                    f"Server said: {said}")
-        return (f"{where}: the server rejected the request (HTTP {status}) — check the sampling "
-                f"params and model.extra_params. Server said: {said}")
+            return f"{where}: not found (HTTP 404) — check model.name and model.api_base. Server said: {said}"
+        return (
+            f"{where}: the server rejected the request (HTTP {status}) — check the sampling "
+            f"params and model.extra_params. Server said: {said}"
+        )
 
     async def aclose(self) -> None:
         await self._send.aclose()

@@ -115,8 +115,10 @@ def resolve_model_path(cfg: ModelConfig) -> Path:
     if cfg.path:
         path = Path(cfg.path).expanduser()
         if not path.is_file():
-            raise LLMError(f"model.path: GGUF file '{path}' does not exist. Point model.path at "
-                           f"a .gguf file, or set it to null to use the embedded model.")
+            raise LLMError(
+                f"model.path: GGUF file '{path}' does not exist. Point model.path at "
+                f"a .gguf file, or set it to null to use the embedded model."
+            )
         return path
     return embedded_model_path()
 
@@ -128,20 +130,34 @@ class LocalServer:
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(log_path, "ab")  # noqa: SIM115 — the child writes to it for its life
-        cmd = [sys.executable, "-m", "selfalign.llm._serve", "--model", str(model),
-               "--n-ctx", str(cfg.n_ctx), "--n-parallel", str(cfg.n_parallel),
-               "--threads", str(cfg.threads or 0), "--alias", cfg.name or "local"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "selfalign.llm._serve",
+            "--model",
+            str(model),
+            "--n-ctx",
+            str(cfg.n_ctx),
+            "--n-parallel",
+            str(cfg.n_parallel),
+            "--threads",
+            str(cfg.threads or 0),
+            "--alias",
+            cfg.name or "local",
+        ]
         # stdin is the lifeline: the child exits on EOF, so it cannot outlive us, even after a
         # kill -9. Its own process group keeps a terminal Ctrl-C away from it (we stop it
         # ourselves); a group rather than a new session keeps it in our CPU autogroup.
-        group: dict[str, Any] = ({"process_group": 0} if sys.version_info >= (3, 11)
-                                 else {"start_new_session": True})
+        group: dict[str, Any] = (
+            {"process_group": 0} if sys.version_info >= (3, 11) else {"start_new_session": True}
+        )
         # a random key per server: other local processes cannot use it while it runs. It goes
         # through the environment, not argv, which `ps` shows to every user.
         self.api_key = secrets.token_urlsafe(24)
         env = {**os.environ, KEY_ENV: self.api_key}
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self._log, env=env, **group)
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=env, **group
+        )
         atexit.register(self.stop)
         self.url = ""
 
@@ -153,8 +169,9 @@ class LocalServer:
             tail = "\n    " + "\n    ".join(lines) if lines else ""
         except OSError:
             pass
-        return LLMError(f"the local model server did not start: {why}. Its log is "
-                        f"{self.log_path}; last lines:{tail}")
+        return LLMError(
+            f"the local model server did not start: {why}. Its log is {self.log_path}; last lines:{tail}"
+        )
 
     def wait_ready(self, timeout_s: float) -> str:
         deadline = time.monotonic() + timeout_s
@@ -218,8 +235,9 @@ class LocalClient:
         # Identity names the weights, never the port, so the cache survives restarts.
         what = f"sha256={SHA256[:16]}" if not cfg.path else str(model)
         self.identity = f"local:{cfg.name}:{what}"
-        self.inner = LiteLLMClient(cfg, api_base=f"{server.url}/v1", identity=self.identity,
-                                   api_key=server.api_key)
+        self.inner = LiteLLMClient(
+            cfg, api_base=f"{server.url}/v1", identity=self.identity, api_key=server.api_key
+        )
         self.supports_json_schema = cfg.supports_json_schema
 
     async def complete(self, request: ChatRequest) -> ChatResult:

@@ -20,8 +20,7 @@ TIMEOUT_S = 5.0
 
 
 def _served_name(cfg: ModelConfig) -> str:
-    return cfg.name.split("/", 1)[1] if cfg.name.startswith(("openai/", "hosted_vllm/")) \
-        else cfg.name
+    return cfg.name.split("/", 1)[1] if cfg.name.startswith(("openai/", "hosted_vllm/")) else cfg.name
 
 
 def _get_models(cfg: ModelConfig) -> tuple[int | None, bytes | str]:
@@ -45,18 +44,23 @@ def check_endpoint(label: str, cfg: ModelConfig) -> str | None:
     if cfg.provider != "litellm":
         return None
     if cfg.api_key_env and not os.environ.get(cfg.api_key_env):
-        return (f"{label}: the API key variable ${cfg.api_key_env} is not set. Export it "
-                f"(export {cfg.api_key_env}=...) before the run.")
+        return (
+            f"{label}: the API key variable ${cfg.api_key_env} is not set. Export it "
+            f"(export {cfg.api_key_env}=...) before the run."
+        )
     if not cfg.api_base:
         return None  # hosted: no free endpoint to ask; the key check above is what we can do
     status, body = _get_models(cfg)
     where = f"{label} at {cfg.api_base}"
     if status is None:
-        return (f"{where}: cannot reach the server ({body}). Start it, or fix model.api_base. "
-                "Nothing was called.")
+        return (
+            f"{where}: cannot reach the server ({body}). Start it, or fix model.api_base. Nothing was called."
+        )
     if status in (401, 403):
-        return (f"{where}: the server refused the key (HTTP {status}). Check "
-                f"${cfg.api_key_env or '(no model.api_key_env set)'}.")
+        return (
+            f"{where}: the server refused the key (HTTP {status}). Check "
+            f"${cfg.api_key_env or '(no model.api_key_env set)'}."
+        )
     if status != 200:
         return None  # no /models route (some servers): the run's first call will tell
     try:
@@ -65,8 +69,10 @@ def check_endpoint(label: str, cfg: ModelConfig) -> str | None:
         return None
     name = _served_name(cfg)
     if ids and name not in ids and cfg.name not in ids:
-        return (f"{where}: model '{name}' is not served there. Served: "
-                f"{', '.join(map(str, ids[:20]))}. Set model.name to one of them.")
+        return (
+            f"{where}: model '{name}' is not served there. Served: "
+            f"{', '.join(map(str, ids[:20]))}. Set model.name to one of them."
+        )
     return None
 
 
@@ -78,6 +84,7 @@ async def preflight(models: Iterable[tuple[str, ModelConfig]]) -> list[str]:
         seen.setdefault((cfg.api_base, cfg.name), label)
     loop = asyncio.get_running_loop()
     cfgs = {key: cfg for label, cfg in models for key in [(cfg.api_base, cfg.name)]}
-    found = await asyncio.gather(*(loop.run_in_executor(None, check_endpoint, label, cfgs[key])
-                                   for key, label in seen.items()))
+    found = await asyncio.gather(
+        *(loop.run_in_executor(None, check_endpoint, label, cfgs[key]) for key, label in seen.items())
+    )
     return [p for p in found if p]

@@ -112,14 +112,20 @@ class LLMSession:
             hit = self.cache.get(key)  # type: ignore[union-attr]
             if hit is not None:
                 text, meta = hit
-                return ChatResult(text=text, cached=True, model=ident,
-                                  prompt_tokens=meta.get("prompt_tokens", 0),
-                                  completion_tokens=meta.get("completion_tokens", 0))
+                return ChatResult(
+                    text=text,
+                    cached=True,
+                    model=ident,
+                    prompt_tokens=meta.get("prompt_tokens", 0),
+                    completion_tokens=meta.get("completion_tokens", 0),
+                )
         result = await self._send(ref, req)
         result.model = ident
         if use_cache and result.ok:
-            meta: dict[str, Any] = {"prompt_tokens": result.prompt_tokens,
-                                    "completion_tokens": result.completion_tokens}
+            meta: dict[str, Any] = {
+                "prompt_tokens": result.prompt_tokens,
+                "completion_tokens": result.completion_tokens,
+            }
             self.cache.put(key, ident, result.text or "", meta)  # type: ignore[union-attr]
         return result
 
@@ -140,8 +146,7 @@ class LLMSession:
                 raise
             finally:
                 self.in_flight -= 1
-            self.budget.settle(res, result.cost or 0.0,
-                               result.prompt_tokens + result.completion_tokens)
+            self.budget.settle(res, result.cost or 0.0, result.prompt_tokens + result.completion_tokens)
             return result
 
     def _slot(self, name: str) -> asyncio.Semaphore:
@@ -170,8 +175,11 @@ class LLMSession:
 
     def status(self) -> str:
         """Live figures for the progress bar: $ spent (and the budget), current concurrency."""
-        parts = [self.budget.status() if self.budget.active
-                 else (f"${self.spent_usd:.4f}" if self.spent_usd else "")]
+        parts = [
+            self.budget.status()
+            if self.budget.active
+            else (f"${self.spent_usd:.4f}" if self.spent_usd else "")
+        ]
         for client in self._clients.values():
             limit = getattr(client, "concurrency_status", None)
             parts.append(limit() if callable(limit) else "")

@@ -23,8 +23,14 @@ import aiohttp
 
 # Phrases servers use when a prompt does not fit (llama.cpp, vLLM, OpenAI, TGI): a per-row
 # problem, not a reason to stop the run.
-_CONTEXT_WORDS = ("context size", "context length", "context_length", "maximum context",
-                  "too many tokens", "exceeds the available context")
+_CONTEXT_WORDS = (
+    "context size",
+    "context length",
+    "context_length",
+    "maximum context",
+    "too many tokens",
+    "exceeds the available context",
+)
 
 
 @dataclass
@@ -42,16 +48,20 @@ class TransportError(Exception):
     request is bad) or 'fatal' (configuration: key, model name, params). `message` may hold
     server text."""
 
-    def __init__(self, kind: str, message: str, status: int | None = None,
-                 retry_after: float | None = None) -> None:
+    def __init__(
+        self, kind: str, message: str, status: int | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.kind, self.status, self.message, self.retry_after = kind, status, message, retry_after
 
 
 # what a refused connection or a failed DNS look-up says, through litellm/httpx/openai
-_UNREACHABLE = re.compile(r"connection refused|cannot connect to host|name or service not known|"
-                          r"nodename nor servname|getaddrinfo failed|name resolution|"
-                          r"no address associated|errno 111|errno -[23]\b", re.I)
+_UNREACHABLE = re.compile(
+    r"connection refused|cannot connect to host|name or service not known|"
+    r"nodename nor servname|getaddrinfo failed|name resolution|"
+    r"no address associated|errno 111|errno -[23]\b",
+    re.I,
+)
 
 
 def unreachable(exc: BaseException) -> bool:
@@ -154,13 +164,16 @@ class DirectTransport:
             self._loop = loop
         return self._http
 
-    async def send(self, messages: list[dict[str, str]], params: dict[str, Any],
-                   key: str | None, timeout_s: float) -> Reply:
+    async def send(
+        self, messages: list[dict[str, str]], params: dict[str, Any], key: str | None, timeout_s: float
+    ) -> Reply:
         body = {"model": self.model, "messages": messages, **params}
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         try:
             async with self._session().post(
-                self.url, json=body, headers=headers,
+                self.url,
+                json=body,
+                headers=headers,
                 timeout=aiohttp.ClientTimeout(total=timeout_s),
             ) as r:
                 raw = await r.read()
@@ -168,12 +181,10 @@ class DirectTransport:
         except aiohttp.ClientConnectorError as exc:  # refused, no such host: nobody to talk to
             raise TransportError("unreachable", f"cannot connect: {exc}") from None
         except (aiohttp.ClientError, OSError) as exc:  # reset, disconnected …
-            raise TransportError("retry", f"connection error: {type(exc).__name__}: {exc}") \
-                from None
+            raise TransportError("retry", f"connection error: {type(exc).__name__}: {exc}") from None
         if status != 200:
             msg = _error_text(raw)
-            raise TransportError(classify_status(status, msg), msg, status,
-                                 retry_after_from(resp_headers))
+            raise TransportError(classify_status(status, msg), msg, status, retry_after_from(resp_headers))
         try:
             data = json.loads(raw)
             choice = data["choices"][0]
@@ -181,9 +192,12 @@ class DirectTransport:
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             raise TransportError("retry", f"malformed response body: {raw[:120]!r}") from None
         usage = data.get("usage") or {}
-        return Reply(text=text, prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                     completion_tokens=int(usage.get("completion_tokens") or 0),
-                     finish_reason=choice.get("finish_reason"))
+        return Reply(
+            text=text,
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            finish_reason=choice.get("finish_reason"),
+        )
 
     async def aclose(self) -> None:
         if self._http is not None and not self._http.closed:

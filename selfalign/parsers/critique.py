@@ -29,8 +29,11 @@ def _cut(text: str, stops: list[re.Pattern[str]]) -> str:
 
 @parser("critique_correction", fields=lambda o: ["critique", "aligned"])
 def parse_critique_correction(
-    text: str, critique_marker: str = "Critique:", correction_marker: str = "Correction:",
-    strip_labels: list[str] = ("Response:",), cut_at: list[str] = ("Input:",),  # type: ignore[assignment]
+    text: str,
+    critique_marker: str = "Critique:",
+    correction_marker: str = "Correction:",
+    strip_labels: list[str] = ("Response:",),
+    cut_at: list[str] = ("Input:",),  # type: ignore[assignment]
 ) -> dict[str, Any]:
     """Split one completion into the misaligned response (value), the critique and the aligned
     response, by the domain's two markers (each at a line start). A leading echo of the
@@ -47,10 +50,13 @@ def parse_critique_correction(
     for label in strip_labels:
         echo = marker_pattern(label).match(misaligned)
         if echo:
-            misaligned = misaligned[echo.end():].strip()
+            misaligned = misaligned[echo.end() :].strip()
     stops = [marker_pattern(c) for c in cut_at] + [crit, corr]
-    out = {"value": misaligned, "critique": text[m1.end(): m2.start()].strip(),
-           "aligned": _cut(text[m2.end():], stops).strip()}
+    out = {
+        "value": misaligned,
+        "critique": text[m1.end() : m2.start()].strip(),
+        "aligned": _cut(text[m2.end() :], stops).strip(),
+    }
     for name, key in (("misaligned", "value"), ("critique", "critique"), ("aligned", "aligned")):
         if not out[key]:
             raise ParseError(f"empty:{name}")

@@ -32,8 +32,12 @@ def _search(text: str, labels: list[str]) -> str | None:
 
 
 @parser("label", fields=lambda o: ["match"])
-def parse_label(text: str, labels: list[str] = (), fallback: str = "default",  # type: ignore[assignment]
-                search: bool = True) -> dict[str, Any]:
+def parse_label(
+    text: str,
+    labels: list[str] = (),
+    fallback: str = "default",  # type: ignore[assignment]
+    search: bool = True,
+) -> dict[str, Any]:
     """One label of a closed set. `match` says how it was found: exact | normalized | search |
     fallback (the answer named no known label, so `fallback` is used). Never raises."""
     names = list(labels)

@@ -17,15 +17,22 @@ PARSER_OPTIONS = frozenset({"labels", "cut_at", "min_chars", "max_chars"})
 @functools.lru_cache(maxsize=32)
 def _label_re(labels: tuple[str, ...]) -> re.Pattern[str]:
     words = "|".join(re.escape(w) for w in labels)
-    return re.compile(r"^\s*[#*_\s]*(?:(?:final|new|improved|revised|rewritten|better|the)\s+)*"
-                      rf"(?:version of the\s+)?(?:{words})\s*(?:\([^)]*\))?\s*[*_]*\s*:"
-                      r"\s*[*_]*\s*", re.I)
+    return re.compile(
+        r"^\s*[#*_\s]*(?:(?:final|new|improved|revised|rewritten|better|the)\s+)*"
+        rf"(?:version of the\s+)?(?:{words})\s*(?:\([^)]*\))?\s*[*_]*\s*:"
+        r"\s*[*_]*\s*",
+        re.I,
+    )
 
 
 @parser("labelled_text")
-def parse_labelled_text(text: str, labels: list[str] = LABELS,  # type: ignore[assignment]
-                        cut_at: list[str] = (), min_chars: int = 3,  # type: ignore[assignment]
-                        max_chars: int | None = None) -> dict[str, Any]:
+def parse_labelled_text(
+    text: str,
+    labels: list[str] = LABELS,  # type: ignore[assignment]
+    cut_at: list[str] = (),
+    min_chars: int = 3,  # type: ignore[assignment]
+    max_chars: int | None = None,
+) -> dict[str, Any]:
     """Free text minus a leading label ('**Improved instruction:**', one of `labels`), cut at the
     first `cut_at` marker, unquoted; too short or too long is a parse failure (so it is retried)."""
     out = text

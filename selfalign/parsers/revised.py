@@ -20,9 +20,9 @@ def parse_revised(text: str) -> dict[str, Any]:
     m = _REVISED.search(text)
     if not m:
         raise ParseError("no_revised_response", "no 'Revised response:' line")
-    revised = _ECHO.sub("", text[m.end():]).strip()
+    revised = _ECHO.sub("", text[m.end() :]).strip()
     if not revised:
         raise ParseError("empty_revised_response", "nothing after 'Revised response:'")
     head = text[: m.start()]
     r = _REASON.search(head)
-    return {"value": revised, "reasoning": (head[r.end():] if r else head).strip()}
+    return {"value": revised, "reasoning": (head[r.end() :] if r else head).strip()}

@@ -39,8 +39,9 @@ class Stage:
     # params field naming another stage → the kind that stage must have (resolved by the runner)
     refs: ClassVar[dict[str, str]] = {}
 
-    def __init__(self, name: str, params: Any, ctx: RunContext,
-                 peers: dict[str, StageSpec] | None = None) -> None:
+    def __init__(
+        self, name: str, params: Any, ctx: RunContext, peers: dict[str, StageSpec] | None = None
+    ) -> None:
         self.name = name
         self.params = params
         self.ctx = ctx
@@ -83,8 +84,10 @@ class MissingColumn(str):
     """A "needs column X" problem; the runner merges those of one column into one message."""
 
     def __new__(cls, stage: Stage, column: str, available: set[str]) -> MissingColumn:
-        text = (f"{stage.where} ({stage.kind}) needs column '{column}', but no earlier stage "
-                f"produces it. Columns available here: {', '.join(sorted(available)) or '(none)'}.")
+        text = (
+            f"{stage.where} ({stage.kind}) needs column '{column}', but no earlier stage "
+            f"produces it. Columns available here: {', '.join(sorted(available)) or '(none)'}."
+        )
         obj = super().__new__(cls, text)
         obj.stage, obj.column, obj.available = stage, column, set(available)
         return obj

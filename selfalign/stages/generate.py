@@ -55,8 +55,9 @@ class GenerateText(LLMStage):
     async def process(self, df: pd.DataFrame) -> pd.DataFrame:
         p: GenerateParams = self.params
         rows = io.records(df)
-        jobs = [Job(str(r[ROW_ID]), self.render(r), j, (i, j))
-                for i, r in enumerate(rows) for j in range(p.n)]
+        jobs = [
+            Job(str(r[ROW_ID]), self.render(r), j, (i, j)) for i, r in enumerate(rows) for j in range(p.n)
+        ]
         outcomes = await self.engine.run(jobs, Policy(parse=self.parse))
         out_rows: list[dict[str, Any]] = []
         for o in outcomes:
@@ -71,8 +72,9 @@ class GenerateText(LLMStage):
         cols = list(df.columns)
         return cols + [c for c in sorted(self.writes()) if c not in cols]
 
-    def _rows(self, row: dict[str, Any], j: int, fields: dict[str, Any],
-              raw: str | None) -> list[dict[str, Any]]:
+    def _rows(
+        self, row: dict[str, Any], j: int, fields: dict[str, Any], raw: str | None
+    ) -> list[dict[str, Any]]:
         p: GenerateParams = self.params
         base = dict(row)
         for f in self.extra_fields:
@@ -83,8 +85,10 @@ class GenerateText(LLMStage):
         values = fields.get("value")
         if p.explode_list and isinstance(values, list):
             prefix = f"{rid}.{j}" if p.n > 1 else rid
-            return [{**base, ROW_ID: f"{prefix}.{k}", PARENT_ID: rid, "sample": j, p.output: v}
-                    for k, v in enumerate(values)]
+            return [
+                {**base, ROW_ID: f"{prefix}.{k}", PARENT_ID: rid, "sample": j, p.output: v}
+                for k, v in enumerate(values)
+            ]
         if p.n > 1 or p.explode_list:
             return [{**base, ROW_ID: f"{rid}.{j}", PARENT_ID: rid, "sample": j, p.output: values}]
         return [{**base, p.output: values}]

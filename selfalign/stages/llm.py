@@ -35,14 +35,18 @@ class LLMParams:
     seed: int | None = doc("backend sampling seed, where supported", None)
     extra: dict[str, Any] = doc("extra backend params, e.g. {repetition_penalty: 2}", factory=dict)
     retries: int = doc("new samples to try when the output cannot be parsed", 2)
-    retry_temperature: float | None = doc("temperature of those new samples (null = same as "
-                                          "the first try)", None)
+    retry_temperature: float | None = doc(
+        "temperature of those new samples (null = same as the first try)", None
+    )
     on_failure: Literal["drop", "fail"] = doc("after retries: drop row (to rejected) or fail", "drop")
     json_schema: dict[str, Any] | None = doc("JSON schema for response_format (if supported)", None)
     system_prompt: str | None = doc("system prompt template name", None)
     vars: dict[str, Any] = doc("constants visible to the templates", factory=dict)
-    max_failure_rate: float = doc("stop the run when more than this share of the stage's calls "
-                                  "failed (LLM error, or unparsable after every retry)", 0.25)
+    max_failure_rate: float = doc(
+        "stop the run when more than this share of the stage's calls "
+        "failed (LLM error, or unparsable after every retry)",
+        0.25,
+    )
 
     def __post_init__(self) -> None:
         if self.retries < 0:
@@ -56,17 +60,22 @@ class LLMParams:
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise ValueError(f"`top_p` must be in (0, 1] (got {self.top_p})")
         if not 0 <= self.max_failure_rate <= 1:
-            raise ValueError(f"`max_failure_rate` must be between 0 and 1 "
-                             f"(got {self.max_failure_rate})")
+            raise ValueError(f"`max_failure_rate` must be between 0 and 1 (got {self.max_failure_rate})")
 
     def sampling(self, supports_json_schema: bool = True) -> dict[str, Any]:
-        out: dict[str, Any] = {"temperature": self.temperature, "top_p": self.top_p,
-                               "max_tokens": self.max_tokens, "seed": self.seed}
+        out: dict[str, Any] = {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+            "seed": self.seed,
+        }
         if self.stop:
             out["stop"] = list(self.stop)
         if self.json_schema and supports_json_schema:
-            out["response_format"] = {"type": "json_schema",
-                                      "json_schema": {"name": "output", "schema": self.json_schema}}
+            out["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "output", "schema": self.json_schema},
+            }
         out.update(self.extra)
         return {k: v for k, v in out.items() if v is not None}
 
@@ -88,13 +97,20 @@ class Templates:
 
     Used by LLMStage, and by components that call a model for a stage (the judge's Scorer)."""
 
-    def __init__(self, ctx: RunContext, params: Any, where: str, roles: dict[str, str],
-                 injected: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        ctx: RunContext,
+        params: Any,
+        where: str,
+        roles: dict[str, str],
+        injected: frozenset[str] = frozenset(),
+    ) -> None:
         get = ctx.prompts.get
         self.vars: dict[str, Any] = dict(getattr(params, "vars", {}) or {})
         self.injected = injected
-        self.user: dict[str, Prompt] = {role: get(getattr(params, f), f"{where}.{f}")
-                                        for role, f in roles.items()}
+        self.user: dict[str, Prompt] = {
+            role: get(getattr(params, f), f"{where}.{f}") for role, f in roles.items()
+        }
         name = getattr(params, "system_prompt", None)
         self.system: Prompt | None = get(name, f"{where}.system_prompt") if name else None
         ctx.llm.check_ref(getattr(params, "model", None), f"{where}.model")
@@ -112,8 +128,7 @@ class Templates:
     def hashes(self) -> dict[str, str]:
         return {p.name: p.sha256 for p in self.all()}
 
-    def render(self, role: str, row: dict[str, Any] | None = None,
-               **extra: Any) -> list[dict[str, str]]:
+    def render(self, role: str, row: dict[str, Any] | None = None, **extra: Any) -> list[dict[str, str]]:
         row = row or {}
         values = {**row, **self.vars, "row": row, **extra}
         system = self.system.render(**values) if self.system else None
@@ -128,8 +143,9 @@ class LLMStage(Stage):
     templates_of: ClassVar[dict[str, str]] = {"prompt": "prompt"}  # role → params field
     injected: ClassVar[frozenset[str]] = frozenset()  # variables the stage fills in itself
 
-    def __init__(self, name: str, params: Any, ctx: RunContext,
-                 peers: dict[str, StageSpec] | None = None) -> None:
+    def __init__(
+        self, name: str, params: Any, ctx: RunContext, peers: dict[str, StageSpec] | None = None
+    ) -> None:
         super().__init__(name, params, ctx, peers)
         self.templates = Templates(ctx, params, self.where, self.templates_of, self.injected)
         self._engine: Engine | None = None
@@ -140,8 +156,7 @@ class LLMStage(Stage):
             raise RuntimeError(f"{self.name}: the engine exists only while the stage runs")
         return self._engine
 
-    def render(self, row: dict[str, Any], role: str = "prompt", **extra: Any
-               ) -> list[dict[str, str]]:
+    def render(self, row: dict[str, Any], role: str = "prompt", **extra: Any) -> list[dict[str, str]]:
         return self.templates.render(role, row, **extra)
 
     def reads(self) -> set[str]:

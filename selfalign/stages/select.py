@@ -52,12 +52,15 @@ class SelectBest(Stage):
         if p.mode == "threshold":
             score = pd.to_numeric(df[p.column], errors="coerce")
             keep = score >= p.threshold
-            self.ctx.stats.drop(self.name, f"below_threshold:{p.column}<{p.threshold:g}",
-                                int((~keep).sum()))
+            self.ctx.stats.drop(self.name, f"below_threshold:{p.column}<{p.threshold:g}", int((~keep).sum()))
             return df[keep].reset_index(drop=True)
         if p.mode == "longest":
-            key = df[p.column].fillna("").astype(str).map(
-                {"chars": len, "words": lambda s: len(s.split()), "tokens": count_tokens}[p.length])
+            key = (
+                df[p.column]
+                .fillna("")
+                .astype(str)
+                .map({"chars": len, "words": lambda s: len(s.split()), "tokens": count_tokens}[p.length])
+            )
         else:
             key = pd.to_numeric(df[p.column], errors="coerce").fillna(float("-inf"))
         # stable: among equal keys the earliest row (lowest sample index) wins
@@ -67,5 +70,6 @@ class SelectBest(Stage):
         self.ctx.stats.drop(self.name, "not_best", len(df) - len(best))
         if p.collapse and p.group_by == PARENT_ID:
             best = best.assign(**{ROW_ID: best[PARENT_ID]}).drop(
-                columns=[c for c in (PARENT_ID, "sample") if c in best.columns])
+                columns=[c for c in (PARENT_ID, "sample") if c in best.columns]
+            )
         return best.reset_index(drop=True)

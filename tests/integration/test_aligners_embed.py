@@ -46,5 +46,3 @@ def test_stage_scores_and_keeps_pairs_below_the_threshold(ctx):
     assert ctx.stats.stage("sim").drops == {"similarity>=0.9": 1}
     scored = run_stage(make_stage("embed_similarity", ctx, "all", max_similarity=None, output="cos"), PAIRS)
     assert len(scored) == 3 and scored.cos.iloc[0] > 0.99
-
-

@@ -7,8 +7,13 @@ from helpers import FIXTURES, cli
 
 from selfalign.cli import main
 
-TINY = ["--config-dir", str(FIXTURES / "conf"), "pipeline=tiny", "model=test",
-        f"prompts.search_path=[{FIXTURES / 'prompts'}]"]
+TINY = [
+    "--config-dir",
+    str(FIXTURES / "conf"),
+    "pipeline=tiny",
+    "model=test",
+    f"prompts.search_path=[{FIXTURES / 'prompts'}]",
+]
 
 
 def err(capsys, *args: str, command: str = "validate") -> str:
@@ -51,8 +56,7 @@ def test_missing_column_names_found_columns_and_key(capsys, tmp_path):
 
 def test_empty_required_values_fail_by_config(capsys, tmp_path):
     path = data(tmp_path, "n.jsonl", b'{"question": "What is rain?"}\n{"question": ""}\n')
-    res = cli("run", *TINY, path, "pipeline.stages.load.on_missing=fail",
-              f"hydra.run.dir={tmp_path / 'run'}")
+    res = cli("run", *TINY, path, "pipeline.stages.load.on_missing=fail", f"hydra.run.dir={tmp_path / 'run'}")
     msg = " ".join(res.stderr.split())
     assert res.returncode == 2 and "column 'question' is empty in 1 row(s)" in msg
     assert "Traceback" not in res.stderr
@@ -91,14 +95,14 @@ def test_unknown_model_lists_options(capsys):
 
 def test_unknown_prompt(capsys):
     msg = err(capsys, "pipeline.stages.answer.prompt=tiny/answr")
-    assert "pipeline.stages.answer.prompt: unknown prompt 'tiny/answr'. Did you mean 'tiny/answer'?" \
-        in msg
+    assert "pipeline.stages.answer.prompt: unknown prompt 'tiny/answr'. Did you mean 'tiny/answer'?" in msg
 
 
 def test_prompt_variable_nobody_produces(capsys):
     msg = err(capsys, "pipeline.order=[load,clean,judge]")
-    assert "pipeline.stages.judge (generate_text) needs column 'answer', but no earlier stage " \
-        "produces it" in msg
+    assert (
+        "pipeline.stages.judge (generate_text) needs column 'answer', but no earlier stage produces it" in msg
+    )
 
 
 def test_template_syntax_error_names_file_and_line(capsys, tmp_path):
@@ -109,9 +113,13 @@ def test_template_syntax_error_names_file_and_line(capsys, tmp_path):
 
 
 def test_all_problems_listed_at_once(capsys):
-    msg = err(capsys, "pipeline.stages.export.kind=nope", "pipeline.stages.answer.prompt=tiny/x",
-              "pipeline.stages.clean.rules=[{column: missing_col, op: non_empty}]",
-              "pipeline.stages.judge.parser=scroe")
+    msg = err(
+        capsys,
+        "pipeline.stages.export.kind=nope",
+        "pipeline.stages.answer.prompt=tiny/x",
+        "pipeline.stages.clean.rules=[{column: missing_col, op: non_empty}]",
+        "pipeline.stages.judge.parser=scroe",
+    )
     assert "4 problem(s) found before any model call" in msg
     assert "unknown stage kind 'nope'" in msg and "unknown prompt 'tiny/x'" in msg
     assert "unknown parser 'scroe'. Did you mean 'score'?" in msg
@@ -127,8 +135,9 @@ def test_unknown_named_model(capsys):
 def test_list_commands(capsys, what):
     assert main(["list", what]) == 0
     out = capsys.readouterr().out
-    expected = {"pipelines": "pipeline", "stages": "generate_text", "prompts": "prompt",
-                "models": "test"}[what]
+    expected = {"pipelines": "pipeline", "stages": "generate_text", "prompts": "prompt", "models": "test"}[
+        what
+    ]
     assert expected in out
 
 

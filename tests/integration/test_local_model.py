@@ -24,8 +24,16 @@ from selfalign.llm.session import LLMSession, close_all
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
-CFG = dict(provider="local", name="qwen2.5-coder-0.5b-instruct-q4_k_m", n_ctx=2048, n_parallel=2,
-           concurrency=2, timeout_s=120, max_retries=1, supports_json_schema=True)
+CFG = dict(
+    provider="local",
+    name="qwen2.5-coder-0.5b-instruct-q4_k_m",
+    n_ctx=2048,
+    n_parallel=2,
+    concurrency=2,
+    timeout_s=120,
+    max_retries=1,
+    supports_json_schema=True,
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +42,9 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _user(text: str, stage: str, **params) -> ChatRequest:
-    return ChatRequest.make([{"role": "user", "content": text}],
-                            {"max_tokens": 24, "temperature": 0, **params}, stage=stage)
+    return ChatRequest.make(
+        [{"role": "user", "content": text}], {"max_tokens": 24, "temperature": 0, **params}, stage=stage
+    )
 
 
 def test_two_rows_two_stages_then_fully_cached(run_dir: Path):
@@ -44,11 +53,12 @@ def test_two_rows_two_stages_then_fully_cached(run_dir: Path):
     topics = ["sorting a list in Python", "reading a CSV file"]
 
     async def pipeline(session: LLMSession):
-        gen = await session.complete("generate", None, [
-            _user(f"Write one short question a beginner might ask about {t}.", "generate")
-            for t in topics])
-        ans = await session.complete("respond", None, [
-            _user(r.text or "", "respond") for r in gen])
+        gen = await session.complete(
+            "generate",
+            None,
+            [_user(f"Write one short question a beginner might ask about {t}.", "generate") for t in topics],
+        )
+        ans = await session.complete("respond", None, [_user(r.text or "", "respond") for r in gen])
         return gen, ans
 
     async def main():
@@ -70,16 +80,27 @@ def test_two_rows_two_stages_then_fully_cached(run_dir: Path):
 
 
 def test_json_schema_output(tmp_path: Path):
-    schema = {"type": "object", "properties": {"score": {"type": "integer", "minimum": 1,
-                                                         "maximum": 5},
-                                               "reason": {"type": "string", "maxLength": 60}},
-              "required": ["score", "reason"]}
+    schema = {
+        "type": "object",
+        "properties": {
+            "score": {"type": "integer", "minimum": 1, "maximum": 5},
+            "reason": {"type": "string", "maxLength": 60},
+        },
+        "required": ["score", "reason"],
+    }
     fmt = {"type": "json_schema", "json_schema": {"name": "grade", "schema": schema}}
     client = start_local_client(ModelConfig(**CFG), tmp_path)
     try:
-        r = asyncio.run(client.complete(_user(
-            "Rate this answer from 1 to 5: 'Paris is the capital of France.'", "judge",
-            response_format=fmt, max_tokens=48)))
+        r = asyncio.run(
+            client.complete(
+                _user(
+                    "Rate this answer from 1 to 5: 'Paris is the capital of France.'",
+                    "judge",
+                    response_format=fmt,
+                    max_tokens=48,
+                )
+            )
+        )
     finally:
         asyncio.run(client.aclose())
     assert r.ok, r.error
@@ -94,10 +115,14 @@ def test_the_embedded_server_refuses_calls_without_its_run_key(tmp_path: Path):
 
     client = start_local_client(ModelConfig(**CFG), tmp_path)
     try:
-        body = json.dumps({"model": "local", "messages": [{"role": "user", "content": "hi"}],
-                           "max_tokens": 2}).encode()
-        req = urllib.request.Request(f"{client.server.url}/v1/chat/completions", data=body,
-                                     headers={"Content-Type": "application/json"})
+        body = json.dumps(
+            {"model": "local", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        ).encode()
+        req = urllib.request.Request(
+            f"{client.server.url}/v1/chat/completions",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
         with pytest.raises(urllib.error.HTTPError) as exc:  # another local process, no key
             urllib.request.urlopen(req, timeout=30)
         assert exc.value.code == 401
@@ -130,8 +155,9 @@ def _running(pid: int) -> bool:
 
 
 def test_server_exits_when_parent_is_killed(tmp_path: Path):
-    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(tmp_path)], cwd=ROOT,
-                              stdout=subprocess.PIPE, text=True)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
     line = parent.stdout.readline() if parent.stdout else ""
     child = int(line.split()[0])
     assert _running(child)

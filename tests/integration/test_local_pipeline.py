@@ -9,10 +9,18 @@ pytestmark = pytest.mark.slow
 
 
 def test_two_row_pipeline_on_the_embedded_model(tmp_path):
-    overrides = ["pipeline=tiny", "model=local", f"prompts.search_path=[{FIXTURES / 'prompts'}]",
-                 "pipeline.order=[load,clean,answer]", "pipeline.stages.load.limit=2",
-                 "pipeline.stages.answer.n=1", "pipeline.stages.answer.max_tokens=24",
-                 "model.n_parallel=2", "model.concurrency=2", "model.n_ctx=2048"]
+    overrides = [
+        "pipeline=tiny",
+        "model=local",
+        f"prompts.search_path=[{FIXTURES / 'prompts'}]",
+        "pipeline.order=[load,clean,answer]",
+        "pipeline.stages.load.limit=2",
+        "pipeline.stages.answer.n=1",
+        "pipeline.stages.answer.max_tokens=24",
+        "model.n_parallel=2",
+        "model.concurrency=2",
+        "model.n_ctx=2048",
+    ]
     df, manifest = api.run(overrides, tmp_path / "run", config_dirs=[str(FIXTURES / "conf")])
     assert len(df) == 2 and df.answer.str.len().min() > 0
     totals = manifest["llm_totals"]

@@ -14,8 +14,14 @@ DIRS = [str(FIXTURES / "conf")]
 def test_end_to_end_run_dir(run_pipeline):
     df, manifest, run_dir = run_pipeline(*CONF, config_dirs=DIRS)
     assert len(df) == 5 and {"question", "answer", "score", "score_reasoning"} <= set(df.columns)
-    for name in ("dataset.jsonl", "dataset.parquet", "rejected.jsonl", "manifest.json",
-                 "config.yaml", "sft.jsonl"):
+    for name in (
+        "dataset.jsonl",
+        "dataset.parquet",
+        "rejected.jsonl",
+        "manifest.json",
+        "config.yaml",
+        "sft.jsonl",
+    ):
         assert (run_dir / name).exists(), name
     assert len(pd.read_parquet(run_dir / "dataset.parquet")) == 5
     stages = {s["name"]: s for s in manifest["stages"]}
@@ -36,8 +42,7 @@ def test_rerun_same_dir_reuses_stage_outputs(run_pipeline):
     assert manifest["stages"][1]["drops"] == {"too_short": 1}
     assert list(again.answer) == list(first.answer)
     # a changed stage param re-runs that stage and those after it, not the ones before
-    _, m3, _ = run_pipeline(*CONF, "pipeline.stages.judge.max_tokens=99", config_dirs=DIRS,
-                            run_dir=run_dir)
+    _, m3, _ = run_pipeline(*CONF, "pipeline.stages.judge.max_tokens=99", config_dirs=DIRS, run_dir=run_dir)
     assert [s["reused"] for s in m3["stages"]] == [True, True, True, False, False, False]
 
 
@@ -55,9 +60,14 @@ def test_disabled_stage_is_skipped(run_pipeline):
 
 def test_user_plugin_stage(run_pipeline, monkeypatch):
     monkeypatch.syspath_prepend(str(FIXTURES / "plugins"))
-    df, _, _ = run_pipeline(*CONF, "plugins=[my_stages]", "+pipeline.stages.loud.kind=shout_text",
-                            "+pipeline.stages.loud.column=answer",
-                            "pipeline.order=[load,clean,answer,judge,best,loud]", config_dirs=DIRS)
+    df, _, _ = run_pipeline(
+        *CONF,
+        "plugins=[my_stages]",
+        "+pipeline.stages.loud.kind=shout_text",
+        "+pipeline.stages.loud.column=answer",
+        "pipeline.order=[load,clean,answer,judge,best,loud]",
+        config_dirs=DIRS,
+    )
     assert (df.shout == df.answer.str.upper()).all()
 
 
@@ -70,9 +80,18 @@ def test_preview_renders_first_llm_prompts(capsys):
 
 def test_sweep_two_by_two_writes_summary(tmp_path):
     sweep = tmp_path / "sweep"
-    res = cli("run", "-m", "--config-dir", DIRS[0], *CONF, "model=test",
-              "temperature=0.2,0.8", "pipeline.stages.answer.n=2,3", f"hydra.sweep.dir={sweep}",
-              cwd=ROOT)
+    res = cli(
+        "run",
+        "-m",
+        "--config-dir",
+        DIRS[0],
+        *CONF,
+        "model=test",
+        "temperature=0.2,0.8",
+        "pipeline.stages.answer.n=2,3",
+        f"hydra.sweep.dir={sweep}",
+        cwd=ROOT,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     summary = pd.read_csv(sweep / "sweep_summary.csv")
     assert len(summary) == 4 and set(summary.status) == {"ok"}
@@ -85,7 +104,6 @@ def test_sweep_two_by_two_writes_summary(tmp_path):
 
 
 def test_cli_run_prints_summary(tmp_path):
-    res = cli("run", "--config-dir", DIRS[0], *CONF, "model=test", f"hydra.run.dir={tmp_path}/r",
-              cwd=ROOT)
+    res = cli("run", "--config-dir", DIRS[0], *CONF, "model=test", f"hydra.run.dir={tmp_path}/r", cwd=ROOT)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "tiny: 5 rows out" in res.stderr and (tmp_path / "r" / "dataset.jsonl").exists()

@@ -78,17 +78,33 @@ def test_circuit_breaker_stops_a_run_whose_endpoint_is_gone(tmp_path):
 def test_too_many_failed_calls_stop_the_run(tmp_path, test_model):
     test_model.queue(*["no score here"] * 100)  # every reply, so every judge reply, is unparsable
     with pytest.raises(RunFailed, match=r"judge: .*of .* model calls failed .*max_failure_rate"):
-        api.run([*TINY, "model=test", "pipeline.stages.judge.retries=0",
-                 "pipeline.order=[load,clean,answer,judge,export]"], tmp_path / "run", config_dirs=DIRS)
+        api.run(
+            [
+                *TINY,
+                "model=test",
+                "pipeline.stages.judge.retries=0",
+                "pipeline.order=[load,clean,answer,judge,export]",
+            ],
+            tmp_path / "run",
+            config_dirs=DIRS,
+        )
     m = manifest(tmp_path / "run")
     stages = {s["name"]: s for s in m["stages"]}
     assert m["status"] == "failed" and stages["judge"]["failed_calls"] == stages["judge"]["calls"]
     assert stages["export"]["status"] == "not run"
     # a looser limit accepts the same failures
-    _, ok = api.run([*TINY, "model=test", "pipeline.stages.judge.retries=0",
-                     "pipeline.stages.judge.max_failure_rate=1.0", "allow_empty=true",
-                     "pipeline.order=[load,clean,answer,judge,export]"], tmp_path / "run2",
-                    config_dirs=DIRS)
+    _, ok = api.run(
+        [
+            *TINY,
+            "model=test",
+            "pipeline.stages.judge.retries=0",
+            "pipeline.stages.judge.max_failure_rate=1.0",
+            "allow_empty=true",
+            "pipeline.order=[load,clean,answer,judge,export]",
+        ],
+        tmp_path / "run2",
+        config_dirs=DIRS,
+    )
     assert ok["status"] == "ok"
 
 
@@ -98,8 +114,7 @@ def test_a_run_with_no_rows_is_not_a_success(tmp_path):
         api.run([*TINY, "model=test", drop_all], tmp_path / "run", config_dirs=DIRS)
     assert manifest(tmp_path / "run")["status"] == "failed"
     assert (tmp_path / "run" / "dataset.jsonl").exists()  # what it made is still written
-    _, m = api.run([*TINY, "model=test", drop_all, "allow_empty=true"], tmp_path / "ok",
-                   config_dirs=DIRS)
+    _, m = api.run([*TINY, "model=test", drop_all, "allow_empty=true"], tmp_path / "ok", config_dirs=DIRS)
     assert m["status"] == "ok" and m["rows"] == 0
 
 
@@ -143,22 +158,34 @@ def test_retry_failed_false_keeps_the_partial_stage(tmp_path, mock):
 
 def test_rejected_attempts_agree_with_the_reason(tmp_path, test_model):
     test_model.queue(*["still no score"] * 30)
-    api.run([*TINY, "model=test", "pipeline.stages.judge.retries=2",
-             "pipeline.stages.judge.max_failure_rate=1.0", "allow_empty=true",
-             "pipeline.order=[load,clean,answer,judge]"], tmp_path / "run", config_dirs=DIRS)
+    api.run(
+        [
+            *TINY,
+            "model=test",
+            "pipeline.stages.judge.retries=2",
+            "pipeline.stages.judge.max_failure_rate=1.0",
+            "allow_empty=true",
+            "pipeline.order=[load,clean,answer,judge]",
+        ],
+        tmp_path / "run",
+        config_dirs=DIRS,
+    )
     recs = rejected(tmp_path / "run")
     assert recs and all(r["attempts"] == 3 and r["samples_tried"] == 3 for r in recs)
     assert all(r["reason"] == "parse: no_score" for r in recs)
 
 
 # ---- 3. typos are never silently ignored ----------------------------------------------------
-@pytest.mark.parametrize(("override", "text"), [
-    ("pipeline.stages.laod.path=my.jsonl", "no stage 'laod' in this pipeline. Did you mean 'load'"),
-    ("num_instruction=3", "Did you mean 'num_instructions'"),
-    ("+num_instruction=3", "Did you mean 'num_instructions'"),
-    ("aaa.enabledd=false", "Did you mean 'enabled'"),
-    ("pipeline.stages.gen_instructions.tempreature=1", "Did you mean 'temperature'"),
-])
+@pytest.mark.parametrize(
+    ("override", "text"),
+    [
+        ("pipeline.stages.laod.path=my.jsonl", "no stage 'laod' in this pipeline. Did you mean 'load'"),
+        ("num_instruction=3", "Did you mean 'num_instructions'"),
+        ("+num_instruction=3", "Did you mean 'num_instructions'"),
+        ("aaa.enabledd=false", "Did you mean 'enabled'"),
+        ("pipeline.stages.gen_instructions.tempreature=1", "Did you mean 'temperature'"),
+    ],
+)
 def test_typos_are_errors_with_did_you_mean(override, text):
     with pytest.raises(SelfAlignError, match=text.replace("(", r"\(").replace(".", r"\.")):
         api.validate(["pipeline=wizardlm_aaa", "model=test", override])
@@ -170,15 +197,18 @@ def test_an_error_names_the_root_key_the_user_typed():
 
 
 # ---- 4. values ----------------------------------------------------------------------------
-@pytest.mark.parametrize(("override", "text"), [
-    ("temperature=-1", "`temperature` must be >= 0"),
-    ("pipeline.stages.gen_instructions.top_p=2", "`top_p` must be in (0, 1]"),
-    ("model.timeout_s=0", "timeout_s must be > 0"),
-    ("model.backoff_base_s=-1", "backoff_base_s must be > 0"),
-    ("model.timeoutt_s=5", "Did you mean 'timeout_s'"),
-    ("seed=abc", "config.seed: expected int"),
-    ("n_rows=-1", "load.limit"),
-])
+@pytest.mark.parametrize(
+    ("override", "text"),
+    [
+        ("temperature=-1", "`temperature` must be >= 0"),
+        ("pipeline.stages.gen_instructions.top_p=2", "`top_p` must be in (0, 1]"),
+        ("model.timeout_s=0", "timeout_s must be > 0"),
+        ("model.backoff_base_s=-1", "backoff_base_s must be > 0"),
+        ("model.timeoutt_s=5", "Did you mean 'timeout_s'"),
+        ("seed=abc", "config.seed: expected int"),
+        ("n_rows=-1", "load.limit"),
+    ],
+)
 def test_bad_values_are_clear_errors(override, text):
     with pytest.raises(SelfAlignError) as exc:
         api.validate(["pipeline=wizardlm_aaa", "model=test", override])
@@ -186,8 +216,7 @@ def test_bad_values_are_clear_errors(override, text):
 
 
 def test_best_of_one_works(run_pipeline):
-    df, m, _ = run_pipeline("pipeline=wizardlm_aaa", "num_instructions=1", "num_responses=1",
-                            "n_rows=1")
+    df, m, _ = run_pipeline("pipeline=wizardlm_aaa", "num_instructions=1", "num_responses=1", "n_rows=1")
     assert len(df) == 1 and m["status"] == "ok"
 
 
@@ -205,8 +234,13 @@ def test_a_missing_column_is_reported_once_with_the_rename_hint(tmp_path):
 # ---- 5. secrets -----------------------------------------------------------------------------
 def test_a_key_in_api_key_env_is_refused_and_never_written(tmp_path):
     secret = "sk-live-0123456789abcdefghijklmnopqrstuv"
-    res = cli("run", "pipeline=realign", "model=openai", f"model.api_key_env={secret}",
-              f"hydra.run.dir={tmp_path / 'run'}")
+    res = cli(
+        "run",
+        "pipeline=realign",
+        "model=openai",
+        f"model.api_key_env={secret}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     assert res.returncode == 2 and "looks like a key" in res.stderr
     assert secret not in res.stderr + res.stdout
     assert not (tmp_path / "run").exists()  # no config.yaml, .hydra/ or manifest holds it
@@ -215,8 +249,9 @@ def test_a_key_in_api_key_env_is_refused_and_never_written(tmp_path):
 def test_an_unset_key_variable_fails_validate(monkeypatch):
     monkeypatch.delenv("SELFALIGN_TEST_UNSET_KEY", raising=False)
     with pytest.raises(PreflightFailed, match=r"\$SELFALIGN_TEST_UNSET_KEY is not set"):
-        built = api.validate(["pipeline=realign", "model=openai",
-                              "model.api_key_env=SELFALIGN_TEST_UNSET_KEY"])
+        built = api.validate(
+            ["pipeline=realign", "model=openai", "model.api_key_env=SELFALIGN_TEST_UNSET_KEY"]
+        )
         from selfalign.runner import check_endpoints
 
         check_endpoints(built)
@@ -224,8 +259,15 @@ def test_an_unset_key_variable_fails_validate(monkeypatch):
 
 # ---- 6. logs and disk -----------------------------------------------------------------------
 def test_run_log_holds_the_run_and_progress_lines_without_a_tty(tmp_path):
-    res = cli("run", *TINY, "model=test", "progress_every_s=0", "--config-dir", DIRS[0],
-              f"hydra.run.dir={tmp_path / 'run'}")
+    res = cli(
+        "run",
+        *TINY,
+        "model=test",
+        "progress_every_s=0",
+        "--config-dir",
+        DIRS[0],
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     assert res.returncode == 0, res.stderr
     log = (tmp_path / "run" / "run.log").read_text()
     assert "load (load): 0 rows in" in log and "answer: 10 rows out" in log
@@ -239,8 +281,7 @@ def test_checkpoints_store_a_long_text_once(tmp_path, monkeypatch):
     data.write_text(json.dumps({"question": "Why? " + text}) + "\n")
     monkeypatch.setenv("TINY_DATA", str(data))
     df, _ = api.run([*TINY, "model=test"], tmp_path / "run", config_dirs=DIRS)
-    stage_bytes = sum(p.stat().st_size for p in (tmp_path / "run" / "stages").rglob("*")
-                      if p.is_file())
+    stage_bytes = sum(p.stat().st_size for p in (tmp_path / "run" / "stages").rglob("*") if p.is_file())
     assert stage_bytes < 2.5 * len(text)  # not six copies of it
     again, m = api.run([*TINY, "model=test"], tmp_path / "run", config_dirs=DIRS)
     assert all(s["reused"] for s in m["stages"]) and again.equals(df)
@@ -256,11 +297,20 @@ def test_kill_9_mid_stage_then_resume_repeats_no_completed_call(tmp_path, mock):
     mock.configure(latency_s=0.3)
     cache = tmp_path / "cache.sqlite"
     env = {**os.environ, "SELFALIGN_CACHE": str(cache)}
-    args = [sys.executable, "-m", "selfalign", "run", *TINY, *on_mock(mock), "model.concurrency=2",
-            "pipeline.order=[load,clean,answer]", "--config-dir", DIRS[0],
-            f"hydra.run.dir={tmp_path / 'run'}"]
-    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    args = [
+        sys.executable,
+        "-m",
+        "selfalign",
+        "run",
+        *TINY,
+        *on_mock(mock),
+        "model.concurrency=2",
+        "pipeline.order=[load,clean,answer]",
+        "--config-dir",
+        DIRS[0],
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(600):  # bounded wait (≤ 60 s) until some, not all, calls were answered
         if mock.requests >= 5 or proc.poll() is not None:
             break
@@ -284,5 +334,4 @@ def test_a_file_a_later_stage_reads_is_checked_in_full_before_any_call(tmp_path)
     good = '{"instruction": "a", "response": "b"}\n'
     seed.write_text(good * 6 + "{bad json\n")  # line 7: past the rows a header check reads
     with pytest.raises(ValidationFailed, match=r"seed\.jsonl:7: line 7 is not valid JSON"):
-        api.validate(["pipeline=backtranslation", "model=test", "mix_seed=true",
-                      f"seed_data.path={seed}"])
+        api.validate(["pipeline=backtranslation", "model=test", "mix_seed=true", f"seed_data.path={seed}"])

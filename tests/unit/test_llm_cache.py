@@ -44,9 +44,16 @@ def test_several_processes_share_one_file(tmp_path: Path):
     path = tmp_path / "shared.sqlite"
     n, procs = 400, 4
     root = Path(__file__).resolve().parents[2]
-    running = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), f"p{j}", str(n)],
-                                cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True) for j in range(procs)]
+    running = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path), f"p{j}", str(n)],
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for j in range(procs)
+    ]
     for p in running:
         out, err = p.communicate(timeout=120)
         assert p.returncode == 0, err

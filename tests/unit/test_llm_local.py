@@ -39,14 +39,16 @@ def test_assembles_in_order_verifies_and_reuses(parts, tmp_path, monkeypatch):
     monkeypatch.setattr(local, "_part_paths", boom)
     assert local.embedded_model_path(tmp_path / "models") == dest
     assert sorted(x.name for x in dest.parent.iterdir()) == sorted(
-        [dest.name, dest.with_suffix(".verified").name])  # no temp files left behind
+        [dest.name, dest.with_suffix(".verified").name]
+    )  # no temp files left behind
 
 
 def test_a_changed_file_is_rehashed_and_rebuilt(parts, tmp_path):
     dest = local.embedded_model_path(tmp_path / "models")
     dest.write_bytes(b"tampered")  # size/mtime no longer match the marker
     assert local.embedded_model_path(tmp_path / "models").read_bytes() == b"".join(
-        p.read_bytes() for p in parts)
+        p.read_bytes() for p in parts
+    )
 
 
 def test_checksum_mismatch_is_refused(parts, tmp_path, monkeypatch):

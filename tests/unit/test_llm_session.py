@@ -26,18 +26,27 @@ def mock():
     asyncio.run(close_all())
 
 
-def session(mock: MockServer, tmp_path: Path, refresh: set[str] | None = None,
-            **kw) -> LLMSession:
-    base = dict(provider="litellm", name="mock-model", api_base=mock.url, concurrency=8,
-                max_retries=2, backoff_base_s=0.01, backoff_max_s=0.02)
+def session(mock: MockServer, tmp_path: Path, refresh: set[str] | None = None, **kw) -> LLMSession:
+    base = dict(
+        provider="litellm",
+        name="mock-model",
+        api_base=mock.url,
+        concurrency=8,
+        max_retries=2,
+        backoff_base_s=0.01,
+        backoff_max_s=0.02,
+    )
     cfg = ModelConfig(**{**base, **kw})
-    return LLMSession({"default": cfg}, tmp_path, ResponseCache(tmp_path / "cache.sqlite"),
-                      refresh)
+    return LLMSession({"default": cfg}, tmp_path, ResponseCache(tmp_path / "cache.sqlite"), refresh)
 
 
 def reqs(n: int, stage: str = "gen") -> list[ChatRequest]:
-    return [ChatRequest.make([{"role": "user", "content": f"write item {i}"}],
-                             {"max_tokens": 16}, stage=stage, row_id=str(i)) for i in range(n)]
+    return [
+        ChatRequest.make(
+            [{"role": "user", "content": f"write item {i}"}], {"max_tokens": 16}, stage=stage, row_id=str(i)
+        )
+        for i in range(n)
+    ]
 
 
 def test_cache_hits_and_misses(mock, tmp_path):
@@ -60,9 +69,11 @@ def test_cache_hits_and_misses(mock, tmp_path):
 def test_sample_index_and_params_are_part_of_the_key(mock, tmp_path):
     s = session(mock, tmp_path)
     msg = [{"role": "user", "content": "same"}]
-    rs = [ChatRequest.make(msg, {"temperature": 0.7}, sample=0),
-          ChatRequest.make(msg, {"temperature": 0.7}, sample=1),
-          ChatRequest.make(msg, {"temperature": 0.2}, sample=0)]
+    rs = [
+        ChatRequest.make(msg, {"temperature": 0.7}, sample=0),
+        ChatRequest.make(msg, {"temperature": 0.7}, sample=1),
+        ChatRequest.make(msg, {"temperature": 0.2}, sample=0),
+    ]
     asyncio.run(s.complete("gen", None, rs))
     asyncio.run(s.complete("gen", None, rs))
     assert mock.requests == 3

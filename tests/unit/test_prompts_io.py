@@ -19,8 +19,13 @@ def lib(tmp_path: Path, files: dict[str, str]) -> PromptLibrary:
 
 
 def test_variables_include_partials_and_hash_changes(tmp_path):
-    lb = lib(tmp_path, {"f/a.j2": "Q: {{ question }} {% include 'f/part.j2' %}",
-                        "f/part.j2": "{{ context }}{% for x in items %}{{ x }}{% endfor %}"})
+    lb = lib(
+        tmp_path,
+        {
+            "f/a.j2": "Q: {{ question }} {% include 'f/part.j2' %}",
+            "f/part.j2": "{{ context }}{% for x in items %}{{ x }}{% endfor %}",
+        },
+    )
     p = lb.get("f/a")
     assert p.variables == {"question", "context", "items"}
     assert p.render(question="q", context="c", items=[1, 2]) == "Q: q c12"
@@ -46,10 +51,15 @@ def test_unknown_prompt_suggests(tmp_path):
         lb.get("fam/judg", "pipeline.stages.j.prompt")
 
 
-@pytest.mark.parametrize("name,content", [
-    ("d.jsonl", '{"a": 1}\n{"a": 2}\n'), ("d.json", '[{"a": 1}, {"a": 2}]'),
-    ("d.csv", "a\n1\n2\n"), ("d.txt", "first line\n\nsecond line\n"),
-])
+@pytest.mark.parametrize(
+    "name,content",
+    [
+        ("d.jsonl", '{"a": 1}\n{"a": 2}\n'),
+        ("d.json", '[{"a": 1}, {"a": 2}]'),
+        ("d.csv", "a\n1\n2\n"),
+        ("d.txt", "first line\n\nsecond line\n"),
+    ],
+)
 def test_read_formats(tmp_path, name, content):
     (tmp_path / name).write_text(content)
     df = io.read_table(tmp_path / name)

@@ -87,11 +87,12 @@ def test_passthrough_rows_do_not_call_the_model(ctx):
 
 def test_longest_of_n_and_samples_kept(ctx, test_model):
     stage = make_stage("reformat_response", ctx, "rf", n=3)
-    df = rows({"instruction": "What causes tides?", "response": "The Moon's gravity.",
-               "category": "open_qa"})
-    test_model.queue("Reasoning: short.\nRevised response: Gravity.",
-                     "Reasoning: the longest.\nRevised response: The Moon's gravity pulls the sea.",
-                     "Reasoning: medium.\nRevised response: The Moon's gravity.")
+    df = rows({"instruction": "What causes tides?", "response": "The Moon's gravity.", "category": "open_qa"})
+    test_model.queue(
+        "Reasoning: short.\nRevised response: Gravity.",
+        "Reasoning: the longest.\nRevised response: The Moon's gravity pulls the sea.",
+        "Reasoning: medium.\nRevised response: The Moon's gravity.",
+    )
     out = run_stage(stage, df)
     assert out.rewrite_status[0] == "rewritten" and requests(ctx, "rf") == 3
     # whichever sample got the longest answer wins, with its reasoning
