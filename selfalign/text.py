@@ -8,6 +8,7 @@ function here gives exactly what the ASCII-only rules it replaced gave.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 import regex
@@ -21,6 +22,10 @@ _WORD = regex.compile(rf"{_ONE}|{_RUN}")
 _WORD_U = regex.compile(rf"{_ONE}|{_RUN_U}")
 _TOKEN = regex.compile(rf"{_ONE}|{_RUN_U}|[^\p{{L}}\p{{M}}\p{{N}}_\s]")
 _HAS_NO_SPACE = regex.compile(rf"[{NO_SPACE}]")
+# ASCII fast paths (the same results; the Unicode patterns are ~2x slower on ASCII text)
+_ASCII_WORD, _ASCII_WORD_U, _ASCII_TOKEN = (
+    re.compile(p, re.A) for p in (r"[a-z0-9]+", r"\w+", r"\w+|[^\w\s]")
+)
 
 
 def has_unspaced_script(text: str) -> bool:
@@ -31,7 +36,7 @@ def has_unspaced_script(text: str) -> bool:
 def count_tokens(text: str) -> int:
     """Words and single punctuation marks: a tokenizer-free stand-in that needs no download.
     On ASCII text this is the old `\\w+|[^\\w\\s]` count."""
-    return len(_TOKEN.findall(text))
+    return len((_ASCII_TOKEN if text.isascii() else _TOKEN).findall(text))
 
 
 def count_words(text: str) -> int:
@@ -44,7 +49,10 @@ def count_words(text: str) -> int:
 
 def words(text: str, underscore: bool = True) -> list[str]:
     """Lower-cased words. `underscore=False` splits at '_' too, as rouge-score and BM25 did."""
-    return (_WORD_U if underscore else _WORD).findall(text.lower())
+    low = text.lower()
+    if low.isascii():
+        return (_ASCII_WORD_U if underscore else _ASCII_WORD).findall(low)
+    return (_WORD_U if underscore else _WORD).findall(low)
 
 
 def normalize_text(text: str) -> str:

@@ -233,3 +233,10 @@ def test_cosine_index_grows():
     assert len(index) == 40
     j, cos = index.match(unit(np.cos(5.01), np.sin(5.01)))
     assert j == 5 and cos > 0.99
+
+
+def test_empty_frames_pass_through(ctx, vectors):
+    empty = frame([])
+    assert run_stage(make_stage("dedup_minhash", ctx, "m", column="text"), empty).empty
+    assert run_stage(make_stage("dedup_embedding", ctx, "e", column="text", group_by="text"), empty).empty
+    assert ctx.stats.stage("m").drops == {} and ctx.stats.stage("e").counts == {}
