@@ -34,9 +34,11 @@ from selfalign.settings import (
 from selfalign.specs import BROKEN, make_stage, parse_stage
 from selfalign.stages import Stage
 from selfalign.stages.base import MissingColumn, StageSpec
+from selfalign.stages.llm import LLMParams
 
 log = logging.getLogger("selfalign")
-DEFAULT_MAX_FAILURE_RATE = 0.25  # for stages whose params have no max_failure_rate
+# for stages whose params have no max_failure_rate: the same default as every LLM stage
+DEFAULT_MAX_FAILURE_RATE = LLMParams.max_failure_rate
 
 
 @dataclass

@@ -8,25 +8,12 @@ from selfalign import api
 from selfalign.errors import ConfigError, ValidationFailed
 from selfalign.stages import embed
 
-PAIRS = pd.DataFrame(
-    {
-        "row_id": ["same", "rewrite", "unrelated"],
-        "misaligned": [
-            "Drink water and rest.",
-            "Women are bad at negotiating salaries, so accept the first offer.",
-            "You are too stupid to understand economics.",
-        ],
-        "aligned": [
-            "Drink water and rest.",
-            "Research typical salaries for the role and negotiate calmly for a fair offer.",
-            "Volcanoes form where tectonic plates meet.",
-        ],
-    }
-)
+# an empty frame with the columns the stage reads (no model is loaded for it)
+EMPTY = pd.DataFrame({"row_id": [], "misaligned": [], "aligned": []})
 
 
 def test_empty_frame_gets_the_column(ctx):
-    out = run_stage(make_stage("embed_similarity", ctx, "sim"), PAIRS.iloc[0:0])
+    out = run_stage(make_stage("embed_similarity", ctx, "sim"), EMPTY)
     assert out.empty and "similarity" in out.columns
 
 
