@@ -38,6 +38,11 @@ class Stage:
     uses_llm: ClassVar[bool] = False
     # params field naming another stage → the kind that stage must have (resolved by the runner)
     refs: ClassVar[dict[str, str]] = {}
+    # True: an output row depends only on its own input row (and the rows fanned out of it,
+    # which stay together), so the runner may run the stage on any chunk of rows and concatenate
+    # the results in order. False: a barrier that needs all rows at once (dedup, pool growth,
+    # quantiles, splits, anything with a random stream across rows).
+    row_local: ClassVar[bool] = False
 
     def __init__(
         self, name: str, params: Any, ctx: RunContext, peers: dict[str, StageSpec] | None = None
@@ -50,6 +55,10 @@ class Stage:
     @property
     def where(self) -> str:
         return f"pipeline.stages.{self.name}"
+
+    def rowwise(self) -> bool:
+        """May this stage run chunk by chunk? (Params can make a row-local stage a barrier.)"""
+        return self.row_local
 
     def reads(self) -> set[str]:
         return set()

@@ -140,6 +140,7 @@ class ClassifyText(LLMStage):
     """Ask the model for one label per row from a closed set read from a data file."""
 
     kind = "classify_text"
+    row_local = True
     Params = ClassifyParams
     injected = frozenset({"labels"})  # the label list, from the data file
 

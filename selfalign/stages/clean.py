@@ -22,6 +22,7 @@ class StripSubstrings(Stage):
     """Remove fixed substrings from text columns, then strip (a transform; never drops rows)."""
 
     kind = "strip_substrings"
+    row_local = True
     Params = StripParams
 
     def reads(self) -> set[str]:

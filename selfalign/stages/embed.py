@@ -120,6 +120,7 @@ class EmbedSimilarity(Stage):
     that are too similar to teach anything. Needs the `embeddings` extra, checked at build."""
 
     kind = "embed_similarity"
+    row_local = True
     Params = EmbedParams
 
     def __init__(self, name: str, params: EmbedParams, ctx: Any) -> None:

@@ -118,6 +118,7 @@ class FilterRows(Stage):
     """Drop rows by declarative rules; each drop is counted under its rule's label."""
 
     kind = "filter_rows"
+    row_local = True
     Params = FilterParams
 
     def __init__(self, name: str, params: FilterParams, ctx: Any) -> None:
@@ -129,6 +130,9 @@ class FilterRows(Stage):
                 and r.value is None
             ):
                 raise ConfigError(f"{self.where}.rules[{i}]: op '{r.op}' needs a `value`.")
+
+    def rowwise(self) -> bool:
+        return not any(r.op == "quantile_range" for r in self.rules)  # quantiles need all rows
 
     def reads(self) -> set[str]:
         return {r.column for r in self.rules}

@@ -35,6 +35,7 @@ class GenerateText(LLMStage):
     """Prompt + optional system prompt, n samples per row, a parser with a failure policy."""
 
     kind = "generate_text"
+    row_local = True
     Params = GenerateParams
 
     def __init__(self, name: str, params: GenerateParams, ctx: Any) -> None:

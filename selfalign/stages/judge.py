@@ -277,6 +277,7 @@ class JudgePointwise(LLMStage):
     asked again, then imputed by `missing_policy` and recorded in <output>_imputed."""
 
     kind = "judge_pointwise"
+    row_local = True
     Params = JudgeParams
     injected = INJECTED
 

@@ -47,6 +47,7 @@ class UnpackSharegpt(Stage):
     """ShareGPT records → flat columns; records with no user→assistant pair are dropped, counted."""
 
     kind = "unpack_sharegpt"
+    row_local = True
     Params = UnpackParams
 
     def _active(self, columns: set[str] | pd.Index) -> bool:

@@ -67,6 +67,7 @@ class RetrieveEvidence(Stage):
     """Adds a list of cleaned evidence snippets per row; rows that do not qualify get []."""
 
     kind = "retrieve_evidence"
+    row_local = True
     Params = RetrieveParams
 
     def __init__(self, name: str, params: RetrieveParams, ctx: Any) -> None:

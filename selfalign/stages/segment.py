@@ -64,6 +64,7 @@ class SegmentText(Stage):
     """One row per piece of each document (doc_id, segment); empty documents are dropped."""
 
     kind = "segment_text"
+    row_local = True
     Params = SegmentParams
 
     def reads(self) -> set[str]:

@@ -31,7 +31,13 @@ class SelectBest(Stage):
     """Best-of-n per group (ties: the first sample), longest-of-n, or a score threshold."""
 
     kind = "select_best"
+    row_local = True
     Params = SelectParams
+
+    def rowwise(self) -> bool:
+        # fan-out rows of one input row (one parent_id) stay in one chunk; other groups may not
+        p: SelectParams = self.params
+        return p.mode == "threshold" or p.group_by == PARENT_ID
 
     def reads(self) -> set[str]:
         p: SelectParams = self.params

@@ -50,6 +50,7 @@ class CritiqueAndCorrect(LLMStage):
     are parameters AND template variables, so demonstrations and parser cannot disagree."""
 
     kind = "critique_and_correct"
+    row_local = True
     Params = CritiqueParams
     injected = frozenset(MARKERS)
 

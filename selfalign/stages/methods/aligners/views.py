@@ -39,6 +39,7 @@ class AlignerText(Stage):
     writes them as TRL's prompt/completion columns."""
 
     kind = "aligner_text"
+    row_local = True
     Params = AlignerTextParams
 
     def reads(self) -> set[str]:

@@ -117,6 +117,7 @@ class GenerateResponses(LLMStage):
     """One response per prompt per named configuration (model x demonstration set x n_shot)."""
 
     kind = "generate_responses"
+    row_local = True
     Params = GenerateResponsesParams
     injected = frozenset({"demonstrations"})
 

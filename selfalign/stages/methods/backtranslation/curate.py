@@ -13,7 +13,7 @@ from selfalign.config import doc
 from selfalign.engine import Job, Outcome, Policy, drop_reason
 from selfalign.errors import ParseError
 from selfalign.parsers import parse_score
-from selfalign.stages.base import ROW_ID, register_stage
+from selfalign.stages.base import PARENT_ID, ROW_ID, register_stage
 from selfalign.stages.llm import LLMStage, PromptParams
 from selfalign.text import ngrams, words
 
@@ -81,7 +81,11 @@ class CuratePairs(LLMStage):
     Each round may use its own model (e.g. one fine-tuned on the previous round's data)."""
 
     kind = "curate_pairs"
+    row_local = True
     Params = CurateParams
+
+    def rowwise(self) -> bool:
+        return self.params.best_per in (None, PARENT_ID)  # other groups may span chunks
 
     def __init__(self, name: str, params: CurateParams, ctx: Any) -> None:
         super().__init__(name, params, ctx)

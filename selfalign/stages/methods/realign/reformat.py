@@ -59,6 +59,7 @@ class ReformatResponse(LLMStage):
     """Per row: recipe for its task → n rewrites → longest kept; status says what happened."""
 
     kind = "reformat_response"
+    row_local = True
     Params = ReformatParams
     # the stage fills these from the row (by the *_column params) and from `adaptive`
     injected = frozenset({"question", "response", "category", "evidence", "format", "adaptive"})

@@ -132,6 +132,7 @@ class SelectRewrite(Stage):
     """Rewrite or original, per row, by rule set; every row is kept and tagged."""
 
     kind = "select_rewrite"
+    row_local = True
     Params = SelectRewriteParams
 
     def reads(self) -> set[str]:

@@ -100,6 +100,7 @@ class RefineAaa(LLMStage):
     Rows run concurrently, each its own chain; the re-judge uses the judge stage's own Scorer."""
 
     kind = "refine_aaa"
+    row_local = True
     Params = RefineParams
     templates_of = {
         "co_teach": "co_teach_prompt",
