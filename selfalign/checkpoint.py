@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,7 @@ class Checkpoint:
         self.rows = base.with_suffix(".jsonl")
         self.marker = base.with_suffix(".fingerprint")
         self.stats = base.with_suffix(".stats.json")
+        self.part = base.with_suffix(".jsonl.part")
 
     def load(self, fp: str, retry_failed: bool) -> tuple[pd.DataFrame, dict[str, Any]] | None:
         """(rows, saved stats) when this stage can be reused, else None."""
@@ -66,9 +68,24 @@ class Checkpoint:
         return self._inline(df), saved
 
     def save(self, df: pd.DataFrame, fp: str, st: StageStats, llm: dict[str, dict[str, Any]]) -> None:
-        """Rows first, the marker last: a crash in between leaves no marker, so no reuse."""
+        self.begin()
+        self.append(df)
+        self.finish(fp, st, llm)
+
+    def begin(self) -> None:
+        """Start writing this stage's rows: chunk by chunk into a .part file (append-only, so a
+        crash keeps what was written), which `finish` renames into place."""
         self.marker.unlink(missing_ok=True)
-        io.write_jsonl([self._refs(row) for row in io.records(df)], self.rows)
+        self.part.write_text("", encoding="utf-8")
+
+    def append(self, df: pd.DataFrame) -> None:
+        with self.part.open("a", encoding="utf-8") as fh:
+            for row in io.records(df):
+                fh.write(json.dumps(self._refs(row), ensure_ascii=False, default=str) + "\n")
+
+    def finish(self, fp: str, st: StageStats, llm: dict[str, dict[str, Any]]) -> None:
+        """Rows first, the marker last: a crash in between leaves no marker, so no reuse."""
+        os.replace(self.part, self.rows)
         io.write_json({"stats": st.to_json(), "llm": llm}, self.stats)
         self.marker.write_text(fp + (PARTIAL if st.llm_failed else ""))
 

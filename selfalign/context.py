@@ -41,6 +41,7 @@ class StageStats:
     failed: int = 0  # jobs that ended failed: LLM error or unparsable after every attempt
     llm_failed: int = 0  # of those, failed with an LLM error (worth retrying on a re-run)
     first_error: str | None = None
+    finished: bool = False  # this run saw it through (not saved: a reused stage is `reused`)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -187,6 +188,7 @@ class RunContext:
     show_progress: bool = True
     progress_every_s: float = 10.0  # without a terminal: one progress line this often
     _progress: Progress | None = None
+    _stages: dict[str, StageProgress] = field(default_factory=dict)
 
     def rng(self, stage: str) -> random.Random:
         """A per-stage RNG, seeded from the run seed and the stage name (order-independent)."""
@@ -194,21 +196,36 @@ class RunContext:
 
     @contextmanager
     def progress(self, stage: str, total: int) -> Iterator[StageProgress]:
+        """The stage's progress, one for the whole run: each chunk of a streamed segment adds
+        its calls to it. All bars share one display, which `end_progress` closes."""
+        prog = self._stages.get(stage)
+        if prog is None:
+            prog = self._stages[stage] = self._stage_progress(stage)
+        prog.add_total(total)
+        yield prog
+
+    def _stage_progress(self, stage: str) -> StageProgress:
         if not self.show_progress or not self.console.is_terminal:
             every = self.progress_every_s if self.show_progress else None
-            yield StageProgress(None, None, stage, every, self.llm.status)
-            return
-        progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=self.console,
-            transient=False,
-        )
-        with progress:
-            task = progress.add_task(stage, total=total, info="")
-            yield StageProgress(progress, task, stage, status=self.llm.status)
+            return StageProgress(None, None, stage, every, self.llm.status)
+        if self._progress is None:
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=False,
+            )
+            self._progress.start()
+        task = self._progress.add_task(stage, total=0, info="")
+        return StageProgress(self._progress, task, stage, status=self.llm.status)
+
+    def end_progress(self) -> None:
+        """Close the bars of the stages that ran (the runner calls it after each segment)."""
+        if self._progress is not None:
+            self._progress.stop()
+        self._progress, self._stages = None, {}

@@ -24,14 +24,16 @@ def stage_report(built: Built) -> list[dict[str, Any]]:
     out = []
     for s in built.stages:
         st = ctx.stats.stages.get(s.name)
-        if st is None:  # the run stopped before this stage
+        if st is None or not (st.finished or st.reused or st.rows_in or st.jobs):
+            # the run stopped before this stage (or before any row of its segment reached it)
             out.append({"name": s.name, "kind": s.kind, "status": "not run", "prompts": s.prompt_hashes()})
             continue
         out.append(
             {
                 "name": s.name,
                 "kind": s.kind,
-                "status": "reused" if st.reused else "ran",
+                # stopped: the run ended while this stage of a streamed segment was running
+                "status": "reused" if st.reused else "ran" if st.finished else "stopped",
                 "rows_in": st.rows_in,
                 "rows_out": st.rows_out,
                 "drops": dict(st.drops),

@@ -21,6 +21,7 @@ from selfalign.llm.config import ModelConfig
 from selfalign.llm.preflight import preflight
 from selfalign.llm.session import DEFAULT, LLMSession
 from selfalign.prompts import PromptLibrary
+from selfalign.segments import Segment, chunks, split
 from selfalign.settings import (
     RunSettings,
     budget_settings,
@@ -35,6 +36,7 @@ from selfalign.specs import BROKEN, make_stage, parse_stage
 from selfalign.stages import Stage
 from selfalign.stages.base import MissingColumn, StageSpec
 from selfalign.stages.llm import LLMParams
+from selfalign.stream import Step, run_segment, window_for
 
 log = logging.getLogger("selfalign")
 # for stages whose params have no max_failure_rate: the same default as every LLM stage
@@ -165,45 +167,88 @@ def _merge_missing(problems: list[str], stages: list[Stage]) -> list[str]:
 
 
 async def execute(built: Built) -> pd.DataFrame:
-    """Run the stages in order, writing each output; reuse leading stages whose checkpoint
-    matches. Once a stage has run, every later stage runs too (its input may have changed)."""
+    """Run the pipeline segment by segment, writing each stage's output; reuse leading stages
+    whose checkpoint matches. Once a stage has run, every later stage runs too (its input may
+    have changed). Row-local stages stream chunk by chunk (stream.py) unless `stream=false`."""
     ctx = built.ctx
     assert ctx.run_dir is not None
     stage_dir = ctx.run_dir / "stages"
     stage_dir.mkdir(parents=True, exist_ok=True)
     df, fp, final, ran = pd.DataFrame(), "", None, False
-    for i, stage in enumerate(built.stages):
-        fp = fingerprint(fp, stage, ctx)
-        ck = Checkpoint(stage_dir, i, stage.name)
-        saved = None if ran else ck.load(fp, built.settings.retry_failed)
-        if saved is not None:
-            restore(ctx, stage.name, saved[1])
-            df = saved[0] if len(saved[0]) else df.iloc[0:0]
-            log.info("%s: reused %d rows from %s", stage.name, len(df), ck.rows.name)
-        else:
-            ran = True
-            df = await _run_stage(stage, df, ck, fp)
-        if stage.name == built.output:
-            final = df
-        if df.empty and i < len(built.stages) - 1:
-            log.warning("%s left no rows; later stages get none.", stage.name)
+    segs = (
+        split(built.stages)
+        if built.settings.stream
+        else [Segment(i, [s]) for i, s in enumerate(built.stages)]
+    )
+    try:
+        for seg in segs:
+            todo: list[Step] = []
+            for i in seg.indexes:
+                stage = built.stages[i]
+                fp = fingerprint(fp, stage, ctx)
+                ck = Checkpoint(stage_dir, i, stage.name)
+                saved = None if ran or todo else ck.load(fp, built.settings.retry_failed)
+                if saved is None:
+                    todo.append(Step(stage, ck, fp))
+                    continue
+                restore(ctx, stage.name, saved[1])
+                df = saved[0] if len(saved[0]) else df.iloc[0:0]
+                log.info("%s: reused %d rows from %s", stage.name, len(df), ck.rows.name)
+                if stage.name == built.output:
+                    final = df
+            if todo:
+                ran = True
+                df, out = await _run_steps(built, todo, df)
+                final = out if out is not None else final
+            if df.empty and seg.indexes[-1] < len(built.stages) - 1:
+                log.warning("%s left no rows; later stages get none.", built.stages[seg.indexes[-1]].name)
+            ctx.end_progress()
+    finally:
+        ctx.end_progress()
     return final if final is not None else df
 
 
-async def _run_stage(stage: Stage, df: pd.DataFrame, ck: Checkpoint, fp: str) -> pd.DataFrame:
-    ctx = stage.ctx
-    st = ctx.stats.stage(stage.name)
-    st.rows_in, start = len(df), time.perf_counter()
-    log.info("%s (%s): %d rows in", stage.name, stage.kind, len(df))
-    out = await stage.run(df)
-    st.rows_out, st.wall_s = len(out), round(time.perf_counter() - start, 3)
-    ck.save(out, fp, st, ctx.llm.accounting.dump_stage(stage.name))
-    drops = ", ".join(f"{k}={v}" for k, v in st.drops.items())
-    log.info(
-        "%s: %d rows out%s in %.1fs", stage.name, len(out), f" (dropped: {drops})" if drops else "", st.wall_s
-    )
-    _check_failures(stage, st)
-    return out
+async def _run_steps(
+    built: Built, steps: list[Step], df: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """(the last step's output, the pipeline's output stage's if it is one of them)."""
+    ctx, start = built.ctx, time.perf_counter()
+    names = [s.stage.name for s in steps]
+    out_at = names.index(built.output) if built.output in names else None
+    for j, s in enumerate(steps):
+        s.ck.begin()
+        came = f"{len(df)} rows in" if j == 0 else f"streaming from {steps[j - 1].stage.name}"
+        log.info("%s (%s): %s", s.stage.name, s.stage.kind, came)
+    if len(steps) == 1 and not steps[0].stage.rowwise():
+        parts, window = [df], 1  # a barrier: all rows at once
+    else:
+        rows = built.settings.chunk_rows
+        parts = chunks(df, rows)
+        window = window_for(max((m.concurrency for m in ctx.llm.models.values()), default=1), rows)
+    keep = {len(steps) - 1} | ({out_at} if out_at is not None else set())
+    kept = await run_segment(steps, parts, window, keep)
+    wall = round(time.perf_counter() - start, 3)
+    for s in steps:
+        st = ctx.stats.stage(s.stage.name)
+        st.wall_s, st.finished = wall, True
+        s.ck.finish(s.fp, st, ctx.llm.accounting.dump_stage(s.stage.name))
+        drops = ", ".join(f"{k}={v}" for k, v in st.drops.items())
+        log.info(
+            "%s: %d rows out (of %d in)%s in %.1fs",
+            s.stage.name,
+            st.rows_out,
+            st.rows_in,
+            f" (dropped: {drops})" if drops else "",
+            wall,
+        )
+    for s in steps:
+        _check_failures(s.stage, ctx.stats.stage(s.stage.name))
+
+    def frame(j: int) -> pd.DataFrame:
+        got = kept[j]
+        return got[0] if len(got) == 1 else pd.concat(got, ignore_index=True) if got else df.iloc[0:0]
+
+    return frame(len(steps) - 1), frame(out_at) if out_at is not None else None
 
 
 def _check_failures(stage: Stage, st: StageStats) -> None:

@@ -55,16 +55,28 @@ class RunSettings:
     retry_failed: bool = doc("a re-run re-sends the calls that failed with an LLM error", True)
     preflight: bool = doc("check every model endpoint before stage 1", True)
     progress_every_s: float = doc("without a terminal: a progress log line this often", 10.0)
+    stream: bool = doc("row-local stages pass rows on chunk by chunk (false: stage by stage)", True)
+    chunk_rows: int = doc("rows per chunk when streaming", 8)
 
     def __post_init__(self) -> None:
         if self.progress_every_s < 0:
             raise ValueError("progress_every_s must be >= 0")
+        if self.chunk_rows < 1:
+            raise ValueError(f"chunk_rows must be >= 1, got {self.chunk_rows}")
 
 
 def run_settings(cfg: DictConfig) -> RunSettings:
     raw = {
         k: _container(cfg, k, k)
-        for k in ("seed", "allow_empty", "retry_failed", "preflight", "progress_every_s")
+        for k in (
+            "seed",
+            "allow_empty",
+            "retry_failed",
+            "preflight",
+            "progress_every_s",
+            "stream",
+            "chunk_rows",
+        )
         if k in cfg
     }
     return parse_params(RunSettings, raw, "config")

@@ -42,6 +42,7 @@ class Faults:
     fail_when: dict[str, str] = field(default_factory=dict)  # text in the request → outcome
     seed: int = 0
     max_concurrency: int | None = None  # 429 (+ Retry-After, no latency) above this many in flight
+    replies: str = "echo"  # "test": content from the test model's reply rules (real pipelines parse it)
 
 
 class MockServer:
@@ -152,7 +153,7 @@ class MockServer:
             return web.Response(text='{"id": "x", "choices": [', content_type="application/json")
         if outcome == "nochoices":
             return web.json_response({"id": "x", "object": "chat.completion"})
-        return web.json_response(_completion(body))
+        return web.json_response(_completion(body, f.replies))
 
     async def _health(self, _: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -215,10 +216,32 @@ def _err(message: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": "mock_error"}}
 
 
-def _completion(body: dict[str, Any]) -> dict[str, Any]:
+_TEST_MODEL: Any = None
+
+
+def _test_reply(body: dict[str, Any]) -> str:
+    """What `model=test` would answer: shipped pipelines can run against the mock and parse."""
+    global _TEST_MODEL
+    if _TEST_MODEL is None:
+        from selfalign.llm.base import ChatRequest
+        from selfalign.llm.config import ModelConfig
+        from selfalign.llm.testmodel import TestModel
+        from selfalign.paths import resource_dir
+
+        rules = resource_dir("conf") / "test_model"
+        _TEST_MODEL = (TestModel(ModelConfig(provider="test"), rules), ChatRequest)
+    model, request = _TEST_MODEL
+    params = {k: v for k, v in body.items() if k not in ("messages", "model", "stream")}
+    msgs = [{"role": m["role"], "content": str(m.get("content", ""))} for m in body.get("messages", [])]
+    return model.reply(request.make(msgs, params, sample=int(body.get("seed") or 0)))
+
+
+def _completion(body: dict[str, Any], replies: str = "echo") -> dict[str, Any]:
     msgs = body.get("messages", [])
     last = next((m.get("content", "") for m in reversed(msgs) if m.get("role") == "user"), "")
-    if isinstance(body.get("response_format"), dict):
+    if replies == "test":
+        text = _test_reply(body)
+    elif isinstance(body.get("response_format"), dict):
         text = json.dumps({"answer": str(last)[:40]})
     else:
         text = f"mock reply to: {str(last)[:60]}"
@@ -242,6 +265,7 @@ def main() -> None:
     ap.add_argument("--rate-500", type=float, default=0.0)
     ap.add_argument("--retry-after", default="0")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--replies", choices=["echo", "test"], default="echo", help="test: test-model rules")
     ap.add_argument(
         "--max-concurrency",
         type=int,
@@ -256,6 +280,7 @@ def main() -> None:
         retry_after=a.retry_after,
         seed=a.seed,
         max_concurrency=a.max_concurrency,
+        replies=a.replies,
     )
 
     async def run() -> None:

@@ -8,12 +8,18 @@ just under a server's cap: against a cap of 16 it probes above it about once per
 Only a request sent after the last cut can cut again: one burst of 429s from requests that were
 all sent at the old limit counts as one signal, not many. With `min_concurrency` unset the limit
 stays at `concurrency` (a plain semaphore).
+
+Waiters are served by PRIORITY (a context variable the streaming runner sets to the stage's
+position in its segment), then in arrival order: later stages first, so rows already in flight
+finish before new ones start, and memory stays bounded.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+import heapq
+import itertools
+from contextvars import ContextVar
 
 from aiolimiter import AsyncLimiter
 
@@ -24,6 +30,7 @@ GROW_WINDOWS = 4  # windows of `limit` successes per slot of growth
 BURST_S = 0.5  # an RPM bucket holds this many seconds of requests (so 600 rpm ≈ 10/s, burst 5)
 TPM_WINDOW_S = 6.0  # a TPM bucket holds this many seconds of tokens (one request always fits)
 CHARS_PER_TOKEN = 4  # before a call: prompt tokens ≈ UTF-8 bytes / 4 (corrected after)
+PRIORITY: ContextVar[int] = ContextVar("selfalign_priority", default=0)  # higher is served first
 
 
 class AdaptiveLimit:
@@ -35,7 +42,8 @@ class AdaptiveLimit:
         self.in_flight = 0
         self.epoch = 0  # cuts so far
         self.cuts = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # a heap
+        self._seq = itertools.count()
 
     @property
     def adaptive(self) -> bool:
@@ -45,7 +53,7 @@ class AdaptiveLimit:
         """Wait for a free slot; returns the epoch the request is sent in (for `release`)."""
         while self.in_flight >= int(self.limit):
             fut = asyncio.get_running_loop().create_future()
-            self._waiters.append(fut)
+            heapq.heappush(self._waiters, (-PRIORITY.get(), next(self._seq), fut))
             try:
                 await fut
             except asyncio.CancelledError:
@@ -69,7 +77,7 @@ class AdaptiveLimit:
     def _wake(self) -> None:
         free = int(self.limit) - self.in_flight
         while free > 0 and self._waiters:
-            fut = self._waiters.popleft()
+            fut = heapq.heappop(self._waiters)[2]
             if not fut.done():
                 fut.set_result(None)
                 free -= 1

@@ -145,10 +145,13 @@ class RetrieveEvidence(Stage):
         return [snips for snips, _ in results], errors
 
     def _report(self, asked: int, empty: int, errors: Counter[str]) -> None:
-        msg = f"{self.name}: searched {asked} row(s) with {self.params.provider}; {empty} found nothing"
-        if errors:
-            msg += "; errors: " + ", ".join(f"{k} ×{v}" for k, v in errors.most_common())
-        self.ctx.console.log(msg)
+        """Counted in the stage's stats (the manifest), not logged: a streamed run calls this
+        once per chunk."""
+        counts = self.ctx.stats.stage(self.name).counts
+        counts["searched"] += asked
+        counts["found_nothing"] += empty
+        for kind, n in errors.items():
+            counts[f"search_error:{kind}"] += n
 
 
 def _has_evidence(value: Any) -> bool:

@@ -57,10 +57,15 @@ def compared_files(run_dir: Path) -> list[Path]:
     )
 
 
+# streamed one row per chunk, and stage by stage: the same bytes as the default (8-row chunks)
+EXECUTIONS = {"default": [], "chunk1": ["chunk_rows=1"], "stage_by_stage": ["stream=false"]}
+
+
+@pytest.mark.parametrize("execution", list(EXECUTIONS))
 @pytest.mark.parametrize("pipeline", PIPELINES)
-def test_golden_outputs(pipeline: str, tmp_path: Path) -> None:
+def test_golden_outputs(pipeline: str, execution: str, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    api.run([f"pipeline={pipeline}", "model=test"], run_dir)
+    api.run([f"pipeline={pipeline}", "model=test", *EXECUTIONS[execution]], run_dir)
     files = compared_files(run_dir)
     assert "dataset.jsonl" in {p.name for p in files}
     folder = OUTPUTS / pipeline

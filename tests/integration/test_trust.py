@@ -287,7 +287,13 @@ def test_checkpoints_store_a_long_text_once(tmp_path, monkeypatch):
     assert all(s["reused"] for s in m["stages"]) and again.equals(df)
 
 
-def test_kill_9_mid_stage_then_resume_repeats_no_completed_call(tmp_path, mock):
+@pytest.mark.parametrize(
+    ("order", "calls"),
+    [("[load,clean,answer]", 10), ("[load,clean,answer,judge]", 20)],  # one stage; a segment of two
+    ids=["mid_stage", "mid_segment"],
+)
+def test_kill_9_then_resume_repeats_no_completed_call(tmp_path, mock, order, calls):
+    # (the judge keeps the mock's reply as text: the score parser would reject it)
     import os
     import signal
     import sqlite3
@@ -305,7 +311,9 @@ def test_kill_9_mid_stage_then_resume_repeats_no_completed_call(tmp_path, mock):
         *TINY,
         *on_mock(mock),
         "model.concurrency=2",
-        "pipeline.order=[load,clean,answer]",
+        f"pipeline.order={order}",
+        "~pipeline.stages.judge.parser",
+        "chunk_rows=1",
         "--config-dir",
         DIRS[0],
         f"hydra.run.dir={tmp_path / 'run'}",
@@ -319,12 +327,12 @@ def test_kill_9_mid_stage_then_resume_repeats_no_completed_call(tmp_path, mock):
     proc.wait(30)
     with sqlite3.connect(cache) as db:
         done = db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
-    assert 0 < done < 10  # killed in the middle of the stage
+    assert 0 < done < calls  # killed in the middle
     mock.configure(latency_s=0.0)
     mock.reset()
     res = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
-    assert mock.requests == 10 - done  # nothing that had completed was sent again
+    assert mock.requests == calls - done  # nothing that had completed was sent again
     m = manifest(tmp_path / "run")
     assert m["rows"] == 10 and m["attempt"] == 2
 

@@ -158,7 +158,9 @@ def test_fixed_client_keeps_hitting_the_cap(mock, monkeypatch) -> None:
     mock.configure(max_concurrency=8, latency_s=0.02, retry_after="0")
     c = client(mock, concurrency=32)
     assert all(r.ok for r in send(c, 100))
-    assert c.max_in_flight == 32 and mock.over_cap > 100
+    # > 0.3 refusals per request (the adaptive client: ≤ 0.1); how many more depends on the
+    # machine's load, since the mock runs in this process
+    assert c.max_in_flight == 32 and mock.over_cap > 30
     assert c.concurrency_status() == ""
 
 

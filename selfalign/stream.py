@@ -1,0 +1,88 @@
+"""The local executor's streaming: chunks of rows flow through a segment of row-local stages.
+
+A chunk goes on to the next stage as soon as its previous stage is done with it, so no stage
+waits for the slowest row of the whole table: the model client's slots are shared by every chunk
+in flight, later stages first (limits.PRIORITY), so rows already started finish before new ones
+start. At most `window` chunks are in flight; a chunk keeps its slot until it has been written,
+in input order, to every stage's checkpoint (append-only), so the output order is the input
+order whatever the completion order, and memory holds only the window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import pandas as pd
+
+from selfalign.checkpoint import Checkpoint
+from selfalign.llm.budget import BudgetExceeded
+from selfalign.llm.limits import PRIORITY
+from selfalign.stages import Stage
+
+
+@dataclass
+class Step:
+    stage: Stage
+    ck: Checkpoint
+    fp: str
+
+
+def window_for(concurrency: int, chunk_rows: int) -> int:
+    """Chunks in flight: enough rows to fill twice the widest endpoint's slots."""
+    return max(4, math.ceil(2 * concurrency / chunk_rows))
+
+
+async def run_segment(
+    steps: list[Step], parts: Iterable[pd.DataFrame], window: int, keep: set[int]
+) -> dict[int, list[pd.DataFrame]]:
+    """Run every chunk of `parts` through the steps; every step's output is appended to its
+    checkpoint. Returns the output chunks (in input order) of the steps whose positions are
+    in `keep`."""
+    kept: dict[int, list[pd.DataFrame]] = {j: [] for j in keep}
+    stats = [s.stage.ctx.stats.stage(s.stage.name) for s in steps]
+    done: dict[int, list[pd.DataFrame]] = {}
+    slots = asyncio.Semaphore(window)
+    flushed = 0
+
+    async def one(index: int, chunk: pd.DataFrame) -> None:
+        outs = []
+        for j, step in enumerate(steps):
+            PRIORITY.set(j)  # this task's context only: its calls at stage j rank by j
+            stats[j].rows_in += len(chunk)
+            chunk = await step.stage.run(chunk)
+            stats[j].rows_out += len(chunk)
+            outs.append(chunk)
+        done[index] = outs
+        flush()
+
+    def flush() -> None:
+        nonlocal flushed
+        while flushed in done:
+            for j, out in enumerate(done.pop(flushed)):
+                steps[j].ck.append(out)
+                if j in kept:
+                    kept[j].append(out)
+            flushed += 1
+            slots.release()
+
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        for i, chunk in enumerate(parts):
+            await slots.acquire()
+            if any(t.done() and t.exception() for t in tasks):
+                break  # a chunk failed: start no more (the error is raised below)
+            tasks.append(asyncio.create_task(one(i, chunk.reset_index(drop=True))))
+        await asyncio.gather(*tasks)
+    except BudgetExceeded:
+        # dispatch has stopped: the calls in flight in other chunks finish (and are cached)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    return kept
