@@ -18,15 +18,17 @@ from selfalign.io.values import _jsonl_records
 _MAX_CHUNK = 65_536  # rows per chunk at most when reading in chunks
 
 
-def _sizes(first: int | None) -> Iterator[int | None]:
-    """Chunk sizes: everything at once, or `first` rows, then twice as many each time."""
+def _sizes(first: int | None, fixed: bool = False) -> Iterator[int | None]:
+    """Chunk sizes: everything at once, or `first` rows, then twice as many each time (or `first`
+    rows every time when `fixed`)."""
     if first is None:
         while True:
             yield None
     size = first
     while True:
         yield size
-        size = min(size * 2, max(first, _MAX_CHUNK))
+        if not fixed:
+            size = min(size * 2, max(first, _MAX_CHUNK))
 
 
 def _batches(items: Iterator[Any], sizes: Iterator[int | None]) -> Iterator[list[Any]]:
@@ -55,14 +57,16 @@ def iter_table(
     text_column: str = "text",
     encoding: str = "utf-8",
     first: int | None = None,
+    fixed: bool = False,
 ) -> Iterator[pd.DataFrame]:
     """The file as DataFrames indexed by row number: all of it in one frame (`first` None), or
-    `first` rows, then twice as many each time (up to 65,536); nothing past what the caller takes
-    is read. Every failure is an InputError naming the file (and the line, where there is one)."""
+    `first` rows, then twice as many each time (up to 65,536), or `first` rows each time when
+    `fixed` (Parquet: at most 65,536); nothing past what the caller takes is read. Every
+    failure is an InputError naming the file (and the line, where there is one)."""
     p, kind = _resolve(path, fmt, encoding)
     produced = 0
     try:
-        for df in _chunks(p, kind, text_column, encoding, _sizes(first)):
+        for df in _chunks(p, kind, text_column, encoding, _sizes(first, fixed)):
             produced += len(df)
             yield df
     except UnicodeDecodeError:  # from pandas: find the line and byte ourselves
@@ -98,14 +102,16 @@ def _chunks(
     elif kind == "parquet":
         yield from _parquet_chunks(p, sizes)
     elif p.is_dir():  # a folder of text files: one document per file
-        files = iter(_folder_files(p))
+        files, start = iter(_folder_files(p)), 0
         for batch in _batches(files, sizes):
             yield pd.DataFrame(
                 {
                     text_column: [_read_text_file(f, encoding) for f in batch],
                     "source_file": [str(f) for f in batch],
-                }
+                },
+                index=pd.RangeIndex(start, start + len(batch)),  # row numbers go on across chunks
             )
+            start += len(batch)
     else:
         lines = (ln for _, text in _lines(p, encoding) for ln in text.splitlines() if ln.strip())
         yield from _framed(_batches(({text_column: ln} for ln in lines), sizes))
