@@ -15,19 +15,32 @@ files), values (JSON values, JSONL objects), jsonstream (a JSON list element by 
 from selfalign.io.formats import FORMATS, detect_format, encoding_problem
 from selfalign.io.readers import iter_table, read_table
 from selfalign.io.scan import Scan, check_file, scan_file
+from selfalign.io.table_writer import TableWriter, append_jsonl, read_jsonl_parts
 from selfalign.io.values import _clean, short, value_type
-from selfalign.io.writers import arrow_table, read_jsonl, records, write_json, write_jsonl, write_parquet
+from selfalign.io.writers import (
+    arrow_table,
+    jsonl_rows,
+    read_jsonl,
+    records,
+    write_json,
+    write_jsonl,
+    write_parquet,
+)
 
 __all__ = [
     "FORMATS",
     "Scan",
+    "TableWriter",
     "_clean",
+    "append_jsonl",
     "arrow_table",
     "check_file",
     "detect_format",
     "encoding_problem",
     "iter_table",
+    "jsonl_rows",
     "read_jsonl",
+    "read_jsonl_parts",
     "read_table",
     "records",
     "scan_file",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,22 +19,32 @@ def records(df: pd.DataFrame) -> list[dict[str, Any]]:
     return [{k: _clean(v) for k, v in row.items()} for row in df.to_dict(orient="records")]
 
 
+def jsonl_line(row: dict[str, Any]) -> str:
+    """One row as a JSONL line (with its line end), as every JSONL writer here writes it."""
+    return json.dumps(row, ensure_ascii=False, default=str) + "\n"
+
+
 def write_jsonl(df: pd.DataFrame | list[dict[str, Any]], path: Path) -> None:
     """Write atomically (temp file + rename) so an interrupted run never leaves half a file."""
     rows = records(df) if isinstance(df, pd.DataFrame) else df
     tmp = path.with_suffix(path.suffix + ".tmp")
     with tmp.open("w", encoding="utf-8") as fh:
         for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+            fh.write(jsonl_line(row))
     os.replace(tmp, path)
 
 
 def read_jsonl(path: Path) -> pd.DataFrame:
     """Read back a JSONL file that selfalign wrote (a stage output): plain JSON, no input checks."""
-    rows = []
+    return pd.DataFrame.from_records(list(jsonl_rows(path)))
+
+
+def jsonl_rows(path: Path, complete_only: bool = False) -> Iterator[dict[str, Any]]:
+    """The objects of a JSONL file that selfalign wrote; with `complete_only`, a last line without
+    its line end (torn by a kill while it was appended) is left out."""
     with path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
-            if not line.strip():
+            if not line.strip() or (complete_only and not line.endswith("\n")):
                 continue
             try:
                 obj = json.loads(line)
@@ -41,8 +52,7 @@ def read_jsonl(path: Path) -> pd.DataFrame:
                 raise InputError(f"{path}:{lineno}: line {lineno} is not valid JSON ({exc.msg})") from None
             if not isinstance(obj, dict):
                 raise InputError(f"{path}:{lineno}: line {lineno} is a JSON {value_type(obj)}, not an object")
-            rows.append(obj)
-    return pd.DataFrame.from_records(rows)
+            yield obj
 
 
 def arrow_table(df: pd.DataFrame, types: dict[str, Any] | None = None) -> Any:
@@ -56,24 +66,25 @@ def arrow_table(df: pd.DataFrame, types: dict[str, Any] | None = None) -> Any:
     for col in df.columns:
         values = df[col]
         want = types.get(str(col))
-        array = _typed(values, want) if want is not None else _inferred(values)
+        array = _typed(values, want) if want is not None else infer_array(values)[0]
         arrays.append(array)
         fields.append(pa.field(str(col), array.type))
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
-def _inferred(values: pd.Series) -> Any:
+def infer_array(values: pd.Series) -> tuple[Any, bool]:
+    """The column as an Arrow array, and whether it had to be stored as JSON text (mixed kinds)."""
     import pyarrow as pa
 
     if values.dtype != object:
         array = pa.Array.from_pandas(values)
         # pandas' str dtype becomes large_string; `string` is what the Hub and TRL expect
-        return array.cast(pa.string()) if pa.types.is_large_string(array.type) else array
+        return (array.cast(pa.string()) if pa.types.is_large_string(array.type) else array), False
     clean = [_clean(v) for v in values]
     try:
-        return pa.array(clean, from_pandas=True)
+        return pa.array(clean, from_pandas=True), False
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
-        return pa.array(_as_json(clean), type=pa.string())
+        return pa.array(as_json(clean), type=pa.string()), True
 
 
 def _typed(values: pd.Series, want: Any) -> Any:
@@ -82,11 +93,11 @@ def _typed(values: pd.Series, want: Any) -> Any:
     clean = [_clean(v) for v in values]
     textual = pa.types.is_string(want) or pa.types.is_large_string(want)
     if textual and any(v is not None and not isinstance(v, str) for v in clean):
-        clean = _as_json(clean)  # this column was stored as JSON text in the whole view
+        clean = as_json(clean)  # this column was stored as JSON text in the whole view
     return pa.array(clean, type=want, from_pandas=True)
 
 
-def _as_json(values: list[Any]) -> list[str | None]:
+def as_json(values: list[Any]) -> list[str | None]:
     return [None if v is None else json.dumps(v, ensure_ascii=False, default=str) for v in values]
 
 
