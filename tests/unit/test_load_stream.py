@@ -105,8 +105,12 @@ def test_stream_equals_run_for_text(ctx, tmp_path, fmt, params, k):
 
 
 def test_folder_row_ids_go_on_across_chunks_with_a_limit(ctx, tmp_path):
-    df = run_stage(stage(ctx, write(tmp_path, "folder"), limit=5), pd.DataFrame())
-    assert list(df.row_id) == ["0", "1", "2", "3", "4"]  # `limit` reads 5, then 10 files
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for i in range(12):
+        (folder / f"{i:02d}.txt").write_text("" if i in (1, 3) else f"doc {i}")
+    df = run_stage(stage(ctx, folder, limit=5, required=["text"]), pd.DataFrame())
+    assert list(df.row_id) == ["0", "2", "4", "5", "6"]  # read 5 files (3 kept), then 10 more
 
 
 def test_drops_are_counted_once_per_row(ctx, tmp_path):
