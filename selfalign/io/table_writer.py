@@ -23,6 +23,7 @@ import pandas as pd
 from selfalign.io.writers import as_json, infer_array, jsonl_line, jsonl_rows, records
 
 FORMATS = ("jsonl", "parquet")
+_GROUP = 131_072  # rows per Parquet row group at least (but the last)
 
 
 class TableWriter:
@@ -91,14 +92,18 @@ class TableWriter:
 
         schema = pa.schema([pa.field(name, c.final()) for name, c in self._columns.items()])
         with pq.ParquetWriter(self._tmp, schema) as out:
+            group: list[Any] = []  # small chunks are gathered into row groups of _GROUP rows
             for i in range(self._n):
                 table = pq.read_table(self._parts / f"{i:08d}.parquet")
                 n = table.num_rows
                 got = dict(zip(table.column_names, table.columns, strict=True))
                 arrays = [self._columns[f.name].conform(got.get(f.name), f.type, n, i) for f in schema]
-                out.write_table(pa.Table.from_arrays(arrays, schema=schema))
-            if not self._n:
-                out.write_table(schema.empty_table())
+                group.append(pa.Table.from_arrays(arrays, schema=schema))
+                if sum(t.num_rows for t in group) >= _GROUP:
+                    out.write_table(pa.concat_tables(group))
+                    group = []
+            if group or not self._n:
+                out.write_table(pa.concat_tables(group) if group else schema.empty_table())
 
 
 class _Column:
