@@ -194,3 +194,14 @@ def test_a_hugging_face_dataset_streams(ctx, tmp_path, monkeypatch):
         whole, chunks, _, _ = both(ctx, tmp_path / "disk", 3, **params)
         assert_same(whole, chunks, 3)
         ctx.stats.stages.clear()
+
+
+def test_a_non_text_value_fails_as_in_run(ctx, tmp_path):
+    p = tmp_path / "d.jsonl"
+    p.write_text("".join(json.dumps({"question": 7 if i == 6 else f"q{i}"}) + "\n" for i in range(9)))
+    with pytest.raises(InputError) as ran:
+        run_stage(stage(ctx, p, required=["question"]), pd.DataFrame())
+    with pytest.raises(InputError) as streamed:
+        list(stage(ctx, p, required=["question"]).stream(4))
+    assert str(streamed.value) == str(ran.value)  # the only such value: the same count and example
+    assert "1 value(s) used as text are not text: row 6 'question': number 7" in str(ran.value)

@@ -10,8 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from helpers import GOLDEN
 
 from selfalign import io
+
+OUTPUTS = sorted((GOLDEN / "outputs").rglob("*.jsonl"))
 
 
 def frame() -> pd.DataFrame:
@@ -65,6 +68,20 @@ def test_parquet_in_chunks_reads_back_as_the_whole_frame(tmp_path, size):
     assert_parquet_equal(path, tmp_path / "whole.parquet")
     assert pq.read_schema(path) == pq.read_schema(tmp_path / "whole.parquet")
     assert not list(tmp_path.glob("*.parts")) and not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("golden", OUTPUTS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_shipped_pipelines_outputs_in_chunks(tmp_path, golden):
+    """The datasets and views of every shipped pipeline (nested messages, scores, lists)."""
+    df = io.read_jsonl(golden)
+    for fmt, write in (("jsonl", io.write_jsonl), ("parquet", io.write_parquet)):
+        write(df, tmp_path / f"whole.{fmt}")
+        path = written(tmp_path, fmt, chunks(df, 3))
+        if fmt == "jsonl":
+            assert path.read_bytes() == (tmp_path / "whole.jsonl").read_bytes()
+        else:
+            assert_parquet_equal(path, tmp_path / "whole.parquet")
+            assert pq.read_schema(path) == pq.read_schema(tmp_path / "whole.parquet")
 
 
 def test_the_mixed_column_is_json_text_in_every_chunk(tmp_path):
