@@ -208,9 +208,10 @@ def scan(src: Source, text_columns: list[str]) -> io.Scan:
     return io.Scan(problems=problems, columns=list(ds.column_names), rows=ds.num_rows)
 
 
-def iter_table(src: Source, first: int | None = None) -> Iterator[pd.DataFrame]:
+def iter_table(src: Source, first: int | None = None, fixed: bool = False) -> Iterator[pd.DataFrame]:
     """The split as DataFrames indexed by row number: all at once, or `first` rows, then twice as
-    many each time (as io.iter_table), so a `limit` converts only the rows it needs."""
+    many each time (or `first` each time when `fixed`; as io.iter_table), so a `limit` converts
+    only the rows it needs."""
     ds = open_split(src)
     start, size = 0, first
     while start < ds.num_rows:
@@ -219,7 +220,9 @@ def iter_table(src: Source, first: int | None = None) -> Iterator[pd.DataFrame]:
         rows = ds.select(range(start, end)).to_list()
         df = pd.DataFrame.from_records(rows, columns=ds.column_names, index=pd.RangeIndex(start, end))
         yield df
-        start, size = end, None if size is None else min(size * 2, 65_536)
+        if size is not None and not fixed:
+            size = min(size * 2, 65_536)
+        start = end
 
 
 def fingerprint(src: Source) -> str:

@@ -2,13 +2,13 @@
 
 `check` (run by validate/run/preview before any model call) streams the whole file through
 `io.scan_file`: every kind of bad line is reported as FILE:LINE, in constant memory. `run` reads
-no further than it needs when there is a `limit` and no `sample`. See docs/inputs.md.
+no further than it needs when there is a `limit` and no `sample`; `stream` hands the rows over in
+chunks, reading the file a chunk at a time. See docs/inputs.md.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -19,8 +19,7 @@ from selfalign import io
 from selfalign.config import doc
 from selfalign.errors import ConfigError, InputError
 from selfalign.stages.base import ROW_ID, Stage, register_stage
-
-_EXAMPLES = 5  # offending rows listed in a non-text error
+from selfalign.stages.load_rows import _EXAMPLES, LoadRows
 
 
 @dataclass
@@ -55,7 +54,7 @@ class LoadParams:
 
 
 @register_stage
-class Load(Stage):
+class Load(LoadRows, Stage):
     """Read a file; rename columns; check required columns; sample; assign row ids."""
 
     kind = "load"
@@ -112,15 +111,6 @@ class Load(Stage):
         return (
             f"{p.path}: {what}. Columns found: {', '.join(map(str, found))}. Map one of them "
             f"with {self.where}.rename={{YOUR_COLUMN: {col}}}, or fix `{self.where}.required`."
-        )
-
-    def _non_text_message(self, count: int, examples: list[str]) -> str:
-        more = f", and {count - len(examples)} more" if count > len(examples) else ""
-        return (
-            f"{self.params.path}: {count} value(s) used as text are not text: "
-            f"{'; '.join(examples)}{more}. Fix the file, or set {self.where}.non_text=coerce "
-            f"(write them as JSON text, counted) or {self.where}.non_text=drop (drop those "
-            "rows, counted)."
         )
 
     # -- check: the whole file, before any model call ------------------------------------------
@@ -185,18 +175,8 @@ class Load(Stage):
     async def run(self, df: pd.DataFrame) -> pd.DataFrame:
         p: LoadParams = self.params
         early = p.limit is not None and p.sample is None  # stop reading once `limit` rows are kept
-        frames, kept, seen = [], 0, {}
-        for chunk in self._chunks(p.limit if early else None):
-            chunk = chunk.rename(columns=p.rename)
-            seen.update(dict.fromkeys(map(str, chunk.columns)))
-            if not frames:
-                self._raise_missing(list(seen), partial=early)
-            chunk = self._drop_missing(self._text_values(chunk))
-            frames.append(chunk)
-            kept += len(chunk)
-            if early and kept >= p.limit:  # type: ignore[operator]
-                break
-        self._raise_missing(list(seen), partial=False)
+        stop = p.limit if early else None
+        frames = list(self._prepared(self._chunks(stop), partial=early, stop=stop))
         out = frames[0] if len(frames) == 1 else pd.concat(frames)
         if p.columns:
             out = out[p.columns]
@@ -205,23 +185,89 @@ class Load(Stage):
             out = out.sample(n=p.sample, random_state=seed).sort_index()
         if p.limit is not None:
             out = out.head(p.limit)
-        ids = out[p.id_column].astype(str) if p.id_column else out.index.astype(str)
-        if p.id_column and ids.duplicated().any():
-            raise InputError(
-                f"{p.path}: `{self.where}.id_column` '{p.id_column}' has duplicate "
-                f"values (e.g. {ids[ids.duplicated()].iloc[0]!r}); ids must be unique."
-            )
+        ids = self._row_ids(out, set())
         out = out.reset_index(drop=True)
-        out.insert(0, ROW_ID, list(ids))
+        out.insert(0, ROW_ID, ids)
         return out
 
-    def _chunks(self, first: int | None) -> Iterable[pd.DataFrame]:
+    def streamable(self) -> bool:
+        """Whether `stream` can hand the rows over chunk by chunk: not with `sample`, which draws
+        from all rows."""
+        return self.params.sample is None
+
+    def stream(self, rows: int) -> Iterator[pd.DataFrame]:
+        """`run`'s output in chunks of about `rows` rows (fewer where rows are dropped), reading the
+        file `rows` rows at a time and no further than `limit` needs. The chunks concatenated equal
+        `run`'s output when every chunk has the same value kinds (a JSON column that is only null in
+        one chunk may get another dtype); a chunk of a JSON file lacks the columns that none of its
+        rows has, as `pd.DataFrame.from_records` would. A duplicate `id_column` value, a missing
+        column of a JSON file, or a non-text value raises when the chunk holding it is read."""
+        p: LoadParams = self.params
+        if not self.streamable():
+            raise ValueError(f"{self.where}: `sample` needs all rows; check streamable() before stream()")
+        if rows < 1:
+            raise ValueError(f"rows must be at least 1, got {rows}")
+        size = min(rows, p.limit) if p.limit is not None else rows
+        kept, seen, empty = 0, set[str](), None
+        for chunk in self._prepared(self._chunks(size, fixed=True), partial=True, stop=p.limit):
+            if p.columns:  # a JSON chunk may lack a column that later rows have: as from_records
+                chunk = chunk[[c for c in p.columns if c in chunk.columns]]
+            if p.limit is not None:
+                chunk = chunk.head(p.limit - kept)
+            ids = self._row_ids(chunk, seen)
+            chunk = chunk.set_axis(pd.RangeIndex(kept, kept + len(chunk)))
+            chunk.insert(0, ROW_ID, ids)
+            if chunk.empty:  # all its rows dropped (an empty row_id column would be `object`)
+                empty = chunk
+                continue
+            kept += len(chunk)
+            yield chunk
+        if not kept and empty is not None:  # every row dropped: the columns, as run gives them
+            yield empty
+
+    def _prepared(
+        self, chunks: Iterable[pd.DataFrame], partial: bool, stop: int | None
+    ) -> Iterator[pd.DataFrame]:
+        """Chunks renamed, with non-text values and rows missing required values handled; stops
+        once `stop` rows are kept. Missing columns raise as soon as the columns are known."""
+        p: LoadParams = self.params
+        kept, seen, first = 0, dict[str, None](), True
+        for chunk in chunks:
+            chunk = chunk.rename(columns=p.rename)
+            seen.update(dict.fromkeys(map(str, chunk.columns)))
+            if first:
+                self._raise_missing(list(seen), partial=partial)
+                first = False
+            chunk = self._drop_missing(self._text_values(chunk))
+            kept += len(chunk)
+            yield chunk
+            if stop is not None and kept >= stop:
+                break
+        self._raise_missing(list(seen), partial=False)
+
+    def _row_ids(self, df: pd.DataFrame, seen: set[str]) -> list[str]:
+        """Row ids: the `id_column` (unique across `seen`, the ids of earlier chunks, which this
+        adds to) or the row number in the file."""
+        p: LoadParams = self.params
+        if not p.id_column:
+            return list(df.index.astype(str))
+        ids = df[p.id_column].astype(str)
+        dup = ids.duplicated() | ids.isin(seen)
+        if dup.any():
+            raise InputError(
+                f"{p.path}: `{self.where}.id_column` '{p.id_column}' has duplicate "
+                f"values (e.g. {ids[dup].iloc[0]!r}); ids must be unique."
+            )
+        seen.update(ids)
+        return list(ids)
+
+    def _chunks(self, first: int | None, fixed: bool = False) -> Iterable[pd.DataFrame]:
         p: LoadParams = self.params
         if src := self._hf():
             from selfalign import hf
 
-            return hf.iter_table(src, first)
-        return io.iter_table(p.path, p.format, p.text_column, p.encoding, first=first)
+            return hf.iter_table(src, first, fixed)
+        return io.iter_table(p.path, p.format, p.text_column, p.encoding, first=first, fixed=fixed)
 
     def _raise_missing(self, found: list[str], partial: bool) -> None:
         """Columns are fixed by the first chunk except in JSON, where a later row may add one."""
@@ -232,64 +278,3 @@ class Load(Stage):
         message = self._missing(found)
         if message:
             raise InputError(message)
-
-    def _text_values(self, df: pd.DataFrame) -> pd.DataFrame:
-        """`non_text`: fail on, coerce or drop values of text columns that are not strings."""
-        p: LoadParams = self.params
-        bad: dict[str, pd.Series] = {}
-        for col in self._text_columns():
-            if col not in df.columns or isinstance(df[col].dtype, pd.StringDtype):
-                continue
-            mask = pd.Series(
-                [not isinstance(v, str) and not _is_missing(v) for v in df[col]], index=df.index, dtype=bool
-            )
-            if mask.any():
-                bad[col] = mask
-        if not bad:
-            return df
-        if p.non_text == "fail":
-            count = sum(int(m.sum()) for m in bad.values())
-            examples = sorted((row, col) for col, m in bad.items() for row in m.index[m][:_EXAMPLES])
-            raise InputError(
-                self._non_text_message(
-                    count,
-                    [
-                        f"row {row} '{col}': {io.value_type(df.at[row, col])} {io.short(df.at[row, col])}"
-                        for row, col in examples[:_EXAMPLES]
-                    ],
-                )
-            )
-        df = df.copy()
-        if p.non_text == "coerce":
-            for col, mask in bad.items():
-                df[col] = [
-                    json.dumps(io._clean(v), ensure_ascii=False) if m else v
-                    for v, m in zip(df[col], mask, strict=True)
-                ]
-                self.ctx.stats.count(self.name, f"coerced:{col}", int(mask.sum()))
-            return df
-        for col, mask in bad.items():
-            mask = mask.reindex(df.index, fill_value=False)
-            self.ctx.stats.drop(self.name, f"non_text:{col}", int(mask.sum()))
-            df = df[~mask]
-        return df
-
-    def _drop_missing(self, df: pd.DataFrame) -> pd.DataFrame:
-        p: LoadParams = self.params
-        for col in p.required:
-            if col not in df.columns:  # absent from this part of a JSON file: empty here
-                df = df.assign(**{col: None})
-            empty = df[col].isna() | (df[col].astype(str).str.strip() == "")
-            n = int(empty.sum())
-            if n and p.on_missing == "fail":
-                raise InputError(
-                    f"{p.path}: column '{col}' is empty in {n} row(s) (first at row "
-                    f"{int(empty.idxmax())}). Fill them, or set {self.where}.on_missing=drop."
-                )
-            self.ctx.stats.drop(self.name, f"empty:{col}", n)
-            df = df[~empty]
-        return df
-
-
-def _is_missing(v: Any) -> bool:
-    return v is None or v is pd.NA or (isinstance(v, float) and v != v)
