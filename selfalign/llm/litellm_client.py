@@ -140,6 +140,8 @@ class _LiteLLMTransport:
         except self._api_errors as exc:  # 4xx/5xx; litellm maps malformed bodies to 500
             status = getattr(exc, "status_code", None)
             msg = str(exc)
+            if unreachable(exc):  # litellm wraps a refused connection as a 500 InternalServerError
+                raise TransportError("unreachable", msg) from None
             kind = classify_status(status, msg) if isinstance(status, int) else "retry"
             raise TransportError(
                 kind, msg, status if isinstance(status, int) else None, _retry_after(exc)

@@ -24,6 +24,8 @@ from selfalign.llm.base import ChatRequest  # noqa: E402
 from selfalign.llm.config import ModelConfig  # noqa: E402
 from selfalign.llm.litellm_client import LiteLLMClient  # noqa: E402
 
+DEAD = "http://127.0.0.1:9/v1"  # the discard port: nothing listens there
+
 
 class Clock:
     def __init__(self) -> None:
@@ -66,7 +68,7 @@ def servers():
         s.stop()
 
 
-def client(urls: list[str], **kw: Any) -> LiteLLMClient:
+def client(urls: list[str], transport: str = "direct", **kw: Any) -> LiteLLMClient:
     cfg = dict(
         provider="litellm",
         name="mock-model",
@@ -79,7 +81,7 @@ def client(urls: list[str], **kw: Any) -> LiteLLMClient:
         endpoint_failures=3,
         endpoint_retry_s=10.0,
     )
-    return LiteLLMClient(ModelConfig(**{**cfg, **kw}), transport="direct")
+    return LiteLLMClient(ModelConfig(**{**cfg, **kw}), transport=transport)
 
 
 def send(c: LiteLLMClient, n: int, tag: str = "", on_done: Any = None) -> list:
@@ -111,6 +113,17 @@ def test_requests_spread_with_each_endpoint_capped(servers) -> None:
     assert c.max_in_flight <= 12
     stats = c.endpoint_stats()
     assert [stats[m.url]["requests"] for m in mocks] == [m.requests for m in mocks]
+
+
+@pytest.mark.parametrize("transport", ["direct", "litellm"])
+def test_dead_from_the_start_costs_no_attempt(servers, clock: Clock, transport: str) -> None:
+    (a,) = servers(1)
+    c = client([a.url, DEAD], transport)
+    results = send(c, 30)
+    assert all(r.ok and r.attempts == 1 for r in results)
+    dead = c.pool.endpoints[1]
+    assert a.requests == 30 and not dead.up and dead.counts["taken_out"] == 1
+    assert dead.counts["connect_failures"] == dead.counts["requests"] <= 4  # ≤ its concurrency
 
 
 def test_a_slow_endpoint_gets_a_smaller_share(servers) -> None:
