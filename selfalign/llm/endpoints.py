@@ -138,10 +138,13 @@ class EndpointPool:
         was_probe, e.probing = e.probing, False
         self._wake(1)
         if failure is None or failure.status is not None:  # an HTTP answer: someone listens
-            e.fails = 0
             e.counts["ok"] += int(failure is None)
-            if not e.up:
-                self._back(e)
+            # Only a probe (or any answer while all are out) brings it back: a late answer to a
+            # request sent before it was taken out says nothing about it now.
+            if e.up or was_probe or not any(o.up for o in self.endpoints):
+                e.fails = 0
+                if not e.up:
+                    self._back(e)
             return False
         if failure.kind != "unreachable" and not was_probe:
             return False  # a timeout or a reset: the retry policy's business, not a take-out
