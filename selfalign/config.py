@@ -47,11 +47,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             try:
                 return _coerce(value, arg, where)
             except ConfigError as exc:
-                if (isinstance(value, Mapping) and dataclasses.is_dataclass(arg)) or (
-                    isinstance(value, (list, tuple)) and get_origin(arg) in (list, tuple)
-                ):
+                if isinstance(value, Mapping) and dataclasses.is_dataclass(arg):
                     nested.append(exc)
-        if len(nested) == 1:  # a mapping/list meant for the one such branch: its own error (typo …)
+        if len(nested) == 1:  # a mapping meant for the one typed branch: its own error (typo …)
             raise nested[0]
         raise _bad(value, tp, where)
     if tp is type(None):

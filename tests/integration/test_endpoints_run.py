@@ -95,7 +95,7 @@ def test_bad_lists_exit_2_naming_the_item(tmp_path: Path, value: str, where: str
 
 
 def test_bad_item_types_name_the_item() -> None:
-    with pytest.raises(ConfigError, match=r"model\.api_base\[1\]: expected str"):
+    with pytest.raises(ConfigError, match=r"model\.api_base: expected str \| list\[str\] \| null"):
         parse_params(ModelConfig, {"provider": "litellm", "api_base": ["http://a/v1", 8000]}, "model")
 
 
