@@ -216,7 +216,6 @@ class LiteLLMClient:
         self.pool = EndpointPool(cfg, urls or [None], make)  # type: ignore[list-item]
         self.identity = identity or f"{self.transport_kind}:{cfg.name}@{self.api_base or ''}"
         self.supports_json_schema = cfg.supports_json_schema
-        # asyncio primitives bind to one event loop; a multirun may run jobs in fresh loops.
         self.in_flight = 0
         self.max_in_flight = 0
         self.unreachable = 0  # connection failures (refused / unknown host) since the last reply
