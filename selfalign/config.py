@@ -15,6 +15,14 @@ from selfalign.registry import did_you_mean
 T = TypeVar("T")
 
 
+class FieldError(ValueError):
+    """A `__post_init__` check on one field (or item): parse_params names it `where.field`."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 def _type_name(tp: Any) -> str:
     if get_origin(tp) is Literal:
         return " | ".join(repr(a) for a in get_args(tp))
@@ -123,6 +131,8 @@ def parse_params(schema: type[T], raw: Mapping[str, Any] | None, where: str) -> 
             raise ConfigError(f"{where}.{name}: required key is missing. Add it to the YAML.")
     try:
         obj = schema(**kwargs)
+    except FieldError as exc:
+        raise ConfigError(f"{where}.{exc.field}: {exc}") from None
     except (ValueError, TypeError) as exc:  # __post_init__ checks
         raise ConfigError(f"{where}: {exc}") from None
     return obj

@@ -62,6 +62,8 @@ def write_manifest(built: Built, meta: dict[str, Any], rows: int | None) -> dict
         "versions": versions(),
         "models": {k: ctx.llm.identity(k) for k in ctx.llm.models},
     }
+    if endpoints := ctx.llm.endpoint_stats():  # models with several api_base URLs
+        manifest["endpoints"] = endpoints
     if ctx.llm.budget.active:
         manifest["budget"] = ctx.llm.budget.to_json()
         ctx.llm.budget.save()

@@ -188,12 +188,13 @@ class MockServer:
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
     # ---- in a background thread (tests) --------------------------------------------------
-    def start(self) -> MockServer:
+    def start(self, port: int = 0) -> MockServer:
+        """Serve in a thread; `port` to come back on the port of a stopped server."""
         ready = threading.Event()
 
         def main() -> None:
             self._loop = asyncio.new_event_loop()
-            self._loop.run_until_complete(self.serve())
+            self._loop.run_until_complete(self.serve(port))
             ready.set()
             self._loop.run_forever()
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from selfalign.config import doc
+from selfalign.config import FieldError, doc
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
@@ -18,6 +19,42 @@ def looks_like_secret(value: str) -> bool:
         or not _ENV_NAME.match(value)
         or (len(value) >= 32 and any(c.isdigit() for c in value) and any(c.islower() for c in value))
     )
+
+
+def endpoint_urls(api_base: str | list[str] | None) -> list[str]:
+    """`model.api_base` as a list (empty for none)."""
+    if api_base is None:
+        return []
+    return [api_base] if isinstance(api_base, str) else list(api_base)
+
+
+def cache_url(api_base: str | list[str] | None) -> str:
+    """The endpoint part of a model's cache identity. A list serves one model N times, so it is
+    the first URL whichever endpoint answered: adding or removing other endpoints keeps the cache,
+    and a one-URL list keys like the plain string."""
+    urls = endpoint_urls(api_base)
+    return urls[0] if urls else ""
+
+
+def check_api_base(api_base: str | list[str] | None) -> None:
+    """A list must be non-empty, of http(s) URLs with a host, without duplicates."""
+    if api_base is None or isinstance(api_base, str):
+        return  # one URL: as before (the preflight tells if nothing listens there)
+    if not api_base:
+        raise FieldError("api_base", "empty list. Give one URL or a list of URLs, or null.")
+    seen: dict[str, int] = {}
+    for i, url in enumerate(api_base):
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise FieldError(f"api_base[{i}]", f"{url!r} is not an http(s) URL, e.g. http://gpu1:8000/v1.")
+        norm = url.rstrip("/")
+        if norm in seen:
+            raise FieldError(
+                f"api_base[{i}]",
+                f"{url!r} repeats api_base[{seen[norm]}]. List each endpoint once "
+                "(raise model.concurrency for more requests in flight per endpoint).",
+            )
+        seen[norm] = i
 
 
 @dataclass
@@ -39,7 +76,11 @@ class Price:
 class ModelConfig:
     provider: Literal["local", "litellm", "test"] = doc("backend: local | litellm | test")
     name: str = doc("litellm model string (e.g. openai/gpt-4o-mini) or a label", "")
-    api_base: str | None = doc("OpenAI-compatible base URL (vLLM, Ollama, llama.cpp …)", None)
+    api_base: str | list[str] | None = doc(
+        "OpenAI-compatible base URL (vLLM, Ollama, llama.cpp …), or a list of URLs serving the "
+        "same model: requests are balanced across them (docs/endpoints.md)",
+        None,
+    )
     api_key_env: str | None = doc("name of the env var holding the API key (never the key)", None)
     concurrency: int = doc(
         "requests kept in flight at once against this endpoint (the ceiling when min_concurrency is set)", 8
@@ -64,6 +105,14 @@ class ModelConfig:
     circuit_breaker: int = doc(
         "connection failures in a row (refused, unknown host) that stop the run; 0 = never stop", 5
     )
+    endpoint_failures: int = doc(
+        "several api_base: connection failures in a row that take one endpoint out", 3
+    )
+    endpoint_retry_s: float = doc(
+        "several api_base: first cool-down before a taken-out endpoint is probed; doubles per failed probe",
+        10.0,
+    )
+    endpoint_retry_max_s: float = doc("several api_base: cap on one cool-down", 300.0)
     transport: Literal["auto", "litellm", "direct"] = doc(
         "auto: direct HTTP for an api_base endpoint, litellm otherwise", "auto"
     )
@@ -92,7 +141,17 @@ class ModelConfig:
                 raise ValueError(f"{name} must be > 0 (null = no limit)")
         if self.max_retries < 0:
             raise ValueError("max_retries must be >= 0")
-        for name in ("timeout_s", "backoff_base_s", "backoff_max_s", "startup_timeout_s"):
+        check_api_base(self.api_base)
+        if self.endpoint_failures < 1:
+            raise ValueError("endpoint_failures must be >= 1")
+        for name in (
+            "timeout_s",
+            "backoff_base_s",
+            "backoff_max_s",
+            "startup_timeout_s",
+            "endpoint_retry_s",
+            "endpoint_retry_max_s",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0 (got {getattr(self, name)})")
         if self.circuit_breaker < 0:
@@ -106,3 +165,8 @@ class ModelConfig:
                 "OPENAI_API_KEY), but the value given looks like a key itself. "
                 "Export the key (export MY_KEY=...) and set api_key_env=MY_KEY."
             )
+
+    @property
+    def total_concurrency(self) -> int:
+        """Requests in flight at most across all endpoints: `concurrency` per endpoint."""
+        return self.concurrency * max(1, len(endpoint_urls(self.api_base)))

@@ -142,13 +142,15 @@ def finish(
 
 
 def wall_time(est: StageEstimate, cfg: ModelConfig) -> float:
-    """calls / throughput, the throughput bounded by concurrency/latency, rpm and tpm."""
-    per_s = [cfg.concurrency / max(est.latency_s, 1e-3)]
+    """calls / throughput, the throughput bounded by concurrency/latency, rpm and tpm (all
+    three per endpoint: several api_base URLs multiply them)."""
+    n = cfg.total_concurrency // cfg.concurrency  # endpoints
+    per_s = [cfg.total_concurrency / max(est.latency_s, 1e-3)]
     if cfg.rpm:
-        per_s.append(cfg.rpm / 60)
+        per_s.append(n * cfg.rpm / 60)
     if cfg.tpm and est.calls:
         tokens = est.prompt_tokens + (est.completion_expected or est.completion_worst)
-        per_s.append(cfg.tpm / 60 / max(tokens / est.calls, 1))
+        per_s.append(n * cfg.tpm / 60 / max(tokens / est.calls, 1))
     return round(est.calls / min(per_s), 1) if est.calls else 0.0
 
 

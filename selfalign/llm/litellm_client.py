@@ -16,14 +16,9 @@ from typing import Any
 
 from selfalign.errors import LLMError
 from selfalign.llm.base import ChatRequest, ChatResult
-from selfalign.llm.config import ModelConfig, Price
-from selfalign.llm.limits import (
-    AdaptiveLimit,
-    RateLimits,
-    estimate_tokens,
-    load_signal,
-    tokens_used,
-)
+from selfalign.llm.config import ModelConfig, Price, cache_url, endpoint_urls
+from selfalign.llm.endpoints import Endpoint, EndpointPool
+from selfalign.llm.limits import AdaptiveLimit, estimate_tokens, load_signal, tokens_used
 from selfalign.llm.transport import (
     DirectTransport,
     Reply,
@@ -145,6 +140,8 @@ class _LiteLLMTransport:
         except self._api_errors as exc:  # 4xx/5xx; litellm maps malformed bodies to 500
             status = getattr(exc, "status_code", None)
             msg = str(exc)
+            if unreachable(exc):  # litellm wraps a refused connection as a 500 InternalServerError
+                raise TransportError("unreachable", msg) from None
             kind = classify_status(status, msg) if isinstance(status, int) else "retry"
             raise TransportError(
                 kind, msg, status if isinstance(status, int) else None, _retry_after(exc)
@@ -196,29 +193,29 @@ class LiteLLMClient:
     ) -> None:
         self.cfg = cfg
         self._own_key = api_key  # the embedded server's per-run key (not from the environment)
-        self.api_base = api_base or cfg.api_base
+        urls = [api_base] if api_base else endpoint_urls(cfg.api_base)
+        self.api_base = urls[0] if len(urls) == 1 else (cache_url(urls) or None)
         self.transport_kind = transport or ("direct" if api_base else transport_kind(cfg))
-        self.label = f"model '{cfg.name}'" + (f" at {self.api_base}" if self.api_base else "")
+        where = self.api_base if len(urls) <= 1 else f"{len(urls)} endpoints ({', '.join(urls)})"
+        self.label = f"model '{cfg.name}'" + (f" at {where}" if where else "")
         if cfg.api_key_env and not os.environ.get(cfg.api_key_env):
             raise LLMError(
                 f"{self.label}: the environment variable {cfg.api_key_env} (named by "
                 f"model.api_key_env) is not set or empty. Export it before the run, e.g. "
                 f"`export {cfg.api_key_env}=...`; keys are never read from config files."
             )
-        self._send: DirectTransport | _LiteLLMTransport
-        if self.transport_kind == "direct":
-            if not self.api_base:
-                raise LLMError(f"{self.label}: the direct transport needs model.api_base.")
-            name = cfg.name[len("openai/") :] if cfg.name.startswith("openai/") else cfg.name
-            self._send = DirectTransport(self.api_base, name)
-        else:
-            self._send = _LiteLLMTransport(dataclasses.replace(cfg, api_base=self.api_base))
+        if self.transport_kind == "direct" and not urls:
+            raise LLMError(f"{self.label}: the direct transport needs model.api_base.")
+        name = cfg.name[len("openai/") :] if cfg.name.startswith("openai/") else cfg.name
+
+        def make(url: str | None) -> DirectTransport | _LiteLLMTransport:
+            if self.transport_kind == "direct":
+                return DirectTransport(str(url), name)
+            return _LiteLLMTransport(dataclasses.replace(cfg, api_base=url))
+
+        self.pool = EndpointPool(cfg, urls or [None], make)  # type: ignore[list-item]
         self.identity = identity or f"{self.transport_kind}:{cfg.name}@{self.api_base or ''}"
         self.supports_json_schema = cfg.supports_json_schema
-        # asyncio primitives bind to one event loop; a multirun may run jobs in fresh loops.
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self.limit = AdaptiveLimit(cfg.min_concurrency or cfg.concurrency, cfg.concurrency)
-        self.rates = RateLimits(cfg.rpm, cfg.tpm)
         self.in_flight = 0
         self.max_in_flight = 0
         self.unreachable = 0  # connection failures (refused / unknown host) since the last reply
@@ -243,17 +240,28 @@ class LiteLLMClient:
             text = pattern.sub(r"\1***", text)
         return _PREFIXES.sub("", text)[:600]
 
-    def _limits(self) -> tuple[AdaptiveLimit, RateLimits]:
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:  # their futures and timers belong to one loop
-            self._loop = loop
-            self.limit = AdaptiveLimit(self.limit.floor, self.limit.ceiling)
-            self.rates = RateLimits(self.cfg.rpm, self.cfg.tpm)
-        return self.limit, self.rates
+    @property
+    def limit(self) -> AdaptiveLimit:
+        """The (first) endpoint's adaptive limit."""
+        return self.pool.endpoints[0].limit
+
+    @property
+    def _send(self) -> Any:
+        return self.pool.endpoints[0].send
+
+    def endpoint_stats(self) -> dict[str, dict[str, Any]]:
+        """Per endpoint counts, for the manifest (only with several endpoints)."""
+        return self.pool.stats() if len(self.pool) > 1 else {}
 
     def concurrency_status(self) -> str:
-        """'conc 12/64' while adaptive concurrency is on (for the progress bar)."""
-        return self.limit.status()
+        """'conc 12/64' while adaptive concurrency is on (for the progress bar); with several
+        endpoints the sums, and how many are up when one is out."""
+        eps = self.pool.endpoints
+        if len(eps) == 1:
+            return self.limit.status()
+        up = sum(e.up for e in eps)
+        conc = f"conc {sum(int(e.limit.limit) for e in eps)}/{sum(e.limit.ceiling for e in eps)} · "
+        return (conc if self.limit.adaptive else "") + f"{up}/{len(eps)} endpoints up"
 
     def _backoff(self, retry: int, after: float | None) -> float:
         if after is not None:
@@ -266,37 +274,25 @@ class LiteLLMClient:
         if not self.supports_json_schema:
             params.pop("response_format", None)
         messages, timeout = request.message_dicts, self.cfg.timeout_s
-        (limit, rates), start, error = self._limits(), time.perf_counter(), ""
+        start, error = time.perf_counter(), ""
+        self.pool.bind_loop()
         tokens = estimate_tokens(
             sum(len(c.encode()) for _, c in request.messages), int(params.get("max_tokens") or 0)
         )
         for retry in range(self.cfg.max_retries + 1):
-            failure: TransportError | None = None
-            reply: Reply | None = None
-            charged = await rates.acquire(tokens)  # before a slot: waiting here holds none
-            epoch = await limit.acquire()  # held only while a call is in flight, not in backoff
-            self.in_flight += 1
-            self.max_in_flight = max(self.max_in_flight, self.in_flight)
-            t0 = time.perf_counter()
-            try:
-                # The transport has its own timeout; this one also covers a stuck connect,
-                # with a grace second so the transport's clearer error usually fires first.
-                reply = await asyncio.wait_for(
-                    self._send.send(messages, params, self._key(), timeout), timeout + 1.0
-                )
-            except TransportError as exc:
-                failure = exc
-            except (asyncio.TimeoutError, TimeoutError):
-                failure = TransportError("retry", f"timeout after {timeout:g}s")
-            except Exception as exc:  # noqa: BLE001 — a bug or a bad param type: no retry
-                raise LLMError(
-                    f"{self.label}: unexpected {type(exc).__name__}: {self._scrub(str(exc))}"
-                ) from None
-            finally:
-                self.in_flight -= 1
-                limit.release(epoch, load_signal(failure))
-                rates.correct(charged, tokens_used(reply, charged))
-            latency = time.perf_counter() - t0
+            # A connection failure while another endpoint is up goes there at once, uncounted.
+            tried: tuple[Endpoint, ...] = ()
+            for _ in range(len(self.pool)):
+                ep = await self.pool.choose(avoid=tried)
+                tried += (ep,)
+                try:
+                    reply, failure, latency = await self._attempt(ep, messages, params, tokens, timeout)
+                except BaseException:  # cancelled, or a bug: the slot is free, no verdict
+                    self.pool.abandon(ep)
+                    raise
+                moved = self.pool.done(ep, failure)
+                if not moved:
+                    break
             if reply is not None:
                 self.unreachable = 0
                 return self._result(reply, retry + 1, latency, start)
@@ -304,7 +300,7 @@ class LiteLLMClient:
             if failure.kind == "fatal":
                 raise LLMError(self._fatal_message(failure, request)) from None
             error = self._describe(failure)
-            if failure.kind == "unreachable":
+            if failure.kind == "unreachable" and not moved:
                 self._trip(error)
             if failure.kind == "row":
                 return ChatResult(
@@ -320,6 +316,45 @@ class LiteLLMClient:
             retries=attempts - 1,
             latency_s=time.perf_counter() - start,
         )
+
+    async def _attempt(
+        self,
+        ep: Endpoint,
+        messages: list[dict[str, str]],
+        params: dict[str, Any],
+        tokens: int,
+        timeout: float,
+    ) -> tuple[Reply | None, TransportError | None, float]:
+        """One call to one endpoint: (reply, failure, latency); raises LLMError on a bug."""
+        failure: TransportError | None = None
+        reply: Reply | None = None
+        charged = await ep.rates.acquire(tokens)  # before a slot: waiting here holds none
+        epoch = await ep.limit.acquire()  # held only while a call is in flight, not in backoff
+        self.in_flight += 1
+        ep.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        ep.max_in_flight = max(ep.max_in_flight, ep.in_flight)
+        t0 = time.perf_counter()
+        try:
+            # The transport has its own timeout; this one also covers a stuck connect,
+            # with a grace second so the transport's clearer error usually fires first.
+            reply = await asyncio.wait_for(
+                ep.send.send(messages, params, self._key(), timeout), timeout + 1.0
+            )
+        except TransportError as exc:
+            failure = exc
+        except (asyncio.TimeoutError, TimeoutError):
+            failure = TransportError("retry", f"timeout after {timeout:g}s")
+        except Exception as exc:  # noqa: BLE001 — a bug or a bad param type: no retry
+            raise LLMError(
+                f"{self.label}: unexpected {type(exc).__name__}: {self._scrub(str(exc))}"
+            ) from None
+        finally:
+            self.in_flight -= 1
+            ep.in_flight -= 1
+            ep.limit.release(epoch, load_signal(failure))
+            ep.rates.correct(charged, tokens_used(reply, charged))
+        return reply, failure, time.perf_counter() - t0
 
     def _result(self, reply: Reply, attempts: int, latency: float, start: float) -> ChatResult:
         return ChatResult(
@@ -341,6 +376,8 @@ class LiteLLMClient:
         limit = self.cfg.circuit_breaker
         if limit and self.unreachable >= limit:
             where = self.api_base or self.cfg.name
+            if len(self.pool) > 1:
+                where = f"any of its {len(self.pool)} endpoints"
             raise LLMError(
                 f"{self.label}: cannot reach {where} ({self.unreachable} connection "
                 f"failures in a row: {error}). Start the server or fix model.api_base "
@@ -370,4 +407,4 @@ class LiteLLMClient:
         )
 
     async def aclose(self) -> None:
-        await self._send.aclose()
+        await self.pool.aclose()

@@ -8,15 +8,19 @@ var is set. The embedded and the test model need nothing.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import logging
 import os
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
 
-from selfalign.llm.config import ModelConfig
+from selfalign.llm.config import ModelConfig, endpoint_urls
 
 TIMEOUT_S = 5.0
+UNREACHABLE = "cannot reach the server"
+log = logging.getLogger(__name__)
 
 
 def _served_name(cfg: ModelConfig) -> str:
@@ -53,9 +57,7 @@ def check_endpoint(label: str, cfg: ModelConfig) -> str | None:
     status, body = _get_models(cfg)
     where = f"{label} at {cfg.api_base}"
     if status is None:
-        return (
-            f"{where}: cannot reach the server ({body}). Start it, or fix model.api_base. Nothing was called."
-        )
+        return f"{where}: {UNREACHABLE} ({body}). Start it, or fix model.api_base. Nothing was called."
     if status in (401, 403):
         return (
             f"{where}: the server refused the key (HTTP {status}). Check "
@@ -77,14 +79,27 @@ def check_endpoint(label: str, cfg: ModelConfig) -> str | None:
 
 
 async def preflight(models: Iterable[tuple[str, ModelConfig]]) -> list[str]:
-    """Every endpoint's problem, checked concurrently (each at most TIMEOUT_S)."""
-    models = list(models)
-    seen: dict[tuple[str | None, str], str] = {}
+    """Every endpoint's problem, checked concurrently (each at most TIMEOUT_S). Of a model with
+    several `api_base` URLs, unreachable ones are only logged as warnings while one answers
+    (the run takes them out); a wrong key or model at any of them is a problem."""
+    seen: dict[tuple[str | None, str], tuple[str, ModelConfig]] = {}
+    groups: list[list[tuple[str | None, str]]] = []
     for label, cfg in models:
-        seen.setdefault((cfg.api_base, cfg.name), label)
+        urls: list[str | None] = list(endpoint_urls(cfg.api_base)) or [None]
+        keys = [(url, cfg.name) for url in urls]
+        for url, key in zip(urls, keys, strict=True):
+            seen.setdefault(key, (label, dataclasses.replace(cfg, api_base=url)))
+        groups.append(keys)
     loop = asyncio.get_running_loop()
-    cfgs = {key: cfg for label, cfg in models for key in [(cfg.api_base, cfg.name)]}
-    found = await asyncio.gather(
-        *(loop.run_in_executor(None, check_endpoint, label, cfgs[key]) for key, label in seen.items())
-    )
-    return [p for p in found if p]
+    checks = [loop.run_in_executor(None, check_endpoint, *seen[key]) for key in seen]
+    found = dict(zip(seen, await asyncio.gather(*checks), strict=True))
+    problems: list[str] = []
+    for keys in groups:
+        said = [found[k] for k in keys if found[k]]
+        down = [p for p in said if UNREACHABLE in p]
+        if len(keys) > 1 and len(down) < len(keys):
+            for p in down:
+                log.warning("%s The other endpoints take its share.", p.replace(" Nothing was called.", ""))
+            said = [p for p in said if p not in down]
+        problems += [p for p in said if p not in problems]
+    return problems

@@ -14,7 +14,7 @@ from selfalign.llm.accounting import Accounting
 from selfalign.llm.base import ChatRequest, ChatResult, LLMClient
 from selfalign.llm.budget import Budget, BudgetSettings, completion_bound, prompt_token_bound
 from selfalign.llm.cache import ResponseCache
-from selfalign.llm.config import ModelConfig, Price
+from selfalign.llm.config import ModelConfig, Price, cache_url
 from selfalign.llm.local import SHA256 as EMBEDDED_SHA256
 from selfalign.registry import did_you_mean
 
@@ -96,7 +96,7 @@ class LLMSession:
     def identity(self, ref: str | None) -> str:
         """Part of every cache key: what decides the outputs, never a port or a secret."""
         cfg = self.model_config(ref)
-        ident = f"{cfg.provider}:{cfg.name}@{cfg.api_base or ''}:{cfg.path or ''}"
+        ident = f"{cfg.provider}:{cfg.name}@{cache_url(cfg.api_base)}:{cfg.path or ''}"
         if cfg.provider == "local" and not cfg.path:
             ident += f"sha256={EMBEDDED_SHA256[:16]}"  # new bundled weights → new answers
         if cfg.extra_params:  # they change outputs; hashed, so nothing in them gets written
@@ -154,7 +154,7 @@ class LLMSession:
         if loop is not self._slots_loop:  # asyncio primitives bind to one event loop
             self._slots, self._slots_loop = {}, loop
         if name not in self._slots:
-            self._slots[name] = asyncio.Semaphore(self.models[name].concurrency)
+            self._slots[name] = asyncio.Semaphore(self.models[name].total_concurrency)
         return self._slots[name]
 
     def _worst(self, name: str, req: ChatRequest) -> tuple[float, int]:
@@ -172,6 +172,15 @@ class LLMSession:
         """Wait until every call already sent has come back (after a budget stop)."""
         while self.in_flight:
             await asyncio.sleep(0.02)
+
+    def endpoint_stats(self) -> dict[str, dict[str, Any]]:
+        """Per model ref with several endpoints: per URL counts of this attempt (the manifest)."""
+        out = {}
+        for name, client in self._clients.items():
+            stats = getattr(client, "endpoint_stats", None)
+            if callable(stats) and (found := stats()):
+                out[name] = found
+        return out
 
     def status(self) -> str:
         """Live figures for the progress bar: $ spent (and the budget), current concurrency."""
