@@ -110,9 +110,11 @@ class BatchAPI:
         url = url if url.startswith("http") else self.base + url
         timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
         try:
-            async with aiohttp.ClientSession(timeout=timeout) as http:
-                async with http.request(method, url, headers=self._headers(), **kw) as r:
-                    raw, status = await r.read(), r.status
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as http,
+                http.request(method, url, headers=self._headers(), **kw) as r,
+            ):
+                raw, status = await r.read(), r.status
         except (aiohttp.ClientError, OSError) as exc:
             raise LLMError(f"batch API at {self.base}: {type(exc).__name__}: {exc}") from None
         if status != 200:

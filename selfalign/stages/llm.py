@@ -15,8 +15,8 @@ import pandas as pd
 
 from selfalign import io
 from selfalign.config import doc
-from selfalign.errors import ConfigError
 from selfalign.engine import Engine, messages
+from selfalign.errors import ConfigError
 from selfalign.prompts import Prompt
 from selfalign.stages.base import Stage, StageSpec
 

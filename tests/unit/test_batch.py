@@ -69,7 +69,7 @@ def test_round_trip_fills_the_cache_at_batch_price(mock, tmp_path: Path, provide
     assert sizes(mock) == [2 * ROWS, 2 * ROWS]  # one batch per stage, every request in it
     assert mock.calls["create"] == 2 and mock.requests == 0  # nothing was sent live
     assert mock.calls["upload"] == (2 if provider == "openai" else 0)
-    assert STEPS == [s for s in dict.fromkeys(mock.seen_statuses)]  # every status was polled
+    assert [s for s in dict.fromkeys(mock.seen_statuses)] == STEPS  # every status was polled
     auth = mock.auth[0]
     if provider == "openai":
         assert auth == {"Authorization": "Bearer sk-mock-batch"}
@@ -168,3 +168,20 @@ def test_batch_on_a_model_without_a_batch_api_fails_before_any_call(tmp_path: Pa
     assert e.value.exit_code == EXIT_CONFIG
     with pytest.raises(ValidationFailed, match="batch_poll_s. must be > 0"):
         api.run([*args, "pipeline.stages.answer.batch_poll_s=0"], tmp_path / "b", config_dirs=DIRS)
+
+
+def test_the_estimate_prices_batched_stages_at_batch_price() -> None:
+    from selfalign.commands.estimate import estimate
+
+    base = [
+        "model=openai",
+        "model.price={input_per_mtok: 1000, output_per_mtok: 1000}",
+        "pipeline=tiny",
+        f"prompts.search_path=[{FIXTURES / 'prompts'}]",
+    ]
+    live = {s["stage"]: s for s in estimate(base, DIRS)["stages"]}
+    batched = {s["stage"]: s for s in estimate([*base, "pipeline.stages.answer.batch=true"], DIRS)["stages"]}
+    assert batched["answer"]["calls"] == live["answer"]["calls"] == 2 * ROWS  # the same requests
+    assert batched["answer"]["batch"] and not batched["judge"]["batch"]
+    assert batched["answer"]["usd_high"] == pytest.approx(live["answer"]["usd_high"] * 0.5)
+    assert batched["judge"]["usd_high"] == pytest.approx(live["judge"]["usd_high"])
