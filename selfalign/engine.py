@@ -103,7 +103,7 @@ class Engine:
         if getattr(params, "batch", False):  # its cache misses go through the batch API
             from selfalign.llm.batch import enable
 
-            enable(ctx.llm, stage, params)
+            enable(ctx.llm, stage, params, progress)
 
     async def run(self, jobs: list[Job], policy: Policy = Policy()) -> list[Outcome]:
         """Every job at once; outcomes in job order."""

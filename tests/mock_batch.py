@@ -14,6 +14,8 @@ way each provider does; `failed` has no results at all.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import itertools
 import json
 from collections import Counter
@@ -35,6 +37,13 @@ def reply_text(body: dict[str, Any], tag: str, no_score_at: float | None = None)
     if "Score:" not in last:
         return f"batch reply {tag} to: {last[:50]}"
     return "no verdict" if body.get("temperature") == no_score_at else "Fine answer. Score: 4"
+
+
+def words(body: dict[str, Any]) -> int:
+    """The mock's 'prompt tokens': words in the messages (and the system prompt)."""
+    return sum(len(str(m.get("content", "")).split()) for m in body["messages"]) + len(
+        str(body.get("system", "")).split()
+    )
 
 
 @dataclass
@@ -62,6 +71,10 @@ class MockBatchServer(MockServer):
         self.seen_statuses: list[str] = []
         self.auth: list[dict[str, str]] = []
         self._ids = itertools.count(1)
+
+    def stats(self) -> dict[str, Any]:
+        sizes = [len(b.lines) for b in self.batches.values()]
+        return {**super().stats(), "batch_calls": dict(self.calls), "batch_sizes": sizes}
 
     def batch_calls(self) -> int:
         return sum(self.calls.values())
@@ -144,7 +157,7 @@ class MockBatchServer(MockServer):
                 err.append({"custom_id": cid, "response": bad, "error": None})
             else:
                 text = reply_text(body, cid[:6], self.no_score_at)
-                usage = {"prompt_tokens": 10, "completion_tokens": len(text.split())}
+                usage = {"prompt_tokens": words(body), "completion_tokens": len(text.split())}
                 choice = {
                     "index": 0,
                     "message": {"role": "assistant", "content": text},
@@ -205,7 +218,7 @@ class MockBatchServer(MockServer):
             result: dict[str, Any] = {"type": kind}
             if kind == "succeeded":
                 text = reply_text(r["params"], r["custom_id"][:6], self.no_score_at)
-                usage = {"input_tokens": 10, "output_tokens": len(text.split())}
+                usage = {"input_tokens": words(r["params"]), "output_tokens": len(text.split())}
                 content = [{"type": "text", "text": text}]
                 result["message"] = {
                     "type": "message",
@@ -229,3 +242,26 @@ class MockBatchServer(MockServer):
         app.router.add_get("/v1/messages/batches/{id}", self._a_get)
         app.router.add_get("/v1/messages/batches/{id}/results", self._a_results)
         return app
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--in-progress-polls", type=int, default=1, help="polls a batch stays in_progress")
+    a = ap.parse_args()
+    server = MockBatchServer()
+    server.statuses = ["validating", *["in_progress"] * a.in_progress_polls, "finalizing", "completed"]
+
+    async def run() -> None:
+        await server.serve(a.port)
+        print(f"PORT {server.port}", flush=True)
+        await asyncio.Event().wait()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

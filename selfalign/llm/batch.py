@@ -71,8 +71,11 @@ class Records:
 class Batcher:
     """One batched stage's rounds; `send` is what the session calls for each cache miss."""
 
-    def __init__(self, session: LLMSession, stage: str, settings: BatchSettings) -> None:
+    def __init__(
+        self, session: LLMSession, stage: str, settings: BatchSettings, progress: Any = None
+    ) -> None:
         self.session, self.stage, self.settings = session, stage, settings
+        self.progress = progress  # the stage's StageProgress: its bar shows the batch status
         self.records = Records(session.run_dir / "batches" / f"{stage}.json")
         self.pending: dict[tuple[str | None, str], tuple[ChatRequest, list[asyncio.Future]]] = {}
         self._round: asyncio.Task | None = None
@@ -184,6 +187,8 @@ class Batcher:
                 self.records.save()
                 log.info("%s: batch %s %s (%d/%d)", self.stage, rec["id"], status, state.done, state.total)
             self.state = f"batch {state.status} {state.done}/{state.total or len(rec['keys'])}"
+            if self.progress is not None:
+                self.progress.advance(0)  # nothing finished, but the bar shows the new state
             if state.ended:
                 break
             if futs and all(f.done() for f in futs):  # every waiter gone: leave it for a re-run
@@ -244,7 +249,7 @@ def _reattachable(records: Records, ident: str, todo: dict[str, ChatRequest]) ->
     return [r for r in records.open(ident) if not todo.keys().isdisjoint(r["keys"])]
 
 
-def enable(session: LLMSession, stage: str, params: Any) -> None:
+def enable(session: LLMSession, stage: str, params: Any, progress: Any = None) -> None:
     """Send `stage`'s cache misses through batches (called when a stage with batch: true runs)."""
     settings = BatchSettings(params.batch_poll_s, params.batch_max_wait_s)
-    session.batchers[stage] = Batcher(session, stage, settings)
+    session.batchers[stage] = Batcher(session, stage, settings, progress)

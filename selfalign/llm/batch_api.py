@@ -32,6 +32,7 @@ ANTHROPIC_VERSION = "2023-06-01"
 TIMEOUT_S = 300.0  # one upload / download; large files take a while
 # statuses, normalised: 'running', or how it ended
 _OPENAI_ENDED = {"completed": "completed", "failed": "failed", "expired": "expired", "cancelled": "cancelled"}
+REASONING = ("o1", "o3", "o4", "gpt-5")  # OpenAI models that take max_completion_tokens
 # what a request that never ran says (OpenAI error codes, Anthropic result types)
 UNFINISHED = {"batch_expired", "batch_cancelled", "expired", "canceled"}
 
@@ -127,6 +128,8 @@ class BatchAPI:
         if not self.cfg.supports_json_schema or self.kind == "anthropic":
             params.pop("response_format", None)
         if self.kind == "openai":
+            if self.model.startswith(REASONING) and "max_tokens" in params:
+                params["max_completion_tokens"] = params.pop("max_tokens")  # what they accept
             return {"model": self.model, "messages": req.message_dicts, **params}
         params.pop("seed", None)  # Anthropic has no sampling seed
         if "stop" in params:

@@ -185,3 +185,17 @@ def test_the_estimate_prices_batched_stages_at_batch_price() -> None:
     assert batched["answer"]["batch"] and not batched["judge"]["batch"]
     assert batched["answer"]["usd_high"] == pytest.approx(live["answer"]["usd_high"] * 0.5)
     assert batched["judge"]["usd_high"] == pytest.approx(live["judge"]["usd_high"])
+
+
+def test_a_reattached_batch_that_expired_resubmits_only_what_did_not_run(mock, tmp_path: Path) -> None:
+    mock.statuses, mock.ran = ["validating", "in_progress", "expired"], 4
+    with pytest.raises(BatchPending):
+        run(mock, tmp_path / "a", "pipeline.stages.answer.batch_max_wait_s=0")
+    # re-run: the first batch ends expired (4 ran); the 6 others go in a new batch, which
+    # expires too with 4 of them run: now the run stops and says so
+    with pytest.raises(BatchEnded, match="2 of 6 requests not run; the 4 results are cached"):
+        run(mock, tmp_path / "a")
+    assert sizes(mock) == [10, 6]
+    mock.statuses = list(STEPS)
+    assert run(mock, tmp_path / "a")["status"] == "ok"
+    assert sizes(mock) == [10, 6, 2, 10]
