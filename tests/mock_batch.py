@@ -15,7 +15,6 @@ way each provider does; `failed` has no results at all.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import itertools
 import json
 from collections import Counter
@@ -23,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from mockserver import MockServer
+from mockserver import MockServer, serve_forever
 
 STEPS = ["validating", "in_progress", "finalizing", "completed"]
 _ANTHROPIC = {"cancelling": "canceling", "completed": "ended", "expired": "ended", "cancelled": "ended"}
@@ -118,9 +117,11 @@ class MockBatchServer(MockServer):
         return web.json_response(self._openai(b, "validating"))
 
     async def _get(self, request: web.Request) -> web.Response:
+        """Either provider's poll: one step along `statuses`, in that provider's shape."""
         self._note(request, "poll")
         b = self.batches[request.match_info["id"]]
-        return web.json_response(self._openai(b, self._status(b)))
+        shape = self._openai if b.api == "openai" else self._anthropic
+        return web.json_response(shape(b, self._status(b)))
 
     def _openai(self, b: Batch, status: str) -> dict[str, Any]:
         n = len(b.lines)
@@ -183,11 +184,6 @@ class MockBatchServer(MockServer):
         self.batches[b.id] = b
         return web.json_response(self._anthropic(b, "in_progress"))
 
-    async def _a_get(self, request: web.Request) -> web.Response:
-        self._note(request, "poll")
-        b = self.batches[request.match_info["id"]]
-        return web.json_response(self._anthropic(b, self._status(b)))
-
     def _anthropic(self, b: Batch, status: str) -> dict[str, Any]:
         word = _ANTHROPIC.get(status, "in_progress")
         counts = Counter({"processing": 0, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0})
@@ -239,7 +235,7 @@ class MockBatchServer(MockServer):
         app.router.add_get("/v1/batches/{id}", self._get)
         app.router.add_get("/v1/files/{id}/content", self._content)
         app.router.add_post("/v1/messages/batches", self._a_create)
-        app.router.add_get("/v1/messages/batches/{id}", self._a_get)
+        app.router.add_get("/v1/messages/batches/{id}", self._get)
         app.router.add_get("/v1/messages/batches/{id}/results", self._a_results)
         return app
 
@@ -251,16 +247,7 @@ def main() -> None:
     a = ap.parse_args()
     server = MockBatchServer()
     server.statuses = ["validating", *["in_progress"] * a.in_progress_polls, "finalizing", "completed"]
-
-    async def run() -> None:
-        await server.serve(a.port)
-        print(f"PORT {server.port}", flush=True)
-        await asyncio.Event().wait()
-
-    try:
-        asyncio.run(run())
-    except KeyboardInterrupt:
-        pass
+    serve_forever(server, a.port)
 
 
 if __name__ == "__main__":
