@@ -60,6 +60,7 @@ class MockBatchServer(MockServer):
         self.fail_when: dict[str, str] = {}  # needle in a request → error (http status or code)
         self.ran = 0  # with an expired/cancelled end: how many requests got results
         self.no_score_at: float | None = None  # judge prompts at this temperature get no score
+        self.poll_errors = 0  # the next this many polls answer 503 (a flaky API)
         super().__init__(**faults)
 
     def reset(self) -> None:
@@ -119,6 +120,9 @@ class MockBatchServer(MockServer):
     async def _get(self, request: web.Request) -> web.Response:
         """Either provider's poll: one step along `statuses`, in that provider's shape."""
         self._note(request, "poll")
+        if self.poll_errors:
+            self.poll_errors -= 1
+            return web.json_response({"error": {"message": "overloaded"}}, status=503)
         b = self.batches[request.match_info["id"]]
         shape = self._openai if b.api == "openai" else self._anthropic
         return web.json_response(shape(b, self._status(b)))

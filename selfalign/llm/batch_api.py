@@ -12,6 +12,7 @@ batches only in part (no inline create, results in OpenAI's shape), and they wou
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from dataclasses import dataclass, field
@@ -107,20 +108,37 @@ class BatchAPI:
             return {"x-api-key": key, "anthropic-version": ANTHROPIC_VERSION}
         return {"Authorization": f"Bearer {key}"}
 
-    async def _http(self, method: str, url: str, **kw: Any) -> bytes:
+    async def _http(
+        self, method: str, url: str, body: Any = None, upload: tuple[bytes, str] | None = None
+    ) -> bytes:
+        """One API call, retried with backoff on 429/5xx (and, for a GET, on connection errors:
+        a POST that may have reached the server is not sent again, so no batch is made twice)."""
         url = url if url.startswith("http") else self.base + url
-        timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
-        try:
-            async with (
-                aiohttp.ClientSession(timeout=timeout) as http,
-                http.request(method, url, headers=self._headers(), **kw) as r,
-            ):
-                raw, status = await r.read(), r.status
-        except (aiohttp.ClientError, OSError) as exc:
-            raise LLMError(f"batch API at {self.base}: {type(exc).__name__}: {exc}") from None
-        if status != 200:
-            raise LLMError(f"batch API {method} {url}: HTTP {status}: {_error_text(raw)}")
-        return raw
+        for attempt in range(self.cfg.max_retries + 1):
+            kw: dict[str, Any] = {"json": body} if body is not None else {}
+            if upload is not None:  # a FormData is spent once sent: a new one per attempt
+                form = aiohttp.FormData()
+                form.add_field("purpose", "batch")
+                form.add_field("file", upload[0], filename=upload[1], content_type="application/jsonl")
+                kw["data"] = form
+            try:
+                async with (
+                    aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT_S)) as http,
+                    http.request(method, url, headers=self._headers(), **kw) as r,
+                ):
+                    raw, status = await r.read(), r.status
+            except (aiohttp.ClientError, OSError) as exc:
+                raw, status = f"{type(exc).__name__}: {exc}".encode(), 0
+                if method != "GET":
+                    break
+            if status == 200:
+                return raw
+            if status and not (status == 429 or status >= 500):
+                break
+            if attempt < self.cfg.max_retries:
+                await asyncio.sleep(min(self.cfg.backoff_max_s, self.cfg.backoff_base_s * 2**attempt))
+        said = _error_text(raw).replace(os.environ.get(self._env) or "\0", "***")
+        raise LLMError(f"batch API {method} {url}: {f'HTTP {status}' if status else 'no answer'}: {said}")
 
     # ---- request bodies -----------------------------------------------------------------
     def body(self, req: ChatRequest) -> dict[str, Any]:
@@ -144,7 +162,7 @@ class BatchAPI:
         """Create a batch of `requests` (custom_id = cache key); returns the batch id."""
         if self.kind == "anthropic":
             reqs = [{"custom_id": k, "params": self.body(r)} for k, r in requests.items()]
-            got = json.loads(await self._http("POST", "/messages/batches", json={"requests": reqs}))
+            got = json.loads(await self._http("POST", "/messages/batches", {"requests": reqs}))
             return str(got["id"])
         lines = [
             json.dumps(
@@ -152,17 +170,15 @@ class BatchAPI:
             )
             for k, r in requests.items()
         ]
-        form = aiohttp.FormData()
-        form.add_field("purpose", "batch")
-        form.add_field("file", ("\n".join(lines) + "\n").encode(), filename=f"{stage}.jsonl")
-        upload = json.loads(await self._http("POST", "/files", data=form))
+        jsonl = ("\n".join(lines) + "\n").encode()
+        upload = json.loads(await self._http("POST", "/files", upload=(jsonl, f"{stage}.jsonl")))
         create = {
             "input_file_id": upload["id"],
             "endpoint": "/v1/chat/completions",
             "completion_window": "24h",
             "metadata": {"selfalign_stage": stage},
         }
-        return str(json.loads(await self._http("POST", "/batches", json=create))["id"])
+        return str(json.loads(await self._http("POST", "/batches", create))["id"])
 
     async def poll(self, batch_id: str) -> State:
         if self.kind == "anthropic":

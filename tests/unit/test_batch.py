@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mock_batch import STEPS, MockBatchServer  # noqa: E402
 
 from selfalign import api  # noqa: E402
-from selfalign.errors import EXIT_CONFIG, EXIT_RUN_FAILED, StageError, ValidationFailed  # noqa: E402
+from selfalign.errors import EXIT_CONFIG, EXIT_RUN_FAILED, LLMError, StageError, ValidationFailed  # noqa: E402
 from selfalign.llm.batch import BatchEnded, BatchPending  # noqa: E402
 from selfalign.llm.budget import BudgetExceeded  # noqa: E402
 
@@ -126,6 +126,18 @@ def test_an_ended_batch_stops_the_run_and_a_rerun_sends_only_the_rest(
     assert sizes(mock) == [10, 6, 10]  # the 4 that ran came from the cache
 
 
+def test_a_flaky_poll_is_retried_and_a_dead_one_stops_the_run(mock, tmp_path: Path) -> None:
+    mock.poll_errors = 2
+    assert run(mock, tmp_path / "a", "model.backoff_base_s=0.001")["status"] == "ok"
+    assert mock.calls["create"] == 2 and mock.poll_errors == 0
+    mock.reset()
+    mock.poll_errors = 10**6
+    with pytest.raises(LLMError, match=r"batch API GET .*/batches/\S+: HTTP 503: overloaded") as err:
+        run(mock, tmp_path / "b", "model.backoff_base_s=0.001", "model.max_retries=2", "cache.enabled=false")
+    assert mock.calls["poll"] == 3 and mock.calls["create"] == 1  # 1 try + 2 retries, then stop
+    assert "sk-mock-batch" not in str(err.value)
+
+
 def test_a_failed_batch_is_a_clear_error(mock, tmp_path: Path) -> None:
     mock.statuses = ["validating", "failed"]
     with pytest.raises(BatchEnded, match="answer: batch .* failed: invalid: mock says no"):
@@ -168,23 +180,6 @@ def test_batch_on_a_model_without_a_batch_api_fails_before_any_call(tmp_path: Pa
     assert e.value.exit_code == EXIT_CONFIG
     with pytest.raises(ValidationFailed, match="batch_poll_s. must be > 0"):
         api.run([*args, "pipeline.stages.answer.batch_poll_s=0"], tmp_path / "b", config_dirs=DIRS)
-
-
-def test_the_estimate_prices_batched_stages_at_batch_price() -> None:
-    from selfalign.commands.estimate import estimate
-
-    base = [
-        "model=openai",
-        "model.price={input_per_mtok: 1000, output_per_mtok: 1000}",
-        "pipeline=tiny",
-        f"prompts.search_path=[{FIXTURES / 'prompts'}]",
-    ]
-    live = {s["stage"]: s for s in estimate(base, DIRS)["stages"]}
-    batched = {s["stage"]: s for s in estimate([*base, "pipeline.stages.answer.batch=true"], DIRS)["stages"]}
-    assert batched["answer"]["calls"] == live["answer"]["calls"] == 2 * ROWS  # the same requests
-    assert batched["answer"]["batch"] and not batched["judge"]["batch"]
-    assert batched["answer"]["usd_high"] == pytest.approx(live["answer"]["usd_high"] * 0.5)
-    assert batched["judge"]["usd_high"] == pytest.approx(live["judge"]["usd_high"])
 
 
 def test_a_reattached_batch_that_expired_resubmits_only_what_did_not_run(mock, tmp_path: Path) -> None:
