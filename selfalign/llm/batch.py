@@ -80,7 +80,6 @@ class Batcher:
         self.pending: dict[tuple[str | None, str], tuple[ChatRequest, list[asyncio.Future]]] = {}
         self._round: asyncio.Task | None = None
         self.state = ""  # for the progress bar
-        self.created = 0  # batches this attempt submitted (not re-attached)
 
     async def send(self, ref: str | None, req: ChatRequest, key: str) -> ChatResult:
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
@@ -136,8 +135,11 @@ class Batcher:
         for i in range(0, len(keys), api.max_requests):
             chunk = {k: todo[k] for k in keys[i : i + api.max_requests]}
             hold = self._reserve(ref, chunk)
-            batch_id = await api.submit(chunk, self.stage)
-            self.created += 1
+            try:
+                batch_id = await api.submit(chunk, self.stage)
+            except BaseException:
+                s.budget.settle(hold, 0.0, 0)  # nothing was submitted: nothing is held
+                raise
             rec = {
                 "id": batch_id,
                 "api": api.kind,
