@@ -21,8 +21,11 @@ from mock_batch import STEPS, MockBatchServer  # noqa: E402
 
 from selfalign import api  # noqa: E402
 from selfalign.errors import EXIT_CONFIG, EXIT_RUN_FAILED, LLMError, StageError, ValidationFailed  # noqa: E402
+from selfalign.llm.base import ChatRequest  # noqa: E402
 from selfalign.llm.batch import BatchEnded, BatchPending  # noqa: E402
+from selfalign.llm.batch_api import BatchAPI, batch_api  # noqa: E402
 from selfalign.llm.budget import BudgetExceeded  # noqa: E402
+from selfalign.llm.config import ModelConfig  # noqa: E402
 
 DIRS = [str(FIXTURES / "conf")]
 KEY = "MOCK_BATCH_KEY"
@@ -89,18 +92,26 @@ def test_round_trip_fills_the_cache_at_batch_price(mock, tmp_path: Path, provide
     assert again["llm_totals"]["cache_hits"] == 4 * ROWS
 
 
-def test_failed_requests_go_to_the_rejected_table(mock, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("provider", "reason"),
+    [
+        ("openai", "batch: HTTP 400: mock error 400"),
+        ("anthropic", "batch: invalid_request_error: mock says no"),
+    ],
+)
+def test_failed_requests_go_to_the_rejected_table(mock, tmp_path: Path, provider: str, reason: str) -> None:
     mock.fail_when = {"plants": "400"}  # both samples of one question fail
-    manifest = run(mock, tmp_path / "a")
+    manifest = run(mock, tmp_path / "a", provider=provider)
     assert manifest["status"] == "ok" and manifest["rejected"] == 2
     rejected = [json.loads(x) for x in (tmp_path / "a" / "rejected.jsonl").read_text().splitlines()]
     assert {r["stage"] for r in rejected} == {"answer"}
-    assert all("batch: HTTP 400: mock error 400" in r["reason"] for r in rejected)
+    assert all(reason in r["reason"] for r in rejected)
     assert sizes(mock) == [10, 8]  # the judge gets only the 8 answers that came back
 
     mock.reset()
-    with pytest.raises(StageError, match="answer: row .* failed .*batch: HTTP 400") as err:
-        run(mock, tmp_path / "b", "pipeline.stages.answer.on_failure=fail", "cache.enabled=false")
+    with pytest.raises(StageError, match=f"answer: row .* failed .*{reason}") as err:
+        fail = ("pipeline.stages.answer.on_failure=fail", "cache.enabled=false")
+        run(mock, tmp_path / "b", *fail, provider=provider)
     assert err.value.exit_code == EXIT_RUN_FAILED
 
 
@@ -194,3 +205,28 @@ def test_a_reattached_batch_that_expired_resubmits_only_what_did_not_run(mock, t
     mock.statuses = list(STEPS)
     assert run(mock, tmp_path / "a")["status"] == "ok"
     assert sizes(mock) == [10, 6, 2, 10]
+
+
+def test_request_bodies_in_each_providers_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(KEY, "k")
+    req = ChatRequest.make(
+        [("system", "Be brief."), ("user", "Hi")],
+        {"max_tokens": 9, "stop": ["\n"], "seed": 1, "temperature": 0.2, "response_format": {"type": "json"}},
+    )
+    anthropic = BatchAPI(ModelConfig(provider="litellm", name=NAMES["anthropic"], api_key_env=KEY))
+    assert anthropic.body(req) == {
+        "model": "claude-haiku-4-5",
+        "system": "Be brief.",
+        "messages": [{"role": "user", "content": "Hi"}],
+        "max_tokens": 9,
+        "stop_sequences": ["\n"],
+        "temperature": 0.2,
+    }
+    reasoning = BatchAPI(ModelConfig(provider="litellm", name="o4-mini", api_key_env=KEY))
+    body = reasoning.body(req)
+    assert body["max_completion_tokens"] == 9 and "max_tokens" not in body and body["seed"] == 1
+    assert "response_format" not in body  # the model config does not claim JSON-schema support
+    assert (
+        batch_api(ModelConfig(provider="litellm", name="my-model", api_base="http://127.0.0.1:1/v1")) is None
+    )
+    assert batch_api(ModelConfig(provider="litellm", name="claude-sonnet-4-5")) == "anthropic"
