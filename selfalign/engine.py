@@ -100,6 +100,10 @@ class Engine:
 
     def __init__(self, ctx: RunContext, stage: str, params: LLMParams, progress: StageProgress) -> None:
         self.ctx, self.stage, self.params, self.progress = ctx, stage, params, progress
+        if getattr(params, "batch", False):  # its cache misses go through the batch API
+            from selfalign.llm.batch import enable
+
+            enable(ctx.llm, stage, params, progress)
 
     async def run(self, jobs: list[Job], policy: Policy = Policy()) -> list[Outcome]:
         """Every job at once; outcomes in job order."""

@@ -283,9 +283,14 @@ def main() -> None:
         max_concurrency=a.max_concurrency,
         replies=a.replies,
     )
+    serve_forever(server, a.port)
+
+
+def serve_forever(server: MockServer, port: int) -> None:
+    """Run `server` in this process (it prints `PORT <n>` once listening) until interrupted."""
 
     async def run() -> None:
-        await server.serve(a.port)
+        await server.serve(port)
         print(f"PORT {server.port}", flush=True)
         await asyncio.Event().wait()
 

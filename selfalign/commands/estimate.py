@@ -25,6 +25,9 @@ def estimate(
     built = check(cfg)  # a bad config fails here, exit 2, as `run` would
     models = built.ctx.llm.models
     stages = est.tally(est.record_calls(cfg, models, overrides), models)
+    batched = {s.name for s in built.stages if getattr(s.params, "batch", False)}
+    for stage in stages:
+        stage.batch = stage.stage in batched
     if pilot:
         _pilot(cfg, stages, pilot)
     result = est.finish(stages, models, est.price(models))

@@ -98,6 +98,11 @@ class ModelConfig:
         "price map (null = the map for hosted models, free otherwise)",
         None,
     )
+    batch_price_factor: float = doc(
+        "share of the list price a batch-API call costs (stages with batch: true); "
+        "OpenAI and Anthropic both charge half",
+        0.5,
+    )
     timeout_s: float = doc("per-request timeout in seconds", 120.0)
     max_retries: int = doc("retries on 429/5xx/timeouts/connection errors", 5)
     backoff_base_s: float = doc("first backoff delay; doubles each retry, with jitter", 1.0)
@@ -142,6 +147,8 @@ class ModelConfig:
         if self.max_retries < 0:
             raise ValueError("max_retries must be >= 0")
         check_api_base(self.api_base)
+        if not 0 <= self.batch_price_factor <= 1:
+            raise ValueError(f"batch_price_factor must be between 0 and 1 (got {self.batch_price_factor})")
         if self.endpoint_failures < 1:
             raise ValueError("endpoint_failures must be >= 1")
         for name in (

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from selfalign.llm.config import ModelConfig
-from selfalign.llm.limits import AdaptiveLimit, RateLimits
+from selfalign.llm.limits import PRIORITY, AdaptiveLimit, RateLimits
 from selfalign.llm.transport import Reply, TransportError
 
 log = logging.getLogger(__name__)
@@ -80,12 +80,15 @@ class EndpointPool:
             e.limit = AdaptiveLimit(e.limit.floor, e.limit.ceiling)
             e.rates = RateLimits(self.cfg.rpm, self.cfg.tpm)
 
-    async def choose(self, priority: int = 0, avoid: tuple[Endpoint, ...] = ()) -> Endpoint:
+    async def choose(self, priority: int | None = None, avoid: tuple[Endpoint, ...] = ()) -> Endpoint:
         """The endpoint for the next attempt (counted as assigned until `done`). With several,
         wait until one has a free slot and only then choose: a request queued at one endpoint
         could not move to another that frees first, so a slow server would hold a full share.
         Lower `priority` values are served first, FIFO among equals. One endpoint: its own
-        limit does the queueing. `avoid`: endpoints this request just failed to connect to."""
+        limit does the queueing. `avoid`: endpoints this request just failed to connect to.
+        By default the streaming runner's PRIORITY decides (later stages first)."""
+        if priority is None:
+            priority = -PRIORITY.get()
         while True:
             chosen = self._pick(avoid)
             if len(self.endpoints) == 1 or chosen.assigned < int(chosen.limit.limit):

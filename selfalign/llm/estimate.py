@@ -39,6 +39,7 @@ class StageEstimate:
     latency_s: float = DEFAULT_LATENCY_S
     wall_s: float = 0.0
     pilot_calls: int = 0
+    batch: bool = False  # sent through a batch API: priced at model.batch_price_factor
     requests: list[Recorded] = field(default_factory=list, repr=False)
 
     def to_json(self) -> dict[str, Any]:
@@ -68,6 +69,9 @@ def dry_config(cfg: DictConfig, models: dict[str, ModelConfig]) -> DictConfig:
     dry.model = stand_in("default")
     dry.models = {ref: stand_in(ref) for ref in models if ref != "default"}
     dry.budget = {"max_usd": None, "max_tokens": None}
+    for stage in (dry.pipeline.get("stages") or {}).values():
+        if isinstance(stage, DictConfig) and stage.get("batch"):
+            stage.batch = False  # the test model has no batch API; the same requests, sent live
     dry.preflight = False
     return dry
 
@@ -115,6 +119,8 @@ def finish(
     """$ range and wall time per stage, and the totals (stages run one after another)."""
     for est in stages:
         p, cfg = prices.get(est.model), models[est.model]
+        if p is not None and est.batch:
+            p = Price(p.input_per_mtok * cfg.batch_price_factor, p.output_per_mtok * cfg.batch_price_factor)
         if p is not None:
             est.usd_low = p.cost(est.prompt_tokens, 0)
             est.usd_high = p.cost(est.prompt_tokens, est.completion_worst)

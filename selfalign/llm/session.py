@@ -75,6 +75,7 @@ class LLMSession:
         self._slots_loop: asyncio.AbstractEventLoop | None = None
         self.in_flight = 0  # calls sent (reserved) and not yet settled
         self.spent_usd = 0.0  # this attempt, for the progress bar
+        self.batchers: dict[str, Any] = {}  # stage → its Batcher (llm/batch.py), for batch: true
 
     def check_ref(self, ref: str | None, where: str) -> None:
         name = ref or DEFAULT
@@ -119,6 +120,9 @@ class LLMSession:
                     prompt_tokens=meta.get("prompt_tokens", 0),
                     completion_tokens=meta.get("completion_tokens", 0),
                 )
+        batcher = self.batchers.get(stage)
+        if batcher is not None:  # batch: true — it caches what comes back itself
+            return await batcher.send(ref, req, key)
         result = await self._send(ref, req)
         result.model = ident
         if use_cache and result.ok:
@@ -192,6 +196,7 @@ class LLMSession:
         for client in self._clients.values():
             limit = getattr(client, "concurrency_status", None)
             parts.append(limit() if callable(limit) else "")
+        parts += [b.status() for b in self.batchers.values()]
         return " · ".join(p for p in parts if p)
 
     async def complete(

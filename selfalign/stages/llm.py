@@ -16,6 +16,7 @@ import pandas as pd
 from selfalign import io
 from selfalign.config import doc
 from selfalign.engine import Engine, messages
+from selfalign.errors import ConfigError
 from selfalign.prompts import Prompt
 from selfalign.stages.base import Stage, StageSpec
 
@@ -47,8 +48,22 @@ class LLMParams:
         "failed (LLM error, or unparsable after every retry)",
         0.25,
     )
+    batch: bool = doc(
+        "send this stage's calls through the provider's batch API (OpenAI, Anthropic): "
+        "half price, results within 24 h (docs/cost.md)",
+        False,
+    )
+    batch_poll_s: float = doc("batch: seconds between status polls", 30.0)
+    batch_max_wait_s: float | None = doc(
+        "batch: stop waiting after this many seconds (exit 3; a re-run re-attaches); null = until it ends",
+        None,
+    )
 
     def __post_init__(self) -> None:
+        if self.batch_poll_s <= 0:
+            raise ValueError(f"`batch_poll_s` must be > 0 (got {self.batch_poll_s})")
+        if self.batch_max_wait_s is not None and self.batch_max_wait_s < 0:
+            raise ValueError(f"`batch_max_wait_s` must be >= 0 or null (got {self.batch_max_wait_s})")
         if self.retries < 0:
             raise ValueError("`retries` must be >= 0")
         if self.max_tokens < 1:
@@ -143,12 +158,22 @@ class LLMStage(Stage):
     templates_of: ClassVar[dict[str, str]] = {"prompt": "prompt"}  # role → params field
     injected: ClassVar[frozenset[str]] = frozenset()  # variables the stage fills in itself
 
+    def rowwise(self) -> bool:
+        # a batched stage sends its requests as one provider batch: it needs all rows at once
+        return super().rowwise() and not getattr(self.params, "batch", False)
+
     def __init__(
         self, name: str, params: Any, ctx: RunContext, peers: dict[str, StageSpec] | None = None
     ) -> None:
         super().__init__(name, params, ctx, peers)
         self.templates = Templates(ctx, params, self.where, self.templates_of, self.injected)
         self._engine: Engine | None = None
+        if getattr(params, "batch", False):
+            from selfalign.llm.batch_api import batch_problem
+
+            problem = batch_problem(ctx.llm.model_config(params.model))
+            if problem:
+                raise ConfigError(f"{self.where}.batch: {problem}")
 
     @property
     def engine(self) -> Engine:
@@ -175,6 +200,7 @@ class LLMStage(Stage):
                 return await self.process(df)
             finally:
                 self._engine = None
+                self.ctx.llm.batchers.pop(self.name, None)
 
     async def process(self, df: pd.DataFrame) -> pd.DataFrame:
         raise NotImplementedError

@@ -85,7 +85,7 @@ class CuratePairs(LLMStage):
     Params = CurateParams
 
     def rowwise(self) -> bool:
-        return self.params.best_per in (None, PARENT_ID)  # other groups may span chunks
+        return super().rowwise() and self.params.best_per in (None, PARENT_ID)  # groups may span chunks
 
     def __init__(self, name: str, params: CurateParams, ctx: Any) -> None:
         super().__init__(name, params, ctx)
