@@ -13,12 +13,13 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from selfalign import aio, io
+from selfalign.checkpoint import Stored
 from selfalign.errors import EXIT_BUDGET, RunFailed, SelfAlignError
 from selfalign.html_report import try_write_run_report
 from selfalign.hydra_setup import compose_config
 from selfalign.llm.session import close_all
 from selfalign.outputs import prepare_run_dir, run_log, write_manifest, write_outputs
-from selfalign.runner import Built, assess, build, check_endpoints, execute
+from selfalign.runner import Built, Output, assess, build, check_endpoints, execute
 
 log = logging.getLogger("selfalign")
 
@@ -34,35 +35,41 @@ def validate(overrides: list[str], config_dirs: list[str] | None = None) -> Buil
     return check(compose_config(overrides, config_dirs))
 
 
-def score_means(df: pd.DataFrame) -> dict[str, float]:
-    """Mean of every score-like column, for the manifest and the sweep summary's mean_* columns."""
-    out = {}
-    for col in df.columns:
-        if "score" in str(col).lower() or str(col).lower().startswith("composite"):
-            vals = pd.to_numeric(df[col], errors="coerce")
-            if vals.notna().any():
-                out[str(col)] = round(float(vals.mean()), 4)
-    return out
+def score_means(out: Output) -> dict[str, float]:
+    """Mean of every score-like column, for the manifest and the sweep summary's mean_* columns
+    (a dataset left on disk is read chunk by chunk)."""
+    sums: dict[str, list[float]] = {}
+    for df in [out] if isinstance(out, pd.DataFrame) else out.frames():
+        for col in df.columns:
+            if "score" in str(col).lower() or str(col).lower().startswith("composite"):
+                vals = pd.to_numeric(df[col], errors="coerce").dropna()
+                acc = sums.setdefault(str(col), [0.0, 0])
+                acc[0], acc[1] = acc[0] + float(vals.sum()), acc[1] + len(vals)
+    return {col: round(total / n, 4) for col, (total, n) in sums.items() if n}
 
 
 def run_config(
-    cfg: DictConfig, run_dir: Path, overrides: list[str], show_progress: bool = False
-) -> tuple[pd.DataFrame, dict[str, Any]]:
+    cfg: DictConfig, run_dir: Path, overrides: list[str], show_progress: bool = False, frame: bool = True
+) -> tuple[pd.DataFrame | None, dict[str, Any]]:
     """Given a composed config and a run dir: build, execute, write outputs; returns
     (final dataset, manifest). When the run fails or is degraded it still writes the manifest
     (status "failed", or "stopped" by the budget; the reason, every stage's stats; the sweep
     summary reads it) and raises the error with `.manifest` set. Model clients stay open: the
     caller closes them, so the jobs of one sweep share one embedded model server. Every run,
-    failed or not, ends by writing report.html from what it left in the run dir."""
+    failed or not, ends by writing report.html from what it left in the run dir.
+    frame=False: return no dataset (a streamed run's stays on disk; the CLI needs none)."""
     try:
-        return _run_config(cfg, run_dir, overrides, show_progress)
+        out, manifest = _run_config(cfg, run_dir, overrides, show_progress)
+        if not frame:
+            return None, manifest
+        return (out.frame() if isinstance(out, Stored) else out), manifest
     finally:
         try_write_run_report(run_dir)
 
 
 def _run_config(
     cfg: DictConfig, run_dir: Path, overrides: list[str], show_progress: bool
-) -> tuple[pd.DataFrame, dict[str, Any]]:
+) -> tuple[Output, dict[str, Any]]:
     meta: dict[str, Any] = {
         "pipeline": OmegaConf.select(cfg, "pipeline.name"),
         "overrides": list(overrides),
@@ -72,7 +79,7 @@ def _run_config(
     start = time.perf_counter()
     run_dir.mkdir(parents=True, exist_ok=True)
     built: Built | None = None
-    df: pd.DataFrame | None = None
+    df: Output | None = None
     with run_log(run_dir):
         try:
             built = prepare_run_dir(cfg, run_dir)
@@ -129,6 +136,8 @@ def run(
     """Compose and run a pipeline into `run_dir`; returns (final dataset, manifest)."""
     cfg = compose_config(overrides, config_dirs)
     try:
-        return run_config(cfg, Path(run_dir), overrides, show_progress)
+        df, manifest = run_config(cfg, Path(run_dir), overrides, show_progress)
+        assert df is not None
+        return df, manifest
     finally:
         aio.run(close_all())

@@ -12,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,8 +65,23 @@ class Checkpoint:
         if mark != fp and not (mark == fp + PARTIAL and not retry_failed):
             return None
         saved = json.loads(self.stats.read_text()) if self.stats.exists() else {}
+        return self.read(), saved
+
+    def read(self) -> pd.DataFrame:
+        """The saved rows, long texts inlined."""
         df = io.read_jsonl(self.rows) if self.rows.stat().st_size else pd.DataFrame()
-        return self._inline(df), saved
+        return self._inline(df)
+
+    def frames(self, rows: int) -> Iterator[pd.DataFrame]:
+        """The saved rows `rows` at a time (memory: one chunk), long texts inlined."""
+        batch: list[dict[str, Any]] = []
+        for row in io.jsonl_rows(self.rows):
+            batch.append(row)
+            if len(batch) == rows:
+                yield self._inline(pd.DataFrame.from_records(batch))
+                batch = []
+        if batch:
+            yield self._inline(pd.DataFrame.from_records(batch))
 
     def save(self, df: pd.DataFrame, fp: str, st: StageStats, llm: dict[str, dict[str, Any]]) -> None:
         self.begin()
@@ -112,6 +128,24 @@ class Checkpoint:
                     lambda v: (self.blobs / f"{v[len(BLOB_REF) :]}.txt").read_text(encoding="utf-8")
                 )
         return df
+
+
+@dataclass
+class Stored:
+    """A streamed stage's output left on disk: the dataset is written from it chunk by chunk,
+    so a run never holds its whole output in memory."""
+
+    ck: Checkpoint
+    rows: int
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def frame(self) -> pd.DataFrame:
+        return self.ck.read()
+
+    def frames(self, rows: int = 10_000) -> Iterator[pd.DataFrame]:
+        return self.ck.frames(rows)
 
 
 def restore(ctx: RunContext, name: str, saved: dict[str, Any]) -> StageStats:

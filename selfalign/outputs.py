@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from selfalign import io
 from selfalign.context import Rejected
 from selfalign.manifest import versions
-from selfalign.runner import Built, build
+from selfalign.runner import Built, Output, build
 
 
 def stage_report(built: Built) -> list[dict[str, Any]]:
@@ -71,12 +71,21 @@ def write_manifest(built: Built, meta: dict[str, Any], rows: int | None) -> dict
     return manifest
 
 
-def write_outputs(built: Built, df: pd.DataFrame, meta: dict[str, Any]) -> dict[str, Any]:
+def write_outputs(built: Built, out: Output, meta: dict[str, Any]) -> dict[str, Any]:
     ctx = built.ctx
     assert ctx.run_dir is not None
-    io.write_jsonl(df, ctx.run_dir / "dataset.jsonl")
-    io.write_parquet(df, ctx.run_dir / "dataset.parquet")
-    return write_manifest(built, meta, len(df))
+    if isinstance(out, pd.DataFrame):
+        io.write_jsonl(out, ctx.run_dir / "dataset.jsonl")
+        io.write_parquet(out, ctx.run_dir / "dataset.parquet")
+    else:  # a streamed run's output, from its stage file chunk by chunk
+        with (
+            io.TableWriter(ctx.run_dir / "dataset.jsonl", "jsonl") as rows,
+            io.TableWriter(ctx.run_dir / "dataset.parquet", "parquet") as table,
+        ):
+            for chunk in out.frames():
+                rows.write(chunk)
+                table.write(chunk)
+    return write_manifest(built, meta, len(out))
 
 
 def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> Built:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from selfalign import aio
-from selfalign.checkpoint import Checkpoint, fingerprint, restore
+from selfalign.checkpoint import Checkpoint, Stored, fingerprint, restore
 from selfalign.context import RunContext, StageStats
 from selfalign.errors import PreflightFailed, RunFailed, SelfAlignError, ValidationFailed
 from selfalign.llm.budget import Budget, prices
@@ -166,23 +167,34 @@ def _merge_missing(problems: list[str], stages: list[Stage]) -> list[str]:
     return out
 
 
-async def execute(built: Built) -> pd.DataFrame:
+Output = pd.DataFrame | Stored  # a run's dataset: in memory, or a streamed stage's file
+SOURCE_ROWS = 4096  # a streamed load reads its file this many rows at a time
+
+
+async def execute(built: Built) -> Output:
     """Run the pipeline segment by segment, writing each stage's output; reuse leading stages
     whose checkpoint matches. Once a stage has run, every later stage runs too (its input may
-    have changed). Row-local stages stream chunk by chunk (stream.py) unless `stream=false`."""
+    have changed). Row-local stages stream chunk by chunk (stream.py) unless `stream=false`; a
+    load stage before them then reads its file chunk by chunk, and a streamed last segment's
+    output stays on disk (Stored) — memory holds only the chunks in flight."""
     ctx = built.ctx
     assert ctx.run_dir is not None
     stage_dir = ctx.run_dir / "stages"
     stage_dir.mkdir(parents=True, exist_ok=True)
-    df, fp, final, ran = pd.DataFrame(), "", None, False
+    df: pd.DataFrame = pd.DataFrame()
+    fp, ran = "", False
+    final: Output | None = None
+    out: Output = df
     segs = (
         split(built.stages)
         if built.settings.stream
         else [Segment(i, [s]) for i, s in enumerate(built.stages)]
     )
+    source: Step | None = None
     try:
-        for seg in segs:
-            todo: list[Step] = []
+        for k, seg in enumerate(segs):
+            todo: list[Step] = [source] if source is not None else []
+            source = None
             for i in seg.indexes:
                 stage = built.stages[i]
                 fp = fingerprint(fp, stage, ctx)
@@ -192,25 +204,43 @@ async def execute(built: Built) -> pd.DataFrame:
                     todo.append(Step(stage, ck, fp))
                     continue
                 restore(ctx, stage.name, saved[1])
-                df = saved[0] if len(saved[0]) else df.iloc[0:0]
+                df = out = saved[0] if len(saved[0]) else df.iloc[0:0]
                 log.info("%s: reused %d rows from %s", stage.name, len(df), ck.rows.name)
                 if stage.name == built.output:
                     final = df
+            if todo and _feeds_next(todo, segs, k):
+                source, ran = todo[0], True  # it heads the next segment
+                source.source = True
+                continue
             if todo:
                 ran = True
-                df, out = await _run_steps(built, todo, df)
-                final = out if out is not None else final
-            if df.empty and seg.indexes[-1] < len(built.stages) - 1:
+                out, got = await _run_steps(built, todo, df, last=k == len(segs) - 1)
+                df = out if isinstance(out, pd.DataFrame) else df.iloc[0:0]
+                final = got if got is not None else final
+            if not len(out) and seg.indexes[-1] < len(built.stages) - 1:
                 log.warning("%s left no rows; later stages get none.", built.stages[seg.indexes[-1]].name)
             ctx.end_progress()
     finally:
         ctx.end_progress()
-    return final if final is not None else df
+    return final if final is not None else out
+
+
+def _feeds_next(todo: list[Step], segs: list[Segment], k: int) -> bool:
+    """A load stage that can read its file chunk by chunk, before a streamed segment."""
+    stage = todo[0].stage
+    streamable = getattr(stage, "streamable", None)
+    return (
+        len(todo) == 1
+        and streamable is not None
+        and streamable()
+        and k + 1 < len(segs)
+        and segs[k + 1].streams
+    )
 
 
 async def _run_steps(
-    built: Built, steps: list[Step], df: pd.DataFrame
-) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    built: Built, steps: list[Step], df: pd.DataFrame, last: bool
+) -> tuple[Output, Output | None]:
     """(the last step's output, the pipeline's output stage's if it is one of them)."""
     ctx, start = built.ctx, time.perf_counter()
     names = [s.stage.name for s in steps]
@@ -218,15 +248,17 @@ async def _run_steps(
     for j, s in enumerate(steps):
         s.ck.begin()
         came = f"{len(df)} rows in" if j == 0 else f"streaming from {steps[j - 1].stage.name}"
-        log.info("%s (%s): %s", s.stage.name, s.stage.kind, came)
-    if len(steps) == 1 and not steps[0].stage.rowwise():
-        parts, window = [df], 1  # a barrier: all rows at once
+        log.info("%s (%s): %s", s.stage.name, s.stage.kind, "reading its input" if s.source else came)
+    rows = built.settings.chunk_rows
+    barrier = len(steps) == 1 and not steps[0].stage.rowwise()
+    if barrier:
+        parts: Iterable[pd.DataFrame] = [df]  # all rows at once
+        window = 1
     else:
-        rows = built.settings.chunk_rows
-        parts = chunks(df, rows)
+        head = steps[0].stage.stream(SOURCE_ROWS) if steps[0].source else [df]  # type: ignore[attr-defined]
+        parts = (c for big in head for c in chunks(big, rows))
         window = window_for(max((m.concurrency for m in ctx.llm.models.values()), default=1), rows)
-    keep = {len(steps) - 1} | ({out_at} if out_at is not None else set())
-    kept = await run_segment(steps, parts, window, keep)
+    kept = await run_segment(steps, parts, window, {0} if barrier else set())
     wall = round(time.perf_counter() - start, 3)
     for s in steps:
         st = ctx.stats.stage(s.stage.name)
@@ -243,12 +275,15 @@ async def _run_steps(
         )
     for s in steps:
         _check_failures(s.stage, ctx.stats.stage(s.stage.name))
-
-    def frame(j: int) -> pd.DataFrame:
-        got = kept[j]
-        return got[0] if len(got) == 1 else pd.concat(got, ignore_index=True) if got else df.iloc[0:0]
-
-    return frame(len(steps) - 1), frame(out_at) if out_at is not None else None
+    if barrier:
+        got = kept[0][0] if kept[0] else df.iloc[0:0]
+        return got, got if out_at is not None else None
+    # streamed: the rows are in the checkpoints; read back only what a later stage needs
+    end = steps[-1]
+    tail: Output = Stored(end.ck, ctx.stats.stage(end.stage.name).rows_out) if last else end.ck.read()
+    if out_at is None:
+        return tail, None
+    return tail, tail if out_at == len(steps) - 1 else steps[out_at].ck.read()
 
 
 def _check_failures(stage: Stage, st: StageStats) -> None:
@@ -293,9 +328,9 @@ def check_endpoints(built: Built) -> None:
         raise PreflightFailed(problems)
 
 
-def assess(built: Built, df: pd.DataFrame) -> list[str]:
+def assess(built: Built, out: Output) -> list[str]:
     """Why a finished run is not what the user asked for (empty = it is)."""
-    if df.empty and not built.settings.allow_empty:
+    if not len(out) and not built.settings.allow_empty:
         return [
             "the dataset has 0 rows (see the drops per stage above; set allow_empty=true if that is expected)"
         ]

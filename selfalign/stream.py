@@ -28,6 +28,7 @@ class Step:
     stage: Stage
     ck: Checkpoint
     fp: str
+    source: bool = False  # a load stage reading its file chunk by chunk: the chunks are its output
 
 
 def window_for(concurrency: int, chunk_rows: int) -> int:
@@ -51,8 +52,9 @@ async def run_segment(
         outs = []
         for j, step in enumerate(steps):
             PRIORITY.set(j)  # this task's context only: its calls at stage j rank by j
-            stats[j].rows_in += len(chunk)
-            chunk = await step.stage.run(chunk)
+            if not step.source:
+                stats[j].rows_in += len(chunk)
+                chunk = await step.stage.run(chunk)
             stats[j].rows_out += len(chunk)
             outs.append(chunk)
         done[index] = outs

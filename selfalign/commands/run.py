@@ -37,7 +37,7 @@ def _job(cfg: DictConfig) -> None:
     run_dir = Path(hc.runtime.output_dir)
     console = Console(stderr=True)
     try:
-        _, manifest = run_config(cfg, run_dir, list(hc.overrides.task), show_progress=True)
+        _, manifest = run_config(cfg, run_dir, list(hc.overrides.task), show_progress=True, frame=False)
     except SelfAlignError as exc:
         stages = (getattr(exc, "manifest", None) or {}).get("stages", [])
         if any(s.get("status") != "not run" for s in stages):  # show what it did get done

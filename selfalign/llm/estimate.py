@@ -84,7 +84,7 @@ def record_calls(cfg: DictConfig, models: dict[str, ModelConfig], overrides: lis
     dry = dry_config(cfg, models)
     with tempfile.TemporaryDirectory(prefix="selfalign-estimate-") as tmp, scripted() as script:
         dry.cache = {"enabled": True, "path": str(Path(tmp) / "cache.sqlite"), "refresh_stages": []}
-        api.run_config(dry, Path(tmp) / "run", overrides)
+        api.run_config(dry, Path(tmp) / "run", overrides, frame=False)
         return list(script.requests)
 
 

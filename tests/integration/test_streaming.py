@@ -126,3 +126,10 @@ def test_shipped_pipelines_stream_to_the_same_files(pipeline: str, tmp_path: Pat
             assert sorted(a.splitlines()) == sorted(b.splitlines())
         else:
             assert a == b or (noisy and name.endswith(".jsonl") and same_up_to_noise(b, a, noisy)), name
+
+
+def test_a_batched_stage_is_a_barrier(tmp_path, questions):
+    hosted = [*TINY[:2], "model=openai", "pipeline.stages.judge.batch=true"]
+    built = api.validate(hosted, DIRS)
+    shape = [[s.name for s in seg.stages] for seg in split(built.stages)]
+    assert shape == [["load"], ["clean", "answer"], ["judge"], ["best"], ["export"]]

@@ -270,7 +270,7 @@ def test_run_log_holds_the_run_and_progress_lines_without_a_tty(tmp_path):
     )
     assert res.returncode == 0, res.stderr
     log = (tmp_path / "run" / "run.log").read_text()
-    assert "load (load): 0 rows in" in log and "answer: 10 rows out" in log
+    assert "load (load): reading its input" in log and "answer: 10 rows out" in log
     assert "answer: 10/10 calls" in log  # a progress line, since stderr is not a terminal
     assert "done: 5 rows" in log
 
