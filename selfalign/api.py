@@ -46,18 +46,20 @@ def score_means(df: pd.DataFrame) -> dict[str, float]:
 
 
 def run_config(
-    cfg: DictConfig, run_dir: Path, overrides: list[str], show_progress: bool = False
+    cfg: DictConfig, run_dir: Path, overrides: list[str], show_progress: bool = False, report: bool = True
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Given a composed config and a run dir: build, execute, write outputs; returns
     (final dataset, manifest). When the run fails or is degraded it still writes the manifest
     (status "failed", or "stopped" by the budget; the reason, every stage's stats; the sweep
     summary reads it) and raises the error with `.manifest` set. Model clients stay open: the
     caller closes them, so the jobs of one sweep share one embedded model server. Every run,
-    failed or not, ends by writing report.html from what it left in the run dir."""
+    failed or not, ends by writing report.html from what it left in the run dir (unless `report`
+    is False)."""
     try:
         return _run_config(cfg, run_dir, overrides, show_progress)
     finally:
-        try_write_run_report(run_dir)
+        if report:  # False for a throw-away run (the estimate's dry run)
+            try_write_run_report(run_dir)
 
 
 def _run_config(
