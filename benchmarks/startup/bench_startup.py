@@ -1,0 +1,96 @@
+"""Startup benchmark: `selfalign --help`, `selfalign list …` and a 2-stage run's first request.
+
+    .venv/bin/python benchmarks/startup/bench_startup.py [--repeat 5] [--rows 20] [--root DIR]
+
+Every command runs in a fresh process (`python -m selfalign …`, as the `selfalign` script does);
+the figure is the median wall time of `--repeat` runs. For the run, the 2-stage pipeline of
+benchmarks/llm_client (load → generate_text → generate_text, model=openai_compatible) goes to
+the mock server of tests/mockserver.py in this process, which notes when the first request
+arrives: time to first request = that arrival − the moment the process was spawned (both
+time.time() on this machine), so interpreter start, imports, config, checks and run dir set-up
+are all in it. `--root` runs another checkout's code (a before/after on the same machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+BENCH = ROOT / "benchmarks" / "llm_client"
+sys.path.insert(0, str(ROOT / "tests"))
+from mockserver import MockServer  # noqa: E402
+
+COMMANDS = [["--help"], ["list"], ["list", "models"], ["list", "stages"], ["list", "stages", "generate_text"]]
+
+
+def timed(root: Path, args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
+    """(spawn time, wall seconds) of `python -m selfalign ARGS`, which must exit 0."""
+    env = {**os.environ, **env, "PYTHONPATH": str(root)}
+    spawned, start = time.time(), time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "selfalign", *args], cwd=cwd, env=env, check=True, capture_output=True
+    )
+    return spawned, time.perf_counter() - start
+
+
+def first_request(root: Path, rows: int, tmp: Path, i: int) -> tuple[float, float]:
+    """(time to first request, whole run) in seconds of a fresh 2-stage run."""
+    mock = MockServer().start()
+    try:
+        args = [
+            "run",
+            "--config-dir",
+            str(BENCH / "conf"),
+            "pipeline=bench_2stage",
+            "model=openai_compatible",
+            f"model.api_base={mock.url}",
+            "model.name=mock",
+            f"prompts.search_path=[{BENCH / 'prompts'}]",
+            f"hydra.run.dir={tmp / f'run{i}'}",
+            f"cache.path={tmp / f'cache{i}.sqlite'}",
+        ]
+        spawned, wall = timed(root, args, tmp, {"BENCH_DATA": str(tmp / "topics.jsonl")})
+        assert mock.requests == 2 * rows, mock.stats()
+        return mock.first_request_at - spawned, wall  # type: ignore[operator]
+    finally:
+        mock.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--rows", type=int, default=20)
+    ap.add_argument("--root", type=Path, default=ROOT, help="checkout whose code runs")
+    args = ap.parse_args()
+    root, load = args.root.resolve(), os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="bench-startup-") as d:
+        tmp = Path(d)
+        (tmp / "topics.jsonl").write_text(
+            "".join(json.dumps({"topic": f"topic {i}"}) + "\n" for i in range(args.rows))
+        )
+        for cmd in COMMANDS:
+            walls = [timed(root, cmd, tmp, {})[1] for _ in range(args.repeat)]
+            print(
+                f"selfalign {' '.join(cmd):<28} median {statistics.median(walls):.2f} s",
+                f"(min {min(walls):.2f})",
+            )
+        runs = [first_request(root, args.rows, tmp, i) for i in range(args.repeat)]
+        first = [r[0] for r in runs]
+        print(
+            f"2-stage run, {args.rows} rows: first request after median {statistics.median(first):.2f} s "
+            f"(min {min(first):.2f}); whole run {statistics.median(r[1] for r in runs):.2f} s"
+        )
+    print(f"root={root} repeat={args.repeat} load before={load:.2f} after={os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
