@@ -14,7 +14,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from selfalign import aio, io
 from selfalign.errors import EXIT_BUDGET, RunFailed, SelfAlignError
-from selfalign.html_report import try_write_run_report
 from selfalign.hydra_setup import compose_config
 from selfalign.llm.session import close_all
 from selfalign.outputs import prepare_run_dir, run_log, write_manifest, write_outputs
@@ -59,6 +58,8 @@ def run_config(
         return _run_config(cfg, run_dir, overrides, show_progress)
     finally:
         if report:  # False for a throw-away run (the estimate's dry run)
+            from selfalign.html_report import try_write_run_report  # after the calls: not at startup
+
             try_write_run_report(run_dir)
 
 
