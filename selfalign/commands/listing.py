@@ -46,7 +46,10 @@ def list_command(args: list[str], config_dirs: list[str]) -> int:
         )
     out = Console()
     if what == "stages":
-        _list_stages(out, _compose(overrides, config_dirs), words[1] if len(words) > 1 else None)
+        # Without overrides or --config-dir no plugin can be named (conf/config.yaml has
+        # `plugins: []`), so no config is composed: Hydra and the model layer are not imported.
+        cfg = _compose(overrides, config_dirs) if overrides or config_dirs else None
+        _list_stages(out, cfg, words[1] if len(words) > 1 else None)
     elif what == "prompts":
         _list_prompts(out, _compose(overrides, config_dirs))
     else:  # YAML files only: no config is composed (Hydra is slow to import) unless
@@ -75,11 +78,13 @@ def _compose(overrides: list[str], config_dirs: list[str]) -> DictConfig:
     return compose_config(overrides + ([] if "pipeline" in keys else ["~pipeline"]), config_dirs)
 
 
-def _list_stages(out: Console, cfg: DictConfig, kind: str | None) -> None:
-    from selfalign.settings import import_plugins
+def _list_stages(out: Console, cfg: DictConfig | None, kind: str | None) -> None:
     from selfalign.stages import STAGES
 
-    import_plugins(cfg)  # so `plugins=[my_module]` lists that module's stages too
+    if cfg is not None:
+        from selfalign.settings import import_plugins
+
+        import_plugins(cfg)  # so `plugins=[my_module]` lists that module's stages too
     # an unknown KIND raises ConfigError with did-you-mean (exit 2)
     kinds = [(kind, STAGES.get(kind, "list stages"))] if kind is not None else STAGES.items()
     for name, cls in kinds:

@@ -53,8 +53,16 @@ def test_help_and_listing_files_import_nothing_heavy(args: list[str]) -> None:
 
 def test_list_stages_needs_no_model_library() -> None:
     # every stage's params are documented, so every stage module is imported (and pandas with
-    # them), but no model library: those load when a stage runs
-    assert set(loaded("list", "stages")) <= {"pandas", "pyarrow", "hydra"}
+    # them), but no model library: those load when a stage runs; and no config is composed
+    got = set(loaded("list", "stages"))
+    assert "pandas" in got and not {"litellm", "torch", "sentence_transformers", "hydra"} & got
+
+
+def test_the_shipped_config_names_no_plugin() -> None:
+    # why `list stages` without overrides or --config-dir composes no config: nothing to import
+    from selfalign.hydra_setup import compose_config
+
+    assert list(compose_config(["~pipeline"]).plugins) == []
 
 
 def test_a_run_on_an_openai_compatible_endpoint_imports_no_litellm_nor_torch(tmp_path: Path) -> None:
