@@ -15,7 +15,6 @@ from omegaconf import DictConfig, OmegaConf
 from selfalign import aio, io
 from selfalign.checkpoint import Stored
 from selfalign.errors import EXIT_BUDGET, RunFailed, SelfAlignError
-from selfalign.html_report import try_write_run_report
 from selfalign.hydra_setup import compose_config
 from selfalign.llm.session import close_all
 from selfalign.outputs import prepare_run_dir, run_log, write_manifest, write_outputs
@@ -49,22 +48,30 @@ def score_means(out: Output) -> dict[str, float]:
 
 
 def run_config(
-    cfg: DictConfig, run_dir: Path, overrides: list[str], show_progress: bool = False, frame: bool = True
+    cfg: DictConfig,
+    run_dir: Path,
+    overrides: list[str],
+    show_progress: bool = False,
+    frame: bool = True,
+    report: bool = True,
 ) -> tuple[pd.DataFrame | None, dict[str, Any]]:
     """Given a composed config and a run dir: build, execute, write outputs; returns
     (final dataset, manifest). When the run fails or is degraded it still writes the manifest
     (status "failed", or "stopped" by the budget; the reason, every stage's stats; the sweep
     summary reads it) and raises the error with `.manifest` set. Model clients stay open: the
     caller closes them, so the jobs of one sweep share one embedded model server. Every run,
-    failed or not, ends by writing report.html from what it left in the run dir.
-    frame=False: return no dataset (a streamed run's stays on disk; the CLI needs none)."""
+    failed or not, ends by writing report.html from what it left in the run dir (unless `report`
+    is False). frame=False: return no dataset (a streamed run's stays on disk; the CLI needs none)."""
     try:
         out, manifest = _run_config(cfg, run_dir, overrides, show_progress)
         if not frame:
             return None, manifest
         return (out.frame() if isinstance(out, Stored) else out), manifest
     finally:
-        try_write_run_report(run_dir)
+        if report:  # False for a throw-away run (the estimate's dry run)
+            from selfalign.html_report import try_write_run_report  # after the calls: not at startup
+
+            try_write_run_report(run_dir)
 
 
 def _run_config(

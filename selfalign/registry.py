@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -17,11 +18,24 @@ def did_you_mean(name: str, options: list[str]) -> str:
 
 
 class Registry(Generic[T]):
-    """Maps short names to objects; lookups of unknown names list what exists."""
+    """Maps short names to objects; lookups of unknown names list what exists. `lazy` maps
+    names to the module that registers them, imported on the first lookup, so a command that
+    needs one stage does not import every stage's dependencies (`items()` imports them all)."""
 
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, lazy: dict[str, str] | None = None) -> None:
         self.what = what
         self._items: dict[str, T] = {}
+        self._lazy = dict(lazy or {})
+
+    def _names(self) -> list[str]:
+        return sorted({*self._items, *self._lazy})
+
+    def _load(self, name: str) -> None:
+        if name not in self._items and name in self._lazy:
+            module = self._lazy[name]
+            importlib.import_module(module)
+            if name not in self._items:  # the table and the module disagree: our bug
+                raise RuntimeError(f"{module} does not register the {self.what} '{name}'")
 
     def register(self, name: str) -> Callable[[T], T]:
         def deco(obj: T) -> T:
@@ -36,19 +50,22 @@ class Registry(Generic[T]):
         self.register(name)(obj)
 
     def get(self, name: str, where: str = "") -> T:
+        self._load(name)
         if name not in self._items:
             at = f"{where}: " if where else ""
-            opts = ", ".join(sorted(self._items))
+            names = self._names()
             raise ConfigError(
-                f"{at}unknown {self.what} '{name}'.{did_you_mean(name, list(self._items))} Available: {opts}."
+                f"{at}unknown {self.what} '{name}'.{did_you_mean(name, names)} Available: {', '.join(names)}."
             )
         return self._items[name]
 
     def __contains__(self, name: object) -> bool:
-        return name in self._items
+        return name in self._items or name in self._lazy
 
     def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._items))
+        return iter(self._names())
 
     def items(self) -> list[tuple[str, T]]:
+        for name in self._lazy:
+            self._load(name)
         return sorted(self._items.items())

@@ -58,6 +58,7 @@ class MockServer:
     # ---- counters -------------------------------------------------------------------------
     def reset(self) -> None:
         self.requests = 0
+        self.first_request_at: float | None = None  # time.time() of the first arrival
         self.in_flight = 0
         self.max_in_flight = 0
         self.outcomes: Counter[str] = Counter()
@@ -69,6 +70,7 @@ class MockServer:
     def stats(self) -> dict[str, Any]:
         return {
             "requests": self.requests,
+            "first_request_at": self.first_request_at,
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
             "outcomes": dict(self.outcomes),
@@ -107,6 +109,8 @@ class MockServer:
         return "ok"
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
+        if self.first_request_at is None:  # the startup benchmark: process start → first call
+            self.first_request_at = time.time()
         self.requests += 1
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
-from omegaconf import DictConfig
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from selfalign.commands import reject_flags
-from selfalign.config import describe_params
 from selfalign.errors import ConfigError
-from selfalign.hydra_setup import compose_config
 from selfalign.paths import resource_dir
-from selfalign.prompts import PromptLibrary
 from selfalign.registry import did_you_mean
-from selfalign.settings import import_plugins, prompt_search_path
-from selfalign.stages import STAGES, Stage
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+    from selfalign.stages import Stage
+
+# Hydra, the stages (pandas) and the prompt library are imported only by what lists them:
+# `list pipelines` and `list models` read YAML files and need none of them.
 
 WHAT = ("pipelines", "stages", "prompts", "models")
 SHIPPED = "shipped"
@@ -41,16 +44,27 @@ def list_command(args: list[str], config_dirs: list[str]) -> int:
             f"list {what}: unexpected '{words[-1]}'. Usage: selfalign {usage} "
             "[key=value ...]; see `selfalign list --help`."
         )
-    cfg = _compose(overrides, config_dirs)
     out = Console()
     if what == "stages":
+        # Without overrides or --config-dir no plugin can be named (conf/config.yaml has
+        # `plugins: []`), so no config is composed: Hydra and the model layer are not imported.
+        cfg = _compose(overrides, config_dirs) if overrides or config_dirs else None
         _list_stages(out, cfg, words[1] if len(words) > 1 else None)
-    elif what == "pipelines":
-        _list_group(out, "pipeline", _pipeline_folders(config_dirs), _pipeline_row, ("stages", "description"))
-    elif what == "models":
-        _list_group(out, "model", _model_folders(config_dirs), _model_row, ("provider", "name"))
-    else:
-        _list_prompts(out, cfg)
+    elif what == "prompts":
+        _list_prompts(out, _compose(overrides, config_dirs))
+    else:  # YAML files only: no config is composed (Hydra is slow to import) unless
+        from selfalign.hydra_setup import check_config_dirs
+
+        if overrides:  # there are overrides to check: a bad one is exit 2, as before
+            _compose(overrides, config_dirs)
+        else:
+            check_config_dirs(config_dirs)
+        if what == "pipelines":
+            _list_group(
+                out, "pipeline", _pipeline_folders(config_dirs), _pipeline_row, ("stages", "description")
+            )
+        else:
+            _list_group(out, "model", _model_folders(config_dirs), _model_row, ("provider", "name"))
     return 0
 
 
@@ -58,12 +72,19 @@ def _compose(overrides: list[str], config_dirs: list[str]) -> DictConfig:
     """The root config with the user's overrides, so `plugins` and `prompts.search_path` are
     read exactly as a run reads them. No pipeline is needed to list things: unless one is
     given, drop the mandatory `pipeline` default (`~pipeline`)."""
+    from selfalign.hydra_setup import compose_config
+
     keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
     return compose_config(overrides + ([] if "pipeline" in keys else ["~pipeline"]), config_dirs)
 
 
-def _list_stages(out: Console, cfg: DictConfig, kind: str | None) -> None:
-    import_plugins(cfg)  # so `plugins=[my_module]` lists that module's stages too
+def _list_stages(out: Console, cfg: DictConfig | None, kind: str | None) -> None:
+    from selfalign.stages import STAGES
+
+    if cfg is not None:
+        from selfalign.settings import import_plugins
+
+        import_plugins(cfg)  # so `plugins=[my_module]` lists that module's stages too
     # an unknown KIND raises ConfigError with did-you-mean (exit 2)
     kinds = [(kind, STAGES.get(kind, "list stages"))] if kind is not None else STAGES.items()
     for name, cls in kinds:
@@ -71,6 +92,8 @@ def _list_stages(out: Console, cfg: DictConfig, kind: str | None) -> None:
 
 
 def _stage_table(kind: str, cls: type[Stage]) -> Table:
+    from selfalign.config import describe_params
+
     title = f"{kind} — {_first_line(cls.__doc__)}"
     if not cls.__module__.startswith("selfalign."):
         title += f" (plugin {cls.__module__})"  # say where a user's stage comes from
@@ -141,6 +164,9 @@ def _list_group(
 
 
 def _list_prompts(out: Console, cfg: DictConfig) -> None:
+    from selfalign.prompts import PromptLibrary
+    from selfalign.settings import prompt_search_path
+
     lib = PromptLibrary(prompt_search_path(cfg))
     shipped = resource_dir("prompts").resolve()
     table = Table()
@@ -163,6 +189,9 @@ def _list_prompts(out: Console, cfg: DictConfig) -> None:
 def stage_yaml(kind: str) -> str:
     """conf/stage/<kind>.yaml: every param of a stage kind with its default and doc, for reference
     (kept in sync with the dataclasses by tests/unit/test_stage_conf.py)."""
+    from selfalign.config import describe_params
+    from selfalign.stages import STAGES
+
     cls = STAGES.get(kind)
     lines = [
         f"# {kind}: {(cls.__doc__ or '').strip().splitlines()[0]}",
@@ -180,6 +209,8 @@ def stage_yaml(kind: str) -> str:
 
 
 if __name__ == "__main__":
+    from selfalign.stages import STAGES
+
     out_dir = resource_dir("conf") / "stage"
     for kind, _ in STAGES.items():
         (out_dir / f"{kind}.yaml").write_text(stage_yaml(kind))

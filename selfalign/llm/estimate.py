@@ -12,7 +12,7 @@ worst case max_tokens, expected from `pilot` real calls per stage (else unknown)
 from __future__ import annotations
 
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +43,8 @@ class StageEstimate:
     requests: list[Recorded] = field(default_factory=list, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        out = asdict(self)
-        out.pop("requests")
+        # not asdict(): it would deep-copy every recorded request only to drop them
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "requests"}
         for k in ("usd_low", "usd_expected", "usd_high"):
             out[k] = None if out[k] is None else round(out[k], 6)
         return out
@@ -84,7 +84,7 @@ def record_calls(cfg: DictConfig, models: dict[str, ModelConfig], overrides: lis
     dry = dry_config(cfg, models)
     with tempfile.TemporaryDirectory(prefix="selfalign-estimate-") as tmp, scripted() as script:
         dry.cache = {"enabled": True, "path": str(Path(tmp) / "cache.sqlite"), "refresh_stages": []}
-        api.run_config(dry, Path(tmp) / "run", overrides, frame=False)
+        api.run_config(dry, Path(tmp) / "run", overrides, frame=False, report=False)  # nobody reads them
         return list(script.requests)
 
 
@@ -98,12 +98,18 @@ def tally(requests: list[Recorded], models: dict[str, ModelConfig]) -> list[Stag
     from selfalign.llm.litellm_client import count_tokens
 
     by: dict[tuple[str, str], StageEstimate] = {}
+    # The n samples of one prompt (and a judge's retries) send the same messages: each distinct
+    # prompt is counted once; litellm's counter costs ~0.1 ms a call.
+    counted: dict[tuple[str, tuple[tuple[tuple[str, str], ...], ...]], int] = {}
     for req in requests:
         key = (req.stage, req.model)
         est = by.setdefault(key, StageEstimate(req.stage, req.model))
         cfg = models[req.model]
         est.calls += 1
-        est.prompt_tokens += count_tokens(cfg.name, req.messages)
+        prompt = (cfg.name, tuple(tuple(m.items()) for m in req.messages))
+        if prompt not in counted:
+            counted[prompt] = count_tokens(cfg.name, req.messages)
+        est.prompt_tokens += counted[prompt]
         est.completion_worst += max_tokens_of(req, cfg)
         est.requests.append(req)
     return list(by.values())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import os
 import random
 import re
@@ -48,6 +49,7 @@ _SECRETS = (re.compile(r"(Bearer\s+)\S+", re.I), re.compile(r"\b(sk-)[A-Za-z0-9_
 _PREFIXES = re.compile(r"^(?:litellm\.\w+:\s*|\w+(?:Error|Exception)(?::|\s+-)\s*)+")
 
 
+@functools.cache  # configured once: setLevel clears every logger's cache on each call
 def _litellm() -> Any:
     import logging
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import pandas as pd
 
 from selfalign.registry import Registry
+from selfalign.stages.kinds import KINDS
 
 if TYPE_CHECKING:
     from selfalign.context import RunContext
@@ -102,7 +103,7 @@ class MissingColumn(str):
         return obj
 
 
-STAGES: Registry[type[Stage]] = Registry("stage kind")
+STAGES: Registry[type[Stage]] = Registry("stage kind", lazy=KINDS)
 
 
 def register_stage(cls: type[Stage]) -> type[Stage]:
