@@ -28,6 +28,9 @@ if TYPE_CHECKING:  # imported where used: every `selfalign run` instantiates the
 
 log = logging.getLogger("selfalign")
 BASIC = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+# launchers whose jobs run on this machine, in processes started after the sweep starts: they
+# inherit the environment, and a server on 127.0.0.1 is theirs to reach (not so on a cluster)
+SAME_MACHINE = ("hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",)
 _SERVERS: list[LocalServer] = []  # the shared servers this process started
 
 
@@ -69,8 +72,8 @@ class SharedModels(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from selfalign.llm import shared
 
-        if not is_parallel(config.hydra):
-            return  # the basic launcher runs the jobs in this process: they share clients already
+        if OmegaConf.select(config.hydra, "launcher._target_") not in SAME_MACHINE:
+            return  # the basic launcher's jobs run in this process and share its clients already
         try:
             models = local_models(job_configs(config))
         except HydraException as exc:  # e.g. a sweeper with range/interval sweeps

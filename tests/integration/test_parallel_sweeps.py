@@ -38,6 +38,7 @@ def test_joblib_sweep_same_datasets_as_basic(tmp_path):
     assert par.returncode == 0, par.stderr[-3000:]
     assert "Joblib.Parallel(n_jobs=2" in par.stdout + par.stderr  # the jobs ran on the launcher
     assert "[job 3] " in par.stdout + par.stderr  # its log lines name their job
+    assert "could not store" not in par.stdout + par.stderr  # 2 processes wrote one cache file
     summary = pd.read_csv(p_dir / "sweep_summary.csv")
     assert list(summary.job) == [0, 1, 2, 3] and set(summary.status) == {"ok"}
     assert (summary.rows_out == 5).all()
