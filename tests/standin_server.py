@@ -5,10 +5,12 @@ The parent of a parallel sweep starts the shared servers (selfalign/parallel.py)
 a MockServer that insists on the server's own random API key. Every start and stop is appended to
 LOG. The job processes run the real code: they must find the server in the environment and send
 to it; a job that started its own llama.cpp server instead would fail (model.path is no model).
+$STANDIN_LATENCY_S sets the mock's latency per request.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 import sys
 from pathlib import Path
@@ -24,7 +26,8 @@ class StandIn:
 
     def __init__(self, cfg: Any, model: Path, log_path: Path) -> None:
         self.api_key = secrets.token_urlsafe(24)
-        self.mock = MockServer(require_key=self.api_key).start()
+        latency = float(os.environ.get("STANDIN_LATENCY_S", "0"))
+        self.mock = MockServer(require_key=self.api_key, latency_s=latency).start()
         self.stopped = False
         self._note(f"start n_ctx={cfg.n_ctx} log={log_path.name}")
 

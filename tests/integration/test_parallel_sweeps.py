@@ -5,8 +5,10 @@ shared by the job processes (a stand-in server here; the real one in the slow te
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pandas as pd
 import pytest
@@ -57,22 +59,25 @@ def test_failed_job_exits_3_and_is_in_the_summary(tmp_path):
     assert list(summary.status) == ["ok", "failed"] and list(summary.rows_out) == [5, 0]
 
 
-def _standin_sweep(tmp_path, *args: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+def _standin_cmd(tmp_path, *args: str) -> list[str]:
     """A parallel sweep on model=local whose shared server is tests/standin_server.py's mock."""
-    log = tmp_path / "servers.log"
     fake = tmp_path / "no-model.gguf"
     fake.write_bytes(b"not a model")  # a job that started its own server would fail on this
-    cmd = [sys.executable, str(ROOT / "tests" / "standin_server.py"), str(log), "run", "-m", *CONF]
+    cmd = [sys.executable, str(ROOT / "tests" / "standin_server.py"), str(tmp_path / "servers.log")]
     # no cache: which job's identical requests hit it would depend on the jobs' timing
-    cmd += [
-        "model=local",
-        f"model.path={fake}",
+    cmd += ["run", "-m", *CONF, "model=local", f"model.path={fake}", "cache.enabled=false"]
+    return [
+        *cmd,
         "pipeline.order=[load,clean,answer,export]",
-        "cache.enabled=false",
+        *args,
+        *JOBLIB,
+        f"hydra.sweep.dir={tmp_path / 's'}",
     ]
-    cmd += [*args, *JOBLIB, f"hydra.sweep.dir={tmp_path / 's'}"]
-    env = {**os.environ, "SELFALIGN_CACHE": str(tmp_path / "cache.sqlite")}
-    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _standin_sweep(tmp_path, *args: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+    res = subprocess.run(_standin_cmd(tmp_path, *args), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    log = tmp_path / "servers.log"
     return res, log.read_text().splitlines() if log.exists() else []
 
 
@@ -90,6 +95,29 @@ def test_jobs_with_different_server_settings_get_one_server_each(tmp_path):
     starts = sorted(e for e in events if e.startswith("start"))
     assert starts == ["start n_ctx=2048 log=llama_server.log", "start n_ctx=4096 log=llama_server_1.log"]
     assert sorted(e for e in events if e.startswith("stop")) == ["stop requests=20 ok=20"] * 2
+
+
+def test_interrupted_sweep_stops_the_shared_server(tmp_path):
+    log = tmp_path / "servers.log"
+    env = {**os.environ, "STANDIN_LATENCY_S": "60"}  # the jobs would still be waiting
+    proc = subprocess.Popen(
+        _standin_cmd(tmp_path, "temperature=0.2,0.8"),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(600):
+            if log.exists() and proc.poll() is None:
+                break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        assert proc.wait(120) == 130
+    finally:
+        proc.kill()
+    start, stop = log.read_text().splitlines()
+    assert start == "start n_ctx=8192 log=llama_server.log" and stop.startswith("stop ")
 
 
 def test_missing_launcher_plugin_is_a_config_error(tmp_path):
