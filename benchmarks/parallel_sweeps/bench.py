@@ -6,7 +6,8 @@
 Each variant is one `selfalign run -m` process with a fresh cache file and sweep dir; the mock
 server (tests/mockserver.py, fixed latency) runs in its own process. Reported: the wall time of
 the whole command, the ratio basic / joblib, requests the mock served, the most it had in flight
-at once, and whether every job's dataset.jsonl is byte-identical across the two variants.
+at once, when each job started and how long it took (its manifest), and whether every job's
+dataset.jsonl is byte-identical across the two variants.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -48,7 +50,7 @@ def sweep(url: str, tmp: Path, launcher: list[str], n: int, c: int) -> dict:
     cmd += ["pipeline.stages.response.temperature=${pipeline.stages.instruction.temperature}"]
     cmd += [*launcher, f"hydra.sweep.dir={tmp / name}"]
     _http(url, "/_reset", {})
-    t0 = time.perf_counter()
+    t0, t0_epoch = time.perf_counter(), time.time()
     res = subprocess.run(
         cmd, cwd=ROOT, env={**os.environ, "BENCH_DATA": str(data)}, capture_output=True, text=True
     )
@@ -56,11 +58,15 @@ def sweep(url: str, tmp: Path, launcher: list[str], n: int, c: int) -> dict:
     if res.returncode != 0:
         sys.exit(f"{name} sweep failed (exit {res.returncode}):\n{res.stderr[-3000:]}")
     stats = _http(url, "/_stats")
+    jobs = [json.loads((tmp / name / str(j) / "manifest.json").read_text()) for j in range(JOBS)]
+    starts = [datetime.fromisoformat(m["started"]).timestamp() - t0_epoch for m in jobs]
     return {
         "launcher": name,
         "wall_s": wall,
         "requests": stats["requests"],
         "max_in_flight": stats["max_in_flight"],
+        # each job: when it started (s after the command did) + its own wall time
+        "jobs": " ".join(f"{s:.1f}+{m['wall_s']:.1f}" for s, m in zip(starts, jobs, strict=True)),
     }
 
 
@@ -98,10 +104,12 @@ def main() -> None:
         f"# {JOBS} jobs × {args.n} rows × 2 calls, C={args.c} per job, L={args.latency:g} s; "
         f"ideal serial LLM time {ideal:.1f} s"
     )
-    print("| launcher | wall s | requests | max in flight |")
-    print("|---|---|---|---|")
+    print("| launcher | wall s | requests | max in flight | jobs: start s + own wall s |")
+    print("|---|---|---|---|---|")
     for r in (basic, par):
-        print(f"| {r['launcher']} | {r['wall_s']:.1f} | {r['requests']} | {r['max_in_flight']} |")
+        print(
+            f"| {r['launcher']} | {r['wall_s']:.1f} | {r['requests']} | {r['max_in_flight']} | {r['jobs']} |"
+        )
     print(f"wall basic / joblib: {basic['wall_s'] / par['wall_s']:.2f}; identical datasets: {same}")
     print(f"# load average after: {os.getloadavg()}")
 
