@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -106,8 +107,8 @@ def job_setup(hydra_cfg: Any) -> None:
     """In a parallel job: no progress bars (several processes redrawing one terminal garble it),
     the plain progress lines instead, and every log line on the terminal prefixed with the job
     number. run.log in the job's dir is written by its own handler and keeps its format."""
-    if not is_parallel(hydra_cfg):
-        return
+    if not is_parallel(hydra_cfg) or hydra_cfg.mode != RunMode.MULTIRUN:
+        return  # a single run ignores the launcher: it runs here, with its progress bars
     os.environ["TTY_COMPATIBLE"] = "0"  # rich: not a terminal → progress lines, no redraws
     prefix = logging.Formatter(f"[job {hydra_cfg.job.num}] %(message)s")
     for handler in logging.getLogger().handlers:
