@@ -63,7 +63,8 @@ options:
   -m, --multirun                 a sweep: one job per combination of comma-separated values,
                                  e.g. -m model=local,test temperature=0.2,0.8; jobs go to
                                  multirun/<pipeline>/<time>/<job>/ (hydra.sweep.dir=DIR), then
-                                 sweep_summary.csv and .md and report.html
+                                 sweep_summary.csv and .md and report.html; N jobs at once:
+                                 hydra/launcher=joblib hydra.launcher.n_jobs=N (docs/execution.md)
 {CONFIG_DIR}
   Hydra's own flags work too: --cfg job (print the config), --info, --hydra-help
 

@@ -9,23 +9,37 @@ from typing import Any
 
 import pandas as pd
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 log = logging.getLogger("selfalign")
+# the jobs of the last sweep whose status is not ok: read from the manifests in this (the
+# parent) process, so a job that ran in a worker process of a parallel launcher counts too
+FAILED: list[str] = []
+
+
+def _manifest(job_dir: Path) -> dict[str, Any]:
+    """A job's manifest; a job that left none (its process died) shows as "no manifest"."""
+    path = job_dir / "manifest.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    overrides = job_dir / ".hydra" / "overrides.yaml"
+    listed = OmegaConf.to_container(OmegaConf.load(overrides)) if overrides.is_file() else []
+    return {"status": "no manifest", "overrides": listed}
 
 
 def summarize(sweep_dir: Path) -> pd.DataFrame:
     rows: list[dict[str, Any]] = []
-    for path in sorted(sweep_dir.glob("*/manifest.json"), key=lambda p: _num(p.parent.name)):
-        m = json.loads(path.read_text())
+    jobs = [p for p in sweep_dir.iterdir() if (p / "manifest.json").is_file() or (p / ".hydra").is_dir()]
+    for job_dir in sorted(jobs, key=lambda p: _num(p.name)):
+        m = _manifest(job_dir)
         stages = m.get("stages", [])
         totals = m.get("llm_totals", {})
         row = {
-            "job": path.parent.name,
+            "job": job_dir.name,
             "overrides": " ".join(m.get("overrides", [])),
             "status": m.get("status", "?"),
             "rows_in": stages[0].get("rows_out") if stages else None,
@@ -39,6 +53,11 @@ def summarize(sweep_dir: Path) -> pd.DataFrame:
         row.update({f"mean_{k}": v for k, v in (m.get("score_means") or {}).items()})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def failed_jobs(also: list[str]) -> list[str]:
+    """The failed jobs of the last sweep, with `also` (those this process saw fail itself)."""
+    return sorted(set(FAILED) | set(also), key=_num)
 
 
 def _num(name: str) -> int:
@@ -103,11 +122,15 @@ def to_markdown(df: pd.DataFrame) -> str:
 class SweepSummary(Callback):
     """Hydra callback (conf/config.yaml: hydra.callbacks.sweep_summary)."""
 
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        FAILED.clear()  # an earlier sweep in this process is not this one
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from selfalign.html_report import try_write_sweep_report
 
         sweep_dir = Path(config.hydra.sweep.dir)
-        df = summarize(sweep_dir)
+        df = summarize(sweep_dir) if sweep_dir.is_dir() else pd.DataFrame()
+        FAILED[:] = [] if df.empty else [str(j) for j, s in zip(df.job, df.status, strict=True) if s != "ok"]
         if df.empty:
             return
         df.to_csv(sweep_dir / "sweep_summary.csv", index=False)

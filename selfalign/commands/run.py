@@ -27,13 +27,17 @@ from selfalign.hydra_setup import (
     setup,
 )
 from selfalign.llm.session import close_all
+from selfalign.parallel import check_launcher, job_setup, stop_shared
 from selfalign.report import print_run_summary
+from selfalign.sweep import failed_jobs
 
 _FAILED: list[str] = []  # run dirs of failed sweep jobs, reported once the sweep ends
 
 
 def _job(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
+    setup()  # a launcher's worker process imports this module afresh
+    job_setup(hc)
     run_dir = Path(hc.runtime.output_dir)
     console = Console(stderr=True)
     try:
@@ -45,7 +49,7 @@ def _job(cfg: DictConfig) -> None:
         console.print("[bold red]error:[/] " + escape(str(exc)), highlight=False)
         if hc.mode != RunMode.MULTIRUN:
             sys.exit(exc.exit_code)
-        _FAILED.append(run_dir.name)  # a sweep goes on with its other jobs
+        _FAILED.append(run_dir.name)  # a sweep goes on with its other jobs (sweep.FAILED too)
         return
     print_run_summary(console, manifest, str(run_dir))
 
@@ -68,6 +72,7 @@ def run_command(args: list[str]) -> int:
     setup()
     dirs, rest = split_config_dirs(args)
     check_config_dirs(dirs)
+    check_launcher(rest, dirs)
     multirun = "-m" in rest or "--multirun" in rest
     if not multirun and not any(a.startswith("-") for a in rest):
         # fail before Hydra makes an output dir, with exit code 2 and every problem listed
@@ -76,8 +81,12 @@ def run_command(args: list[str]) -> int:
     # --config-dir becomes the same hydra.searchpath override that compose_config (validate,
     # preview, the API) uses, so every command sees the same configs, and several dirs work.
     sys.argv = ["selfalign"] + _beside_overrides(normalize_overrides(rest), searchpath_override(dirs))
-    hydra.main(config_path=conf_dir(), config_name="config", version_base=None)(_job)()
-    if _FAILED:
-        Console(stderr=True).print(f"[bold red]{len(_FAILED)} sweep job(s) failed:[/] " + ", ".join(_FAILED))
+    try:
+        hydra.main(config_path=conf_dir(), config_name="config", version_base=None)(_job)()
+    finally:
+        stop_shared()  # a parallel sweep's model server, also when it failed or was interrupted
+    failed = failed_jobs(_FAILED)
+    if failed:
+        Console(stderr=True).print(f"[bold red]{len(failed)} sweep job(s) failed:[/] " + ", ".join(failed))
         return EXIT_RUN_FAILED
     return 0

