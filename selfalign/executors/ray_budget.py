@@ -1,9 +1,9 @@
 """budget.max_usd / max_tokens under executor=ray: one Budget for the driver and every worker.
 
 Each process checking its own copy would let N workers spend N budgets. So the run's Budget
-lives in one small actor; every reservation and settlement goes through it (a round trip of
-about a millisecond per call sent, only when a budget is set), and the driver takes the final
-state back for the manifest and budget.json when the segment work is done.
+lives in one small actor; every reservation and settlement goes through it (two actor round
+trips per call sent, only when a budget is set), and the driver takes the final state back for
+the manifest and budget.json at the end of the run.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from selfalign.checkpoint import Checkpoint, fingerprint, restore
 from selfalign.context import RunContext
 from selfalign.executors.ray_budget import SharedBudget, shared_budget
 from selfalign.executors.ray_worker import Attached, Worker
-from selfalign.llm.accounting import Counter
+from selfalign.llm.session import DEFAULT
 from selfalign.runner import Built, _check_failures, _run_stage
 from selfalign.segments import Segment, chunks, split
 
@@ -55,6 +55,8 @@ async def execute_ray(built: Built, cfg: DictConfig) -> pd.DataFrame:
     rs = built.settings.ray
     with ray_session(rs.address, rs.num_cpus), shared_budget(built.ctx) as budget:
         pool = Pool(built, cfg, budget)
+        if any(seg.streams for seg in split(built.stages)):
+            pool.start()  # the workers import and build while the driver runs the first barrier
         try:
             return await _execute(built, pool)
         finally:
@@ -109,16 +111,23 @@ class Pool:
         self.built, self.cfg, self.budget = built, cfg, budget
         self.actors: list[Any] = []
 
-    def _start(self) -> None:
+    def start(self) -> None:
         import ray
 
         rs, ctx = self.built.settings.ray, self.built.ctx
         cpus = max(1.0, float(ray.cluster_resources().get("CPU", 1)))
         n = rs.num_workers or int(cpus)
+        refs = {
+            r or DEFAULT
+            for seg in split(self.built.stages)
+            if seg.streams
+            for s in seg.stages
+            for r in s.model_refs()
+        }
         servers = {  # the embedded model: the driver's one server, for every worker
             name: Attached(client.server.url, client.server.api_key, cfg.path or "")
             for name, cfg in ctx.llm.models.items()
-            if cfg.provider == "local" and (client := ctx.llm.client(name)) is not None
+            if cfg.provider == "local" and name in refs and (client := ctx.llm.client(name)) is not None
         }
         remote = ray.remote(num_cpus=min(1.0, cpus / n))(Worker)
         conf = OmegaConf.to_yaml(self.cfg, resolve=True)
@@ -134,7 +143,7 @@ class Pool:
         """Every block of `df` through the segment's stages; each stage's output, in row order
         (None for a stage that no block reached: every row was dropped before it)."""
         if not self.actors:
-            self._start()
+            self.start()
         ctx, rs = self.built.ctx, self.built.settings.ray
         blocks = list(chunks(df, rs.block_rows))
         results: list[dict[str, Any]] = [{} for _ in blocks]
@@ -218,18 +227,7 @@ def merge(ctx: RunContext, seg: Segment, takes: list[dict[str, Any]], done: list
         st.wall_s = round(max(ends, default=start) - start, 3)
     for take in takes:
         for key, part in take["llm"].items():
-            total: Counter = ctx.llm.accounting.counters[key]
-            for name in (
-                "requests",
-                "cache_hits",
-                "retries",
-                "failures",
-                "prompt_tokens",
-                "completion_tokens",
-            ):
-                setattr(total, name, getattr(total, name) + getattr(part, name))
-            total.cost += part.cost
-            total.latencies.extend(part.latencies)
+            ctx.llm.accounting.counters[key].merge(part)
     order = {s.name: j for j, s in enumerate(seg.stages)}
     records = [r for take in takes for r in take["rejected"]]
     records.sort(key=lambda r: (order.get(r[1]["stage"], len(order)), r[0]))
