@@ -152,7 +152,8 @@ class Pool:
         todo = iter(range(len(blocks)))
         last = seg.indexes[-1]
         start = time.time()
-        with ctx.progress(names, len(df)) as bar:
+        with ctx.progress(f"{names} (rows)", len(df)) as bar:
+            bar.add_total(len(df))
 
             async def feed(actor: Any) -> None:
                 for b in todo:  # the shared iterator: each block goes to the first free slot
