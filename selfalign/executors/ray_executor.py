@@ -211,7 +211,7 @@ def _concat(frames: list[pd.DataFrame | None]) -> pd.DataFrame | None:
 
 def merge(ctx: RunContext, seg: Segment, takes: list[dict[str, Any]], done: list[list], start: float) -> None:
     """The workers' stats, accounting and rejected rows into the driver's, in stage and block
-    order (the order a local run writes them in)."""
+    order (the order a local run writes them in); their log lines into the driver's log."""
     for j, stage in enumerate(seg.stages):
         st = ctx.stats.stage(stage.name)
         for take in takes:
@@ -226,7 +226,9 @@ def merge(ctx: RunContext, seg: Segment, takes: list[dict[str, Any]], done: list
             st.first_error = st.first_error or part.first_error
         ends = [d[j] for d in done if len(d) > j]
         st.wall_s = round(max(ends, default=start) - start, 3)
-    for take in takes:
+    for w, take in enumerate(takes):
+        for level, line in take["log"]:
+            log.log(level, "[ray worker %d] %s", w, line)
         for key, part in take["llm"].items():
             ctx.llm.accounting.counters[key].merge(part)
     order = {s.name: j for j, s in enumerate(seg.stages)}

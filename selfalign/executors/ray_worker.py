@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -67,6 +68,17 @@ def share(cfg: ModelConfig, workers: int) -> ModelConfig:
     )
 
 
+class Kept(logging.Handler):
+    """The worker's `selfalign` log lines (a stage's warnings …), for the driver's run.log."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[tuple[int, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append((record.levelno, record.getMessage()))
+
+
 class Worker:
     """Wrapped by ray.remote in ray_executor (so this module imports without Ray)."""
 
@@ -87,6 +99,10 @@ class Worker:
         if Path(cwd).is_dir():  # relative input paths mean what they mean to the driver
             os.chdir(cwd)
         self.built = build(OmegaConf.create(config_yaml), Path(run_dir), show_progress=False)
+        self.log = Kept()  # from here on: what the driver's build already logged is not repeated
+        logger = logging.getLogger("selfalign")
+        logger.addHandler(self.log)
+        logger.setLevel(logging.INFO)
         ctx = self.built.ctx
         ctx.rejected = Collected(attempt)
         if budget is not None:
@@ -118,15 +134,16 @@ class Worker:
         return {"outs": outs, "done": done}
 
     def take(self) -> dict[str, Any]:
-        """This worker's stats, accounting and rejected rows since the last take (one segment)."""
+        """This worker's stats, accounting, rejected rows and log lines since the last take."""
         ctx = self.built.ctx
         out = {
             "stats": ctx.stats.stages,
             "llm": ctx.llm.accounting.counters,
             "rejected": ctx.rejected.records,  # type: ignore[attr-defined]
+            "log": self.log.lines,
         }
         ctx.stats, ctx.llm.accounting = Stats(), Accounting()
-        ctx.rejected.records = []  # type: ignore[attr-defined]
+        ctx.rejected.records, self.log.lines = [], []  # type: ignore[attr-defined]
         return out
 
     async def close(self) -> None:
