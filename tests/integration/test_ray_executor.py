@@ -1,7 +1,8 @@
 """executor=ray: every shipped pipeline on a local Ray with 2 CPUs (2 workers, blocks of 2 rows,
 so every streaming segment is spread over both workers) gives the local executor's dataset and
 training views byte for byte (the golden outputs), and the same manifest figures and rejected
-table as a local run. One Ray for the whole module: starting it takes seconds."""
+table as a local run; the workers share one budget and one endpoint's concurrency, and a
+worker's error is the run's. One Ray for the whole module: starting it takes seconds."""
 
 from __future__ import annotations
 
@@ -10,14 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import PIPELINES, cli
+from helpers import PIPELINES, ROOT, cli
+from mockserver import MockServer
 from test_golden_outputs import NUMERIC_NOISE, OUTPUTS, compared_files, same_up_to_noise
 
 from selfalign import api
-from selfalign.errors import EXIT_BUDGET, EXIT_CONFIG, ConfigError
+from selfalign.errors import EXIT_BUDGET, EXIT_CONFIG, EXIT_RUN_FAILED, ConfigError, RunFailed
 from selfalign.llm.budget import BudgetExceeded
 
 ray = pytest.importorskip("ray")
+
+BENCH = ROOT / "benchmarks" / "llm_client"  # load → generate_text → generate_text, any reply will do
 
 RAY = ["executor=ray", "ray.block_rows=2"]
 # per stage and in the totals: what must not depend on the executor (not wall times, latencies)
@@ -122,3 +126,53 @@ def test_ray_not_installed_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> N
     ):
         run_settings(OmegaConf.create({"executor": "ray"}))
     assert run_settings(OmegaConf.create({"executor": "local"})).executor == "local"
+
+
+def _two_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, run: str, *extra: str) -> Path:
+    data = tmp_path / "topics.jsonl"
+    data.write_text("".join(json.dumps({"topic": f"subject {i}"}) + "\n" for i in range(40)))
+    monkeypatch.setenv("BENCH_DATA", str(data))
+    overrides = [
+        "pipeline=bench_2stage",
+        f"prompts.search_path=[{BENCH / 'prompts'}]",
+        "model=openai_compatible",
+        f"model.api_base={url}",
+        "model.name=mock",
+        f"cache.path={tmp_path / run}.sqlite",
+        *extra,
+    ]
+    api.run(overrides, tmp_path / run, config_dirs=[str(BENCH / "conf")])
+    return tmp_path / run / "dataset.jsonl"
+
+
+def test_workers_share_the_endpoints_concurrency(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local_ray: None
+) -> None:
+    """model.concurrency=4 over 2 workers: 2 each, so the endpoint never sees more than 4 in
+    flight, and it sees more than one worker's 2 (both work at once)."""
+    mock = MockServer(latency_s=0.05).start()
+    try:
+        local = _two_stage(tmp_path, monkeypatch, mock.url, "local", "model.concurrency=4")
+        mock.reset()
+        remote = _two_stage(tmp_path, monkeypatch, mock.url, "ray", "model.concurrency=4", *RAY)
+        assert 2 < mock.max_in_flight <= 4
+    finally:
+        mock.stop()
+    assert remote.read_bytes() == local.read_bytes()
+    assert len(remote.read_text().splitlines()) == 40
+
+
+def test_a_workers_error_is_the_runs_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local_ray: None
+) -> None:
+    """Every call fails inside a worker: the driver raises the same RunFailed (exit 3, the
+    stage and the fix named) and the manifest says failed."""
+    mock = MockServer(rate_500=1.0).start()
+    try:
+        with pytest.raises(RunFailed, match=r"pipeline.stages.instruction.max_failure_rate") as err:
+            _two_stage(tmp_path, monkeypatch, mock.url, "ray", "preflight=false", "model.max_retries=0", *RAY)
+    finally:
+        mock.stop()
+    assert err.value.exit_code == EXIT_RUN_FAILED
+    manifest = json.loads((tmp_path / "ray" / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and manifest["exit_code"] == EXIT_RUN_FAILED
