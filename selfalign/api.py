@@ -93,7 +93,12 @@ def _run_config(
             built.ctx.show_progress = show_progress
             meta["attempt"] = built.attempt
             check_endpoints(built)
-            df = aio.run(execute(built))
+            if built.settings.executor == "ray":  # docs/execution.md, "Ray executor"
+                from selfalign.executors.ray_executor import execute_ray
+
+                df = aio.run(execute_ray(built, cfg))
+            else:
+                df = aio.run(execute(built))
             problems = assess(built, df)
             if problems:
                 raise RunFailed("the run did not produce what was asked: " + "; ".join(problems))

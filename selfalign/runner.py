@@ -286,6 +286,20 @@ async def _run_steps(
     return tail, tail if out_at == len(steps) - 1 else steps[out_at].ck.read()
 
 
+async def _run_stage(stage: Stage, df: pd.DataFrame, ck: Checkpoint, fp: str) -> pd.DataFrame:
+    """One stage on all its rows at once, checkpointed (the Ray executor's barriers)."""
+    ctx, start = stage.ctx, time.perf_counter()
+    ck.begin()
+    kept = await run_segment([Step(stage, ck, fp)], [df], 1, {0})
+    out = kept[0][0] if kept[0] else df.iloc[0:0]
+    st = ctx.stats.stage(stage.name)
+    st.wall_s, st.finished = round(time.perf_counter() - start, 3), True
+    ck.finish(fp, st, ctx.llm.accounting.dump_stage(stage.name))
+    log.info("%s: %d rows out (of %d in) in %.1fs", stage.name, st.rows_out, st.rows_in, st.wall_s)
+    _check_failures(stage, st)
+    return out
+
+
 def _check_failures(stage: Stage, st: StageStats) -> None:
     """Too many failed calls: stop before later stages spend tokens on a broken run."""
     limit = getattr(stage.params, "max_failure_rate", DEFAULT_MAX_FAILURE_RATE)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,21 @@ def _container(cfg: DictConfig, key: str, where: str) -> Any:
 
 
 @dataclass
+class RaySettings:
+    address: str | None = doc("a Ray cluster to join (ray.init address); null = start a local Ray", None)
+    num_cpus: int | None = doc("CPUs of the local Ray started when address is null; null = all", None)
+    num_workers: int | None = doc("worker actors, each with its own model client; null = Ray's CPUs", None)
+    block_rows: int = doc("rows per block sent to a worker (a parent_id group is never split)", 64)
+    blocks_per_worker: int = doc("blocks in flight on each worker at once", 2)
+
+    def __post_init__(self) -> None:
+        for name in ("num_cpus", "num_workers", "block_rows", "blocks_per_worker"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+
+
+@dataclass
 class RunSettings:
     seed: int = doc("every sampling/shuffle seed derives from this", 42)
     allow_empty: bool = doc("a run whose dataset has 0 rows is a success", False)
@@ -57,6 +73,8 @@ class RunSettings:
     progress_every_s: float = doc("without a terminal: a progress log line this often", 10.0)
     stream: bool = doc("row-local stages pass rows on chunk by chunk (false: stage by stage)", True)
     chunk_rows: int = doc("rows per chunk when streaming", 8)
+    executor: str = doc("local (asyncio, one process) or ray (docs/execution.md)", "local")
+    ray: RaySettings = doc("the ray executor's settings", factory=lambda: RaySettings())
 
     def __post_init__(self) -> None:
         if self.progress_every_s < 0:
@@ -65,21 +83,31 @@ class RunSettings:
             raise ValueError(f"chunk_rows must be >= 1, got {self.chunk_rows}")
 
 
+EXECUTORS = ("local", "ray")
+RUN_KEYS = (
+    "seed",
+    "allow_empty",
+    "retry_failed",
+    "preflight",
+    "progress_every_s",
+    "stream",
+    "chunk_rows",
+    "executor",
+    "ray",
+)
+
+
 def run_settings(cfg: DictConfig) -> RunSettings:
-    raw = {
-        k: _container(cfg, k, k)
-        for k in (
-            "seed",
-            "allow_empty",
-            "retry_failed",
-            "preflight",
-            "progress_every_s",
-            "stream",
-            "chunk_rows",
+    raw = {k: _container(cfg, k, k) for k in RUN_KEYS if k in cfg}
+    run = parse_params(RunSettings, raw, "config")
+    if run.executor not in EXECUTORS:
+        raise ConfigError(
+            f"executor: unknown executor '{run.executor}'.{did_you_mean(run.executor, list(EXECUTORS))} "
+            f"Use one of: {', '.join(EXECUTORS)}."
         )
-        if k in cfg
-    }
-    return parse_params(RunSettings, raw, "config")
+    if run.executor == "ray" and importlib.util.find_spec("ray") is None:
+        raise ConfigError("executor=ray needs the ray extra: pip install 'selfalign[ray]'")
+    return run
 
 
 def pipeline_settings(cfg: DictConfig) -> PipelineSettings:

@@ -32,6 +32,13 @@ class Counter:
         if not r.cached:
             self.latencies.append(r.latency_s)
 
+    def merge(self, other: Counter) -> None:
+        """Add another counter's figures (another attempt's, another worker's) to this one."""
+        for name in ("requests", "cache_hits", "retries", "failures", "prompt_tokens", "completion_tokens"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.cost += other.cost
+        self.latencies.extend(other.latencies)
+
     def summary(self) -> dict[str, Any]:
         lat = sorted(self.latencies)
         p95 = lat[min(len(lat) - 1, int(0.95 * len(lat)))] if lat else None
@@ -78,9 +85,5 @@ class Accounting:
         """Everything the dataset took (reused stages included), or only this attempt's calls."""
         total = Counter()
         for c in (self.counters if this_attempt else self._all()).values():
-            for name in ("requests", "cache_hits", "retries", "failures", "prompt_tokens"):
-                setattr(total, name, getattr(total, name) + getattr(c, name))
-            total.completion_tokens += c.completion_tokens
-            total.cost += c.cost
-            total.latencies.extend(c.latencies)
+            total.merge(c)
         return total.summary()

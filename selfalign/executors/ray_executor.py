@@ -1,0 +1,239 @@
+"""executor=ray: the same stage objects, the streaming segments spread over Ray worker actors.
+
+The driver (this process) walks the segments like runner.execute: a barrier runs here, on all
+rows, as in a local run; a streaming segment is cut into blocks (segments.chunks, so a parent_id
+group stays whole) that worker actors (ray_worker.Worker, one model client each) run through the
+segment's stages. The driver puts the blocks back in order, writes each stage's checkpoint and
+merges the workers' stats, LLM accounting and rejected rows into its own context, so the
+manifest, rejected table and resume behave as after a local run. Why actors and not Ray Data:
+docs/execution.md, "Ray executor".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from selfalign.checkpoint import Checkpoint, fingerprint, restore
+from selfalign.context import RunContext
+from selfalign.executors.ray_budget import SharedBudget, shared_budget
+from selfalign.executors.ray_worker import Attached, Worker
+from selfalign.llm.session import DEFAULT
+from selfalign.runner import Built, _check_failures, _run_stage
+from selfalign.segments import Segment, chunks, split
+
+log = logging.getLogger("selfalign")
+
+
+@contextmanager
+def ray_session(address: str | None, num_cpus: int | None) -> Iterator[None]:
+    """Join the cluster at `address`, or start a local Ray; one already running (a test's, a
+    notebook's) is used as it is and left running."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, num_cpus=None if address else num_cpus, log_to_driver=False)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+async def execute_ray(built: Built, cfg: DictConfig) -> pd.DataFrame:
+    """runner.execute's contract (stage files, reuse of matching checkpoints, the final
+    dataset) with the streaming segments run by Ray workers."""
+    rs = built.settings.ray
+    with ray_session(rs.address, rs.num_cpus), shared_budget(built.ctx) as budget:
+        pool = Pool(built, cfg, budget)
+        if any(seg.streams for seg in split(built.stages)):
+            pool.start()  # the workers import and build while the driver runs the first barrier
+        try:
+            return await _execute(built, pool)
+        finally:
+            await pool.close()
+
+
+async def _execute(built: Built, pool: Pool) -> pd.DataFrame:
+    ctx = built.ctx
+    assert ctx.run_dir is not None
+    stage_dir = ctx.run_dir / "stages"
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    df, fp, final, ran = pd.DataFrame(), "", None, False
+    for seg in split(built.stages):
+        todo: list[tuple[int, Checkpoint, str]] = []
+        for i, stage in zip(seg.indexes, seg.stages, strict=True):
+            fp = fingerprint(fp, stage, ctx)
+            ck = Checkpoint(stage_dir, i, stage.name)
+            saved = None if ran or todo else ck.load(fp, built.settings.retry_failed)
+            if saved is None:
+                todo.append((i, ck, fp))
+                continue
+            restore(ctx, stage.name, saved[1])
+            df = saved[0] if len(saved[0]) else df.iloc[0:0]
+            log.info("%s: reused %d rows from %s", stage.name, len(df), ck.rows.name)
+            final = df if stage.name == built.output else final
+        if not todo:
+            continue
+        ran = True
+        first = todo[0][0]
+        if seg.streams and len(df):
+            outs = await pool.run(Segment(first, built.stages[first : seg.indexes[-1] + 1]), df)
+        else:
+            outs = None
+        for i, ck, stage_fp in todo:
+            stage = built.stages[i]
+            if outs is None or outs[i] is None:  # a barrier, or no rows left to send
+                df = await _run_stage(stage, df, ck, stage_fp)
+            else:
+                df = outs[i]
+                st = ctx.stats.stage(stage.name)
+                st.finished = True
+                ck.save(df, stage_fp, st, ctx.llm.accounting.dump_stage(stage.name))
+                log.info("%s: %d rows in, %d out on Ray in %.1fs", stage.name, st.rows_in, len(df), st.wall_s)
+                _check_failures(stage, st)
+            final = df if stage.name == built.output else final
+    return final if final is not None else df
+
+
+class Pool:
+    """The worker actors, started on the first streaming segment and reused by the others."""
+
+    def __init__(self, built: Built, cfg: DictConfig, budget: SharedBudget | None) -> None:
+        self.built, self.cfg, self.budget = built, cfg, budget
+        self.actors: list[Any] = []
+
+    def start(self) -> None:
+        import ray
+
+        rs, ctx = self.built.settings.ray, self.built.ctx
+        cpus = max(1.0, float(ray.cluster_resources().get("CPU", 1)))
+        n = rs.num_workers or int(cpus)
+        refs = {
+            r or DEFAULT
+            for seg in split(self.built.stages)
+            if seg.streams
+            for s in seg.stages
+            for r in s.model_refs()
+        }
+        servers = {  # the embedded model: the driver's one server, for every worker
+            name: Attached(client.server.url, client.server.api_key, cfg.path or "")
+            for name, cfg in ctx.llm.models.items()
+            if cfg.provider == "local" and name in refs and (client := ctx.llm.client(name)) is not None
+        }
+        remote = ray.remote(num_cpus=min(1.0, cpus / n))(Worker)
+        conf = OmegaConf.to_yaml(self.cfg, resolve=True)
+        attempt = ctx.rejected.attempt
+        assert ctx.run_dir is not None
+        self.actors = [
+            remote.remote(conf, str(ctx.run_dir), os.getcwd(), attempt, n, servers, self.budget)
+            for _ in range(n)
+        ]
+        log.info("ray: %d workers (%s CPUs in the cluster)", n, f"{cpus:g}")
+
+    async def run(self, seg: Segment, df: pd.DataFrame) -> dict[int, pd.DataFrame | None]:
+        """Every block of `df` through the segment's stages; each stage's output, in row order
+        (None for a stage that no block reached: every row was dropped before it)."""
+        if not self.actors:
+            self.start()
+        ctx, rs = self.built.ctx, self.built.settings.ray
+        blocks = list(chunks(df, rs.block_rows))
+        results: list[dict[str, Any]] = [{} for _ in blocks]
+        names = " → ".join(s.name for s in seg.stages)
+        log.info("%s: %d rows in %d blocks on Ray", names, len(df), len(blocks))
+        todo = iter(range(len(blocks)))
+        last = seg.indexes[-1]
+        start = time.time()
+        with ctx.progress(f"{names} (rows)", len(df)) as bar:
+            bar.add_total(len(df))
+
+            async def feed(actor: Any) -> None:
+                for b in todo:  # the shared iterator: each block goes to the first free slot
+                    results[b] = await _unwrap(actor.run_block.remote(b, seg.first, last, blocks[b]))
+                    bar.advance(len(blocks[b]))
+
+            slots = [asyncio.ensure_future(feed(a)) for a in self.actors for _ in range(rs.blocks_per_worker)]
+            try:
+                await asyncio.gather(*slots)
+            except BaseException:  # one block failed: send no more (close() stops the workers)
+                for task in slots:
+                    task.cancel()
+                await asyncio.gather(*slots, return_exceptions=True)
+                raise
+        takes = [await _unwrap(a.take.remote()) for a in self.actors]
+        merge(ctx, seg, takes, [r["done"] for r in results], start)
+        return {i: _concat([r["outs"][j] for r in results]) for j, i in enumerate(seg.indexes)}
+
+    async def close(self) -> None:
+        import ray
+
+        for actor in self.actors:
+            try:
+                await _unwrap(actor.close.remote())
+            except Exception as exc:  # noqa: BLE001 — closing a client must not hide the run's error
+                log.debug("ray worker close: %s", exc)
+            ray.kill(actor)
+        self.actors = []
+
+
+async def _unwrap(ref: Any) -> Any:
+    """An actor's own error (RunFailed, BudgetExceeded …) raised here as itself, so exit codes
+    and messages are those of a local run."""
+    import ray
+
+    try:
+        return await ref
+    except ray.exceptions.RayTaskError as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, BaseException):
+            raise cause from None
+        raise
+
+
+def _concat(frames: list[pd.DataFrame | None]) -> pd.DataFrame | None:
+    """Blocks back into one frame. Empty blocks are left out (their dtypes would widen the
+    others'); a stage that reset its index gets 0..n-1, as on the whole frame."""
+    ran = [f for f in frames if f is not None]
+    full = [f for f in ran if len(f)]
+    if not full:
+        return ran[0] if ran else None
+    fresh = all(isinstance(f.index, pd.RangeIndex) and f.index.start == 0 for f in full)
+    return pd.concat(full, ignore_index=fresh) if len(full) > 1 else full[0]
+
+
+def merge(ctx: RunContext, seg: Segment, takes: list[dict[str, Any]], done: list[list], start: float) -> None:
+    """The workers' stats, accounting and rejected rows into the driver's, in stage and block
+    order (the order a local run writes them in); their log lines into the driver's log."""
+    for j, stage in enumerate(seg.stages):
+        st = ctx.stats.stage(stage.name)
+        for take in takes:
+            part = take["stats"].get(stage.name)
+            if part is None:
+                continue
+            st.rows_in, st.rows_out = st.rows_in + part.rows_in, st.rows_out + part.rows_out
+            st.drops.update(part.drops)
+            st.counts.update(part.counts)
+            st.jobs, st.failed = st.jobs + part.jobs, st.failed + part.failed
+            st.llm_failed += part.llm_failed
+            st.first_error = st.first_error or part.first_error
+        ends = [d[j] for d in done if len(d) > j]
+        st.wall_s = round(max(ends, default=start) - start, 3)
+    for w, take in enumerate(takes):
+        for level, line in take["log"]:
+            log.log(level, "[ray worker %d] %s", w, line)
+        for key, part in take["llm"].items():
+            ctx.llm.accounting.counters[key].merge(part)
+    order = {s.name: j for j, s in enumerate(seg.stages)}
+    records = [r for take in takes for r in take["rejected"]]
+    records.sort(key=lambda r: (order.get(r[1]["stage"], len(order)), r[0]))
+    for _, rec in records:
+        ctx.rejected.add(**rec)
