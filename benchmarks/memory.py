@@ -79,7 +79,7 @@ def setup(tmp: Path, n: int) -> tuple[Path, Path]:
     return data, tmp / "conf"
 
 
-def measure(tmp: Path, n: int) -> dict[str, float | int | str]:
+def measure(tmp: Path, n: int, extra: list[str]) -> dict[str, float | int | str]:
     data, conf = setup(tmp, n)
     run_dir = tmp / f"run_{n}"
     cmd = [
@@ -94,6 +94,7 @@ def measure(tmp: Path, n: int) -> dict[str, float | int | str]:
         "cache.enabled=false",
         f"prompts.search_path=[{tmp / 'prompts'}]",
         f"hydra.run.dir={run_dir}",
+        *extra,
     ]
     # this checkout's selfalign, whatever the venv's editable install points at
     env = {
@@ -116,6 +117,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (prints its path)")
+    ap.add_argument("--override", nargs="*", default=[], help="more overrides, e.g. chunk_rows=256")
     args = ap.parse_args()
     print("| rows in | exit | rows out | wall s | peak RSS MB |\n|---|---|---|---|---|", flush=True)
     results = []
@@ -124,7 +126,9 @@ def main() -> None:
         tmp = tempfile.mkdtemp(prefix="selfalign_mem_")
         try:
             child = subprocess.run(
-                [sys.executable, __file__, "--_one", str(n), tmp], capture_output=True, text=True
+                [sys.executable, __file__, "--_one", str(n), tmp, *args.override],
+                capture_output=True,
+                text=True,
             )
         finally:
             if args.keep:
@@ -146,7 +150,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--_one":
-        print(json.dumps(measure(Path(sys.argv[3]), int(sys.argv[2]))))
+    if len(sys.argv) >= 4 and sys.argv[1] == "--_one":
+        print(json.dumps(measure(Path(sys.argv[3]), int(sys.argv[2]), sys.argv[4:])))
     else:
         main()

@@ -5,7 +5,8 @@ waits for the slowest row of the whole table: the model client's slots are share
 in flight, later stages first (limits.PRIORITY), so rows already started finish before new ones
 start. At most `window` chunks are in flight; a chunk keeps its slot until it has been written,
 in input order, to every stage's checkpoint (append-only), so the output order is the input
-order whatever the completion order, and memory holds only the window.
+order whatever the completion order, and memory holds only the window. Each stage's output
+is written as soon as it and every chunk before it are done.
 """
 
 from __future__ import annotations
@@ -44,31 +45,30 @@ async def run_segment(
     in `keep`."""
     kept: dict[int, list[pd.DataFrame]] = {j: [] for j in keep}
     stats = [s.stage.ctx.stats.stage(s.stage.name) for s in steps]
-    done: dict[int, list[pd.DataFrame]] = {}
+    done: list[dict[int, pd.DataFrame]] = [{} for _ in steps]  # step → chunk index → output
+    flushed = [0] * len(steps)  # per step: chunks written so far (in input order)
     slots = asyncio.Semaphore(window)
-    flushed = 0
 
     async def one(index: int, chunk: pd.DataFrame) -> None:
-        outs = []
         for j, step in enumerate(steps):
             PRIORITY.set(j)  # this task's context only: its calls at stage j rank by j
             if not step.source:
                 stats[j].rows_in += len(chunk)
                 chunk = await step.stage.run(chunk)
             stats[j].rows_out += len(chunk)
-            outs.append(chunk)
-        done[index] = outs
-        flush()
+            done[j][index] = chunk
+            flush(j)
 
-    def flush() -> None:
-        nonlocal flushed
-        while flushed in done:
-            for j, out in enumerate(done.pop(flushed)):
-                steps[j].ck.append(out)
-                if j in kept:
-                    kept[j].append(out)
-            flushed += 1
-            slots.release()
+    def flush(j: int) -> None:
+        """Write step j's outputs that are next in input order; the last step's frees slots."""
+        while flushed[j] in done[j]:
+            out = done[j].pop(flushed[j])
+            steps[j].ck.append(out)
+            if j in kept:
+                kept[j].append(out)
+            flushed[j] += 1
+            if j == len(steps) - 1:
+                slots.release()
 
     tasks: list[asyncio.Task[None]] = []
     try:
