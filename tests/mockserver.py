@@ -249,7 +249,7 @@ def _completion(body: dict[str, Any], replies: str = "echo") -> dict[str, Any]:
     elif isinstance(body.get("response_format"), dict):
         text = json.dumps({"answer": str(last)[:40]})
     else:
-        text = f"mock reply to: {str(last)[:60]}"
+        text = f"mock reply to: {str(last)[-60:]}"  # the end: where prompts differ
     n_in = sum(len(str(m.get("content", "")).split()) for m in msgs)
     n_out = len(text.split())
     return {
