@@ -50,6 +50,13 @@ async def run_segment(
     slots = asyncio.Semaphore(window)
 
     async def one(index: int, chunk: pd.DataFrame) -> None:
+        try:
+            await through(index, chunk)
+        except BaseException:
+            slots.release()  # the producer may be waiting for a slot: let it see the failure
+            raise
+
+    async def through(index: int, chunk: pd.DataFrame) -> None:
         for j, step in enumerate(steps):
             PRIORITY.set(j)  # this task's context only: its calls at stage j rank by j
             if not step.source:

@@ -168,6 +168,7 @@ class LLMStage(Stage):
         super().__init__(name, params, ctx, peers)
         self.templates = Templates(ctx, params, self.where, self.templates_of, self.injected)
         self._engine: Engine | None = None
+        self._running = 0  # chunks in process() now
         if getattr(params, "batch", False):
             from selfalign.llm.batch_api import batch_problem
 
@@ -194,13 +195,19 @@ class LLMStage(Stage):
         return [self.render(row) for row in io.records(df.head(k))]
 
     async def run(self, df: pd.DataFrame) -> pd.DataFrame:
+        # A streamed segment runs this stage on several chunks at once: they share one engine,
+        # which lives while any of them runs.
         with self.ctx.progress(self.name, 0) as prog:
-            self._engine = Engine(self.ctx, self.name, self.params, prog)
+            if self._engine is None:
+                self._engine = Engine(self.ctx, self.name, self.params, prog)
+            self._running += 1
             try:
                 return await self.process(df)
             finally:
-                self._engine = None
-                self.ctx.llm.batchers.pop(self.name, None)
+                self._running -= 1
+                if not self._running:
+                    self._engine = None
+                    self.ctx.llm.batchers.pop(self.name, None)
 
     async def process(self, df: pd.DataFrame) -> pd.DataFrame:
         raise NotImplementedError

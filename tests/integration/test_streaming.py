@@ -133,3 +133,63 @@ def test_a_batched_stage_is_a_barrier(tmp_path, questions):
     built = api.validate(hosted, DIRS)
     shape = [[s.name for s in seg.stages] for seg in split(built.stages)]
     assert shape == [["load"], ["clean", "answer"], ["judge"], ["best"], ["export"]]
+
+
+def test_a_failing_chunk_stops_the_segment_instead_of_hanging(tmp_path):
+    """The producer waits for a free chunk slot; a chunk that fails must wake it (it used to
+    wait forever once the window was full)."""
+    import pandas as pd
+
+    from selfalign.checkpoint import Checkpoint
+    from selfalign.context import Stats
+    from selfalign.stream import Step, run_segment
+
+    class Flaky:
+        name, calls = "flaky", 0
+        ctx = type("Ctx", (), {"stats": Stats()})()
+
+        async def run(self, df: pd.DataFrame) -> pd.DataFrame:
+            self.calls += 1
+            n = self.calls
+            await asyncio.sleep(0)
+            if n == 3:
+                raise RuntimeError("chunk 3 broke")
+            return df
+
+    stage = Flaky()
+    ck = Checkpoint(tmp_path, 0, "flaky")
+    ck.begin()
+    parts = [pd.DataFrame({"x": [i]}) for i in range(20)]
+    with pytest.raises(RuntimeError, match="chunk 3 broke"):
+        asyncio.run(asyncio.wait_for(run_segment([Step(stage, ck, "fp")], parts, 2, set()), 60))
+    assert stage.calls < 20  # no chunk was started after the failure was seen
+
+
+def test_chunks_that_overlap_inside_one_stage_share_its_engine(ctx):
+    """A streamed segment runs one stage on several chunks at once: one chunk finishing must not
+    take the stage's engine from a chunk still inside it (it did: RuntimeError mid-run)."""
+    import pandas as pd
+
+    from selfalign.stages.llm import LLMParams, LLMStage
+
+    gate = asyncio.Event()
+
+    class Probe(LLMStage):
+        kind, Params, templates_of = "probe", LLMParams, {}
+
+        async def process(self, df: pd.DataFrame) -> pd.DataFrame:
+            if df.x.iloc[0] == 1:
+                await gate.wait()  # chunk 1 waits until chunk 0 has left the stage
+            else:
+                gate.set()
+            return df.assign(engine=id(self.engine))
+
+    stage = Probe("probe", LLMParams(), ctx)
+
+    async def both() -> list[pd.DataFrame]:
+        return list(
+            await asyncio.gather(stage.run(pd.DataFrame({"x": [1]})), stage.run(pd.DataFrame({"x": [0]})))
+        )
+
+    late, early = asyncio.run(both())
+    assert late.engine.iloc[0] == early.engine.iloc[0]
