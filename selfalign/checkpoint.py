@@ -97,7 +97,7 @@ class Checkpoint:
     def append(self, df: pd.DataFrame) -> None:
         with self.part.open("a", encoding="utf-8") as fh:
             for row in io.records(df):
-                fh.write(json.dumps(self._refs(row), ensure_ascii=False, default=str) + "\n")
+                fh.write(io.jsonl_line(self._refs(row)))
 
     def finish(self, fp: str, st: StageStats, llm: dict[str, dict[str, Any]]) -> None:
         """Rows first, the marker last: a crash in between leaves no marker, so no reuse."""

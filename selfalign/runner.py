@@ -259,7 +259,30 @@ async def _run_steps(
         parts = (c for big in head for c in chunks(big, rows))
         window = window_for(max((m.concurrency for m in ctx.llm.models.values()), default=1), rows)
     kept = await run_segment(steps, parts, window, {0} if barrier else set())
-    wall = round(time.perf_counter() - start, 3)
+    _finish(ctx, steps, round(time.perf_counter() - start, 3))
+    if barrier:
+        got = kept[0][0] if kept[0] else df.iloc[0:0]
+        return got, got if out_at is not None else None
+    # streamed: the rows are in the checkpoints; read back only what a later stage needs
+    end = steps[-1]
+    tail: Output = Stored(end.ck, ctx.stats.stage(end.stage.name).rows_out) if last else end.ck.read()
+    if out_at is None:
+        return tail, None
+    return tail, tail if out_at == len(steps) - 1 else steps[out_at].ck.read()
+
+
+async def _run_stage(stage: Stage, df: pd.DataFrame, ck: Checkpoint, fp: str) -> pd.DataFrame:
+    """One stage on all its rows at once, checkpointed (the Ray executor's barriers)."""
+    start, step = time.perf_counter(), Step(stage, ck, fp)
+    ck.begin()
+    kept = await run_segment([step], [df], 1, {0})
+    _finish(stage.ctx, [step], round(time.perf_counter() - start, 3))
+    return kept[0][0] if kept[0] else df.iloc[0:0]
+
+
+def _finish(ctx: RunContext, steps: list[Step], wall: float) -> None:
+    """Close the steps' checkpoints (rows, stats, marker) and log them; then stop the run if a
+    stage had too many failed calls."""
     for s in steps:
         st = ctx.stats.stage(s.stage.name)
         st.wall_s, st.finished = wall, True
@@ -275,29 +298,6 @@ async def _run_steps(
         )
     for s in steps:
         _check_failures(s.stage, ctx.stats.stage(s.stage.name))
-    if barrier:
-        got = kept[0][0] if kept[0] else df.iloc[0:0]
-        return got, got if out_at is not None else None
-    # streamed: the rows are in the checkpoints; read back only what a later stage needs
-    end = steps[-1]
-    tail: Output = Stored(end.ck, ctx.stats.stage(end.stage.name).rows_out) if last else end.ck.read()
-    if out_at is None:
-        return tail, None
-    return tail, tail if out_at == len(steps) - 1 else steps[out_at].ck.read()
-
-
-async def _run_stage(stage: Stage, df: pd.DataFrame, ck: Checkpoint, fp: str) -> pd.DataFrame:
-    """One stage on all its rows at once, checkpointed (the Ray executor's barriers)."""
-    ctx, start = stage.ctx, time.perf_counter()
-    ck.begin()
-    kept = await run_segment([Step(stage, ck, fp)], [df], 1, {0})
-    out = kept[0][0] if kept[0] else df.iloc[0:0]
-    st = ctx.stats.stage(stage.name)
-    st.wall_s, st.finished = round(time.perf_counter() - start, 3), True
-    ck.finish(fp, st, ctx.llm.accounting.dump_stage(stage.name))
-    log.info("%s: %d rows out (of %d in) in %.1fs", stage.name, st.rows_out, st.rows_in, st.wall_s)
-    _check_failures(stage, st)
-    return out
 
 
 def _check_failures(stage: Stage, st: StageStats) -> None:

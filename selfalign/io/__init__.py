@@ -19,6 +19,7 @@ from selfalign.io.table_writer import TableWriter, append_jsonl, read_jsonl_part
 from selfalign.io.values import _clean, short, value_type
 from selfalign.io.writers import (
     arrow_table,
+    jsonl_line,
     jsonl_rows,
     read_jsonl,
     records,
@@ -38,6 +39,7 @@ __all__ = [
     "detect_format",
     "encoding_problem",
     "iter_table",
+    "jsonl_line",
     "jsonl_rows",
     "read_jsonl",
     "read_jsonl_parts",
