@@ -258,7 +258,7 @@ async def _run_steps(
         head = steps[0].stage.stream(SOURCE_ROWS) if steps[0].source else [df]  # type: ignore[attr-defined]
         parts = (c for big in head for c in chunks(big, rows))
         window = window_for(max((m.concurrency for m in ctx.llm.models.values()), default=1), rows)
-    kept = await run_segment(steps, parts, window, {0} if barrier else set())
+    kept = await run_segment(steps, parts, window, {0} if barrier else set(), ctx.llm.spare)
     _finish(ctx, steps, round(time.perf_counter() - start, 3))
     if barrier:
         got = kept[0][0] if kept[0] else df.iloc[0:0]

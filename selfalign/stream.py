@@ -5,15 +5,23 @@ waits for the slowest row of the whole table: the model client's slots are share
 in flight, later stages first (limits.PRIORITY), so rows already started finish before new ones
 start. At most `window` chunks are in flight; a chunk keeps its slot until it has been written,
 in input order, to every stage's checkpoint (append-only), so the output order is the input
-order whatever the completion order, and memory holds only the window. Each stage's output
-is written as soon as it and every chunk before it are done.
+order whatever the completion order. Each stage's output is written as soon as it and every
+chunk before it are done.
+
+`window` chunks are admitted at once. A row waiting out a retry's backoff holds no client slot
+but does hold its chunk, so with faults a fixed window would leave slots idle (a chunk of 8 rows
+x 2 calls at 10% faults almost always has one row in backoff). So while the model clients have
+`spare` slots (requests are out, and fewer want a slot than there are), that many more rows are
+admitted, up to MAX_WINDOW_FACTOR x `window` chunks held: memory stays bounded even when the
+oldest chunk is slow, since every chunk after it is held until it can be written in order.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import pandas as pd
@@ -22,6 +30,9 @@ from selfalign.checkpoint import Checkpoint
 from selfalign.llm.budget import BudgetExceeded
 from selfalign.llm.limits import PRIORITY
 from selfalign.stages import Stage
+
+MAX_WINDOW_FACTOR = 8  # chunks held (in flight or waiting to be written) ≤ this × window
+HUNGRY_POLL_S = 0.02  # how often the clients' spare slots are asked again (no signal when one frees)
 
 
 @dataclass
@@ -38,23 +49,30 @@ def window_for(concurrency: int, chunk_rows: int) -> int:
 
 
 async def run_segment(
-    steps: list[Step], parts: Iterable[pd.DataFrame], window: int, keep: set[int]
+    steps: list[Step],
+    parts: Iterable[pd.DataFrame],
+    window: int,
+    keep: set[int],
+    spare: Callable[[], int] | None = None,
 ) -> dict[int, list[pd.DataFrame]]:
     """Run every chunk of `parts` through the steps; every step's output is appended to its
     checkpoint. Returns the output chunks (in input order) of the steps whose positions are
-    in `keep`."""
+    in `keep`. `spare`: how many more requests the model clients could send now than want a
+    slot (rows beyond the window are admitted up to that many)."""
     kept: dict[int, list[pd.DataFrame]] = {j: [] for j in keep}
     stats = [s.stage.ctx.stats.stage(s.stage.name) for s in steps]
     done: list[dict[int, pd.DataFrame]] = [{} for _ in steps]  # step → chunk index → output
     flushed = [0] * len(steps)  # per step: chunks written so far (in input order)
-    slots = asyncio.Semaphore(window)
+    active = held = 0  # chunks not through the last step yet / not written by it yet
+    changed = asyncio.Event()  # a chunk finished, was written or failed: the producer looks again
 
     async def one(index: int, chunk: pd.DataFrame) -> None:
+        nonlocal active
         try:
             await through(index, chunk)
-        except BaseException:
-            slots.release()  # the producer may be waiting for a slot: let it see the failure
-            raise
+        finally:
+            active -= 1
+            changed.set()  # on failure too: the producer may be waiting, and must see it
 
     async def through(index: int, chunk: pd.DataFrame) -> None:
         for j, step in enumerate(steps):
@@ -67,7 +85,8 @@ async def run_segment(
             flush(j)
 
     def flush(j: int) -> None:
-        """Write step j's outputs that are next in input order; the last step's frees slots."""
+        """Write step j's outputs that are next in input order."""
+        nonlocal held
         while flushed[j] in done[j]:
             out = done[j].pop(flushed[j])
             steps[j].ck.append(out)
@@ -75,14 +94,29 @@ async def run_segment(
                 kept[j].append(out)
             flushed[j] += 1
             if j == len(steps) - 1:
-                slots.release()
+                held -= 1
+
+    credit = 0  # rows the clients' spare slots could take, at the producer's last look
+
+    def room() -> bool:
+        return held < window * MAX_WINDOW_FACTOR and (active < window or credit > 0)
 
     tasks: list[asyncio.Task[None]] = []
     try:
         for i, chunk in enumerate(parts):
-            await slots.acquire()
-            if any(t.done() and t.exception() for t in tasks):
+            while not (failed := any(t.done() and t.exception() for t in tasks)) and not room():
+                changed.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(changed.wait(), HUNGRY_POLL_S if spare else None)
+                # Asked only here, after a wait: chunks admitted on the last credit have had
+                # time to send their requests, so they are not counted as spare again.
+                credit = spare() if spare else 0
+            if failed:
                 break  # a chunk failed: start no more (the error is raised below)
+            if active >= window:
+                credit -= len(chunk)
+            active += 1
+            held += 1
             tasks.append(asyncio.create_task(one(i, chunk.reset_index(drop=True))))
         await asyncio.gather(*tasks)
     except BudgetExceeded:

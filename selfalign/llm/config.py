@@ -105,7 +105,9 @@ class ModelConfig:
     )
     timeout_s: float = doc("per-request timeout in seconds", 120.0)
     max_retries: int = doc("retries on 429/5xx/timeouts/connection errors", 5)
-    backoff_base_s: float = doc("first backoff delay; doubles each retry, with jitter", 1.0)
+    backoff_base_s: float = doc(
+        "first backoff delay; doubles each retry while the endpoint keeps failing, with jitter", 1.0
+    )
     backoff_max_s: float = doc("cap on one backoff delay", 60.0)
     circuit_breaker: int = doc(
         "connection failures in a row (refused, unknown host) that stop the run; 0 = never stop", 5

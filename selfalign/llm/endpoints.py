@@ -46,6 +46,7 @@ class Endpoint:
         self.in_flight = 0
         self.max_in_flight = 0
         self.fails = 0  # connection failures in a row
+        self.streak = 0  # failed answers (429, 5xx, timeouts) in a row, for the retry backoff
         self.up = True
         self.probing = False  # a probe request is out (only one at a time)
         self.retry_at = 0.0  # time.monotonic() when a taken-out endpoint may be probed
@@ -140,6 +141,7 @@ class EndpointPool:
         e.assigned -= 1
         was_probe, e.probing = e.probing, False
         self._wake(1)
+        e.streak = 0 if failure is None else e.streak + int(failure.kind in ("retry", "unreachable"))
         if failure is None or failure.status is not None:  # an HTTP answer: someone listens
             e.counts["ok"] += int(failure is None)
             # Only a probe (or any answer while all are out) brings it back: a late answer to a

@@ -220,7 +220,10 @@ class LiteLLMClient:
         self.supports_json_schema = cfg.supports_json_schema
         self.in_flight = 0
         self.max_in_flight = 0
+        self.active = 0  # requests inside complete(), backoff included
+        self.wanting = 0  # requests choosing an endpoint, waiting for a slot, or in flight
         self.unreachable = 0  # connection failures (refused / unknown host) since the last reply
+        self._room: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
 
     def __repr__(self) -> str:
         return f"LiteLLMClient({self.identity!r}, concurrency={self.cfg.concurrency})"
@@ -265,38 +268,70 @@ class LiteLLMClient:
         conc = f"conc {sum(int(e.limit.limit) for e in eps)}/{sum(e.limit.ceiling for e in eps)} · "
         return (conc if self.limit.adaptive else "") + f"{up}/{len(eps)} endpoints up"
 
-    def _backoff(self, retry: int, after: float | None) -> float:
+    def spare(self) -> int:
+        """While requests are out: how many more could be started before as many want a slot
+        as there are slots twice over (one round in flight, one queued behind it; the rest
+        wait out backoffs). The streaming runner admits that many more rows."""
+        if not self.active:
+            return 0
+        return max(0, 2 * self._slots() - self.wanting)
+
+    def _slots(self) -> int:
+        return sum(int(e.limit.limit) for e in self.pool.endpoints if e.up)
+
+    def _backoff(self, retry: int, after: float | None, streak: int) -> float:
+        """Retry-After if the server sent one; else full jitter under base · 2^k, where k is the
+        request's retry count but at most the endpoint's failed answers in a row − 1. A server
+        that is down or overloaded fails everything, its streak grows and the delay doubles as
+        usual; one that fails a few requests at random among successes is healthy, and doubling
+        a request's delay for its bad luck would only stretch the run's tail."""
         if after is not None:
             return min(after, MAX_RETRY_AFTER_S) * random.uniform(1.0, 1.1)
-        cap = min(self.cfg.backoff_max_s, self.cfg.backoff_base_s * 2**retry)
+        exponent = max(0, min(retry, streak - 1))
+        cap = min(self.cfg.backoff_max_s, self.cfg.backoff_base_s * 2**exponent)
         return random.uniform(0, cap)  # full jitter: spreads a burst of retries
 
     async def complete(self, request: ChatRequest) -> ChatResult:
+        self.active += 1
+        try:
+            return await self._complete(request)
+        finally:
+            self.active -= 1
+
+    async def _complete(self, request: ChatRequest) -> ChatResult:
         params = {**self.cfg.extra_params, **request.param_dict}
         if not self.supports_json_schema:
             params.pop("response_format", None)
         messages, timeout = request.message_dicts, self.cfg.timeout_s
-        start, error = time.perf_counter(), ""
+        start = time.perf_counter()
         self.pool.bind_loop()
         tokens = estimate_tokens(
             sum(len(c.encode()) for _, c in request.messages), int(params.get("max_tokens") or 0)
         )
+        error = ""
         for retry in range(self.cfg.max_retries + 1):
             # A connection failure while another endpoint is up goes there at once, uncounted.
             tried: tuple[Endpoint, ...] = ()
-            for _ in range(len(self.pool)):
-                ep = await self.pool.choose(avoid=tried)
-                tried += (ep,)
-                try:
-                    reply, failure, latency = await self._attempt(ep, messages, params, tokens, timeout)
-                except BaseException:  # cancelled, or a bug: the slot is free, no verdict
-                    self.pool.abandon(ep)
-                    raise
-                moved = self.pool.done(ep, failure)
-                if not moved:
-                    break
+            self.wanting += 1
+            try:
+                for _ in range(len(self.pool)):
+                    ep = await self.pool.choose(avoid=tried)
+                    tried += (ep,)
+                    try:
+                        reply, failure, latency = await self._attempt(ep, messages, params, tokens, timeout)
+                    except BaseException:  # cancelled, or a bug: the slot is free, no verdict
+                        self.pool.abandon(ep)
+                        raise
+                    moved = self.pool.done(ep, failure)
+                    if not moved:
+                        break
+            finally:
+                self.wanting -= 1
             if reply is not None:
                 self.unreachable = 0
+                if ep.streak == 0 and self.wanting < self._slots():
+                    self._room_event().set()  # a pulse: wakes the backoffs now waiting
+                    self._room_event().clear()
                 return self._result(reply, retry + 1, latency, start)
             assert failure is not None
             if failure.kind == "fatal":
@@ -309,7 +344,7 @@ class LiteLLMClient:
                     text=None, error=error, attempts=retry + 1, retries=retry, latency_s=latency
                 )
             if retry < self.cfg.max_retries:
-                await asyncio.sleep(self._backoff(retry, failure.retry_after))
+                await self._pause(self._backoff(retry, failure.retry_after, ep.streak), failure)
         attempts = self.cfg.max_retries + 1
         return ChatResult(
             text=None,
@@ -318,6 +353,28 @@ class LiteLLMClient:
             retries=attempts - 1,
             latency_s=time.perf_counter() - start,
         )
+
+    def _room_event(self) -> asyncio.Event:
+        loop = asyncio.get_running_loop()
+        if self._room is None or self._room[0] is not loop:  # asyncio primitives bind to one loop
+            self._room = (loop, asyncio.Event())
+        return self._room[1]
+
+    async def _pause(self, delay: float, failure: TransportError) -> None:
+        """A retry's backoff. One the server asked for (Retry-After) is waited out; our own
+        ends early when another request succeeds while slots are idle: the endpoint is
+        answering and has room, so waiting on would only leave the slots empty (the run's tail,
+        once no new rows are left to send, is mostly such waits)."""
+        if failure.retry_after is not None:
+            await asyncio.sleep(delay)
+            return
+        timer = asyncio.ensure_future(asyncio.sleep(delay))
+        room = asyncio.ensure_future(self._room_event().wait())
+        try:
+            await asyncio.wait({timer, room}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+            room.cancel()
 
     async def _attempt(
         self,

@@ -177,6 +177,15 @@ class LLMSession:
         while self.in_flight:
             await asyncio.sleep(0.02)
 
+    def spare(self) -> int:
+        """Slots the clients could fill now while their requests wait out backoffs (the
+        streaming runner admits that many more rows; stream.py says why)."""
+        total = 0
+        for client in self._clients.values():
+            ask = getattr(client, "spare", None)
+            total += ask() if callable(ask) else 0
+        return total
+
     def endpoint_stats(self) -> dict[str, dict[str, Any]]:
         """Per model ref with several endpoints: per URL counts of this attempt (the manifest)."""
         out = {}

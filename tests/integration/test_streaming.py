@@ -193,3 +193,78 @@ def test_chunks_that_overlap_inside_one_stage_share_its_engine(ctx):
 
     late, early = asyncio.run(both())
     assert late.engine.iloc[0] == early.engine.iloc[0]
+
+
+class _Gated:
+    """A stage whose chunk 0 waits at a gate while the others pass; counts chunks in it."""
+
+    name = "gated"
+
+    def __init__(self) -> None:
+        from selfalign.context import Stats
+
+        self.ctx = type("Ctx", (), {"stats": Stats()})()
+        self.gate = asyncio.Event()
+        self.started = self.inside = self.most_inside = 0
+
+    async def run(self, df):
+        self.started += 1
+        self.inside += 1
+        self.most_inside = max(self.most_inside, self.inside)
+        if df.x.iloc[0] == 0:
+            await self.gate.wait()
+        else:
+            for _ in range(3):  # in the stage a while, as a chunk with model calls would be
+                await asyncio.sleep(0)
+        self.inside -= 1
+        return df
+
+
+def _gated_run(tmp_path: Path, spare: int | None) -> tuple[_Gated, list[int], list[int]]:
+    """40 one-row chunks, window 2, chunk 0 held at the gate while the producer admits what it
+    will. Returns (the stage, chunks started while chunk 0 was held, the rows written)."""
+    import pandas as pd
+
+    from selfalign.checkpoint import Checkpoint
+    from selfalign.stream import Step, run_segment
+
+    stage, ck = _Gated(), Checkpoint(tmp_path, 0, "gated")
+    ck.begin()
+    seen: list[int] = []
+
+    async def go() -> None:
+        parts = [pd.DataFrame({"x": [i]}) for i in range(40)]
+        task = asyncio.create_task(
+            run_segment([Step(stage, ck, "fp")], parts, 2, set(), (lambda: spare) if spare else None)
+        )
+        for _ in range(200):
+            await asyncio.sleep(0.005)
+        seen.append(stage.started)
+        stage.gate.set()
+        await asyncio.wait_for(task, 60)
+
+    asyncio.run(go())
+    return stage, seen, [int(r["x"]) for r in map(json.loads, ck.part.read_text().splitlines())]
+
+
+def test_a_slow_first_chunk_does_not_stall_the_others_but_memory_stays_capped(tmp_path):
+    """The window bounds the chunks inside the stages; one that is done but waits to be written
+    after a slow earlier one frees its place, up to a cap on the chunks held. The output keeps
+    the input order."""
+    from selfalign.stream import MAX_WINDOW_FACTOR
+
+    stage, held, rows = _gated_run(tmp_path, spare=None)
+    assert stage.most_inside == 2  # the window
+    assert held == [MAX_WINDOW_FACTOR * 2]  # not all 40: the cap on chunks held
+    assert rows == list(range(40))
+
+
+def test_spare_client_slots_admit_rows_beyond_the_window(tmp_path):
+    """Rows waiting out a backoff hold no client slot: while the client reports spare slots the
+    producer admits more chunks than the window (still under the cap on chunks held)."""
+    from selfalign.stream import MAX_WINDOW_FACTOR
+
+    stage, held, rows = _gated_run(tmp_path, spare=1000)
+    assert stage.most_inside > 2
+    assert held == [MAX_WINDOW_FACTOR * 2]
+    assert rows == list(range(40))

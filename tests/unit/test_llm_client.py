@@ -130,6 +130,68 @@ def test_backoff_without_retry_after_is_capped_jitter(mock, transport, sleeps):
         assert 0 <= delay <= cap
 
 
+def test_backoff_doubles_with_the_endpoints_failures_in_a_row_not_the_requests_bad_luck():
+    """k in base · 2^k is the request's retry count, but at most the endpoint's failed answers
+    in a row − 1: a server failing everything backs off as usual; one request unlucky among
+    successes (streak 1) keeps the first delay however often it was retried."""
+    client = LiteLLMClient(
+        ModelConfig(
+            provider="litellm",
+            name="m",
+            api_base="http://127.0.0.1:9/v1",
+            backoff_base_s=1.0,
+            backoff_max_s=60.0,
+        )
+    )
+    caps = []
+    for retry, streak in ((0, 1), (3, 1), (3, 2), (3, 9), (9, 9)):
+        asked = [client._backoff(retry, None, streak) for _ in range(300)]
+        caps.append(max(asked))
+    expected = (1.0, 1.0, 2.0, 8.0, 60.0)
+    for got, cap in zip(caps, expected, strict=True):
+        assert cap * 0.8 < got <= cap  # full jitter under the cap (300 draws reach near it)
+
+
+def test_the_endpoint_streak_counts_failed_answers_in_a_row(mock, transport, sleeps):
+    client = make(mock, transport)
+    ep = client.pool.endpoints[0]
+    mock.configure(script=["500", "500"])
+    assert call(client, req()).ok
+    assert ep.streak == 0  # the third attempt succeeded
+    mock.configure(script=["500"] * 4, retry_after=None)
+    assert not call(client, req()).ok  # max_retries=3: four failed answers
+    assert ep.streak == 4
+
+
+def test_a_backoff_ends_when_another_request_succeeds_with_slots_idle(mock, transport, monkeypatch):
+    """Our own backoff (no Retry-After) yields to idle capacity: once a later request succeeds
+    while slots are idle, the one waiting retries at once instead of after its delay (here
+    forced to 1000 s: without the early end the guard below would fire)."""
+    monkeypatch.setattr(litellm_client.random, "uniform", lambda lo, hi: hi)
+    client = make(mock, transport, backoff_base_s=1000.0, backoff_max_s=1000.0)
+    mock.configure(script=["500"], retry_after=None)
+
+    async def main():
+        try:
+            first = asyncio.ensure_future(client.complete(req("unlucky")))
+            while not (client.active == 1 and client.wanting == 0):  # in its backoff
+                await asyncio.sleep(0.01)
+            second = await client.complete(req("lucky"))
+            return await asyncio.wait_for(first, 30), second
+        finally:
+            await client.aclose()
+
+    first, second = asyncio.run(asyncio.wait_for(main(), 60))
+    assert first.ok and first.attempts == 2 and second.ok and second.attempts == 1
+    assert mock.requests == 3
+
+
+def test_a_retry_after_is_waited_out_even_with_slots_idle(mock, transport, sleeps):
+    mock.configure(script=["429"], retry_after="2")
+    r = call(make(mock, transport), req())
+    assert r.ok and len(sleeps) == 1 and 2.0 <= sleeps[0] <= 2.2  # asyncio.sleep, not the pulse
+
+
 def test_gives_up_after_budget_without_raising(mock, transport, sleeps):
     mock.configure(script=["429"] * 3)
     r = call(make(mock, transport, max_retries=2), req())
