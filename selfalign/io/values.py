@@ -57,8 +57,13 @@ def short(value: Any, width: int = 40) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
 def _clean(value: Any) -> Any:
     """JSON-safe values: NaN → null, numpy scalars/arrays → Python."""
+    if type(value) in _PLAIN:  # most values: nothing to do (the checks below cost per value)
+        return value
     if isinstance(value, float) and math.isnan(value):
         return None
     if hasattr(value, "tolist"):

