@@ -24,7 +24,6 @@ HEAVY = [
     "pandas",
     "pyarrow",
     "hydra",
-    "matplotlib",
 ]
 DRIVER = """
 import contextlib, io, json, sys
