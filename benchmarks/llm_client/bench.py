@@ -234,7 +234,7 @@ def child(args: argparse.Namespace) -> None:
         transport = "litellm" if args.variant == "session_litellm" else "direct"
         out = asyncio.run(v_session(args.url, args.n, args.c, tmp, transport))
     else:
-        extra = ["stream=false"] if args.variant == "runner_staged" else []
+        extra = (["stream=false"] if args.variant == "runner_staged" else []) + args.override
         out = v_runner(args.url, args.n, args.c, tmp, args.t0, extra)
     out["cpu_s"] = time.process_time() - c0
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -261,11 +261,13 @@ def _cpu_ticks(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
-def run_variant(variant: str, url: str, mock_pid: int, n: int, c: int, latency: float) -> dict[str, Any]:
+def run_variant(
+    variant: str, url: str, mock_pid: int, n: int, c: int, latency: float, overrides: list[str]
+) -> dict[str, Any]:
     _http(url, "/_reset", {})
     m0 = _cpu_ticks(mock_pid)
     cmd = [sys.executable, __file__, "--child", variant, "--url", url, "--n", str(n), "--c", str(c)]
-    cmd += ["--t0", repr(time.time())]
+    cmd += ["--t0", repr(time.time())] + ([f"--override={o}" for o in overrides])
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=3600)
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
     if line is None:
@@ -299,6 +301,13 @@ def main() -> None:
     )
     ap.add_argument("--faults", action="store_true", help="also run `runner` with 5%%+5%% faults")
     ap.add_argument("--out", default=None, help="append JSON results to this file")
+    ap.add_argument(
+        "--override",
+        nargs="+",
+        action="extend",
+        default=[],
+        help="config overrides for the runner variants (k=v ...)",
+    )
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--url", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--t0", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -322,7 +331,7 @@ def main() -> None:
                 plan += [(v, faulty) for v in args.variants if v.startswith("runner")]
             for variant, faults in plan:
                 _http(url, "/_config", {"rate_429": 0.0, "rate_500": 0.0, **faults})
-                r = run_variant(variant, url, mock.pid, args.n, args.c, lat)
+                r = run_variant(variant, url, mock.pid, args.n, args.c, lat, args.override)
                 if faults:
                     r["variant"] += "+faults"
                 results.append(r)

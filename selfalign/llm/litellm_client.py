@@ -15,6 +15,7 @@ import re
 import time
 from typing import Any
 
+from selfalign import aio
 from selfalign.errors import LLMError
 from selfalign.llm.base import ChatRequest, ChatResult
 from selfalign.llm.config import ModelConfig, Price, cache_url, endpoint_urls
@@ -280,14 +281,17 @@ class LiteLLMClient:
         return sum(int(e.limit.limit) for e in self.pool.endpoints if e.up)
 
     def _backoff(self, retry: int, after: float | None, streak: int) -> float:
-        """Retry-After if the server sent one; else full jitter under base · 2^k, where k is the
-        request's retry count but at most the endpoint's failed answers in a row − 1. A server
-        that is down or overloaded fails everything, its streak grows and the delay doubles as
-        usual; one that fails a few requests at random among successes is healthy, and doubling
-        a request's delay for its bad luck would only stretch the run's tail."""
+        """Retry-After if the server sent one. Else, a failure among successes (the endpoint's
+        previous answer was a success: streak 1) is retried at once: our concurrency limit
+        already bounds what the server sees, so a delay would protect nothing and only stretch
+        the run's tail. Once the endpoint fails several in a row, full jitter under base · 2^k
+        with k = that streak − 2, at most the request's own retries: a server that is down or
+        overloaded is backed off from as usual."""
         if after is not None:
             return min(after, MAX_RETRY_AFTER_S) * random.uniform(1.0, 1.1)
-        exponent = max(0, min(retry, streak - 1))
+        if streak <= 1:
+            return 0.0
+        exponent = max(0, min(retry, streak - 2))
         cap = min(self.cfg.backoff_max_s, self.cfg.backoff_base_s * 2**exponent)
         return random.uniform(0, cap)  # full jitter: spreads a burst of retries
 
@@ -368,6 +372,8 @@ class LiteLLMClient:
         if failure.retry_after is not None:
             await asyncio.sleep(delay)
             return
+        if delay <= 0:
+            return
         timer = asyncio.ensure_future(asyncio.sleep(delay))
         room = asyncio.ensure_future(self._room_event().wait())
         try:
@@ -397,9 +403,7 @@ class LiteLLMClient:
         try:
             # The transport has its own timeout; this one also covers a stuck connect,
             # with a grace second so the transport's clearer error usually fires first.
-            reply = await asyncio.wait_for(
-                ep.send.send(messages, params, self._key(), timeout), timeout + 1.0
-            )
+            reply = await aio.within(ep.send.send(messages, params, self._key(), timeout), timeout + 1.0)
         except TransportError as exc:
             failure = exc
         except (asyncio.TimeoutError, TimeoutError):

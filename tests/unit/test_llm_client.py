@@ -124,32 +124,28 @@ def test_backoff_without_retry_after_is_capped_jitter(mock, transport, sleeps):
     mock.configure(script=["500", "500", "500"], retry_after=None)
     r = call(make(mock, transport, backoff_base_s=0.01, backoff_max_s=0.025), req())
     assert r.ok and r.retries == 3
-    # full jitter under min(backoff_max_s, backoff_base_s · 2^retry): ≤ 0.01, 0.02, 0.025
-    assert len(sleeps) == 3
-    for delay, cap in zip(sleeps, (0.01, 0.02, 0.025), strict=True):
+    # the first failure follows a success (none yet: streak 1), so it is retried at once; then
+    # full jitter under min(backoff_max_s, backoff_base_s · 2^k), k = streak − 2: ≤ 0.01, 0.02
+    assert len(sleeps) == 2
+    for delay, cap in zip(sleeps, (0.01, 0.02), strict=True):
         assert 0 <= delay <= cap
 
 
 def test_backoff_doubles_with_the_endpoints_failures_in_a_row_not_the_requests_bad_luck():
-    """k in base · 2^k is the request's retry count, but at most the endpoint's failed answers
-    in a row − 1: a server failing everything backs off as usual; one request unlucky among
-    successes (streak 1) keeps the first delay however often it was retried."""
-    client = LiteLLMClient(
-        ModelConfig(
-            provider="litellm",
-            name="m",
-            api_base="http://127.0.0.1:9/v1",
-            backoff_base_s=1.0,
-            backoff_max_s=60.0,
-        )
+    """A failure among successes (streak 1) is retried at once, however often the request was
+    retried; from two failed answers in a row, full jitter under base · 2^k with k = streak − 2,
+    at most the request's own retries: a server that fails everything is backed off from."""
+    cfg = ModelConfig(
+        provider="litellm", name="m", api_base="http://127.0.0.1:9/v1", backoff_base_s=1.0, backoff_max_s=60.0
     )
-    caps = []
-    for retry, streak in ((0, 1), (3, 1), (3, 2), (3, 9), (9, 9)):
+    client = LiteLLMClient(cfg)
+    for retry, streak, cap in ((0, 1, 0.0), (3, 1, 0.0), (3, 2, 1.0), (3, 3, 2.0), (3, 9, 8.0), (9, 9, 60.0)):
         asked = [client._backoff(retry, None, streak) for _ in range(300)]
-        caps.append(max(asked))
-    expected = (1.0, 1.0, 2.0, 8.0, 60.0)
-    for got, cap in zip(caps, expected, strict=True):
-        assert cap * 0.8 < got <= cap  # full jitter under the cap (300 draws reach near it)
+        if cap == 0:
+            assert set(asked) == {0.0}
+        else:
+            assert cap * 0.8 < max(asked) <= cap  # full jitter under the cap (300 draws near it)
+    assert client._backoff(0, 5.0, 1) >= 5.0  # a Retry-After is waited out, streak or not
 
 
 def test_the_endpoint_streak_counts_failed_answers_in_a_row(mock, transport, sleeps):
@@ -169,7 +165,7 @@ def test_a_backoff_ends_when_another_request_succeeds_with_slots_idle(mock, tran
     forced to 1000 s: without the early end the guard below would fire)."""
     monkeypatch.setattr(litellm_client.random, "uniform", lambda lo, hi: hi)
     client = make(mock, transport, backoff_base_s=1000.0, backoff_max_s=1000.0)
-    mock.configure(script=["500"], retry_after=None)
+    mock.configure(script=["500", "500"], retry_after=None)  # the second one (streak 2) waits
 
     async def main():
         try:
@@ -182,8 +178,8 @@ def test_a_backoff_ends_when_another_request_succeeds_with_slots_idle(mock, tran
             await client.aclose()
 
     first, second = asyncio.run(asyncio.wait_for(main(), 60))
-    assert first.ok and first.attempts == 2 and second.ok and second.attempts == 1
-    assert mock.requests == 3
+    assert first.ok and first.attempts == 3 and second.ok and second.attempts == 1
+    assert mock.requests == 4
 
 
 def test_a_retry_after_is_waited_out_even_with_slots_idle(mock, transport, sleeps):

@@ -156,7 +156,9 @@ def test_fixed_client_keeps_hitting_the_cap(mock, monkeypatch) -> None:
     client keeps 32 in flight and most of what it sends above the cap is refused."""
     monkeypatch.setattr(litellm_client, "asyncio", _NoSleep())
     mock.configure(max_concurrency=8, latency_s=0.02, retry_after="0")
-    c = client(mock, concurrency=32)
+    # Retry-After: 0 and an instant 429 let a refused request spin: within one 20 ms window it
+    # can be refused 50 times, so the retries must not run out (that was this test's flakiness)
+    c = client(mock, concurrency=32, max_retries=100_000)
     assert all(r.ok for r in send(c, 100))
     # > 0.3 refusals per request (the adaptive client: ≤ 0.1); how many more depends on the
     # machine's load, since the mock runs in this process
