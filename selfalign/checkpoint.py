@@ -56,6 +56,7 @@ class Checkpoint:
         self.marker = base.with_suffix(".fingerprint")
         self.stats = base.with_suffix(".stats.json")
         self.part = base.with_suffix(".jsonl.part")
+        self.columns: list[str] = []  # of the rows appended: an empty output keeps them
 
     def load(self, fp: str, retry_failed: bool) -> tuple[pd.DataFrame, dict[str, Any]] | None:
         """(rows, saved stats) when this stage can be reused, else None."""
@@ -69,8 +70,12 @@ class Checkpoint:
 
     def read(self) -> pd.DataFrame:
         """The saved rows, long texts inlined."""
-        df = io.read_jsonl(self.rows) if self.rows.stat().st_size else pd.DataFrame()
-        return self._inline(df)
+        if self.rows.stat().st_size:
+            return self._inline(io.read_jsonl(self.rows))
+        # No rows: the columns they would have had (a later stage reads its columns even from
+        # an empty table; a filter that dropped every row must not make that a KeyError).
+        saved = json.loads(self.stats.read_text()) if self.stats.exists() else {}
+        return pd.DataFrame(columns=saved.get("columns", self.columns))
 
     def frames(self, rows: int) -> Iterator[pd.DataFrame]:
         """The saved rows `rows` at a time (memory: one chunk), long texts inlined."""
@@ -95,6 +100,7 @@ class Checkpoint:
         self.part.write_text("", encoding="utf-8")
 
     def append(self, df: pd.DataFrame) -> None:
+        self.columns = [str(c) for c in df.columns]
         with self.part.open("a", encoding="utf-8") as fh:
             for row in io.records(df):
                 fh.write(io.jsonl_line(self._refs(row)))
@@ -102,7 +108,7 @@ class Checkpoint:
     def finish(self, fp: str, st: StageStats, llm: dict[str, dict[str, Any]]) -> None:
         """Rows first, the marker last: a crash in between leaves no marker, so no reuse."""
         os.replace(self.part, self.rows)
-        io.write_json({"stats": st.to_json(), "llm": llm}, self.stats)
+        io.write_json({"stats": st.to_json(), "llm": llm, "columns": self.columns}, self.stats)
         self.marker.write_text(fp + (PARTIAL if st.llm_failed else ""))
 
     def _refs(self, row: dict[str, Any]) -> dict[str, Any]:

@@ -44,8 +44,12 @@ def split(stages: list[Stage]) -> list[Segment]:
 
 
 def chunks(df: pd.DataFrame, rows: int) -> Iterator[pd.DataFrame]:
-    """Slices of about `rows` rows, in order; a slice ends only where parent_id changes."""
+    """Slices of about `rows` rows, in order; a slice ends only where parent_id changes. An
+    empty table is one empty slice: its stages still run, and pass on its columns."""
     n = len(df)
+    if n == 0:
+        yield df
+        return
     if PARENT_ID not in df.columns:
         for start in range(0, n, rows):
             yield df.iloc[start : start + rows]

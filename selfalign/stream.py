@@ -79,7 +79,7 @@ async def run_segment(
             PRIORITY.set(j)  # this task's context only: its calls at stage j rank by j
             if not step.source:
                 stats[j].rows_in += len(chunk)
-                chunk = await step.stage.run(chunk)
+                chunk = _keep_columns(await step.stage.run(chunk), step.stage, chunk)
             stats[j].rows_out += len(chunk)
             done[j][index] = chunk
             flush(j)
@@ -129,3 +129,16 @@ async def run_segment(
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
     return kept
+
+
+def _keep_columns(out: pd.DataFrame, stage: Stage, given: pd.DataFrame) -> pd.DataFrame:
+    """An empty output with every column the stage promises (Stage.check): a stage that got or
+    made no rows may build its table without them, and the next stage would fail on a column
+    that only an empty table lacks, instead of passing the empty table on."""
+    if len(out):
+        return out
+    promised, _ = stage.check({str(c) for c in given.columns})
+    missing = [
+        c for c in [*map(str, given.columns), *sorted(promised)] if c in promised and c not in out.columns
+    ]
+    return out.reindex(columns=[*out.columns, *dict.fromkeys(missing)]) if missing else out

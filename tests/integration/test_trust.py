@@ -118,6 +118,22 @@ def test_a_run_with_no_rows_is_not_a_success(tmp_path):
     assert m["status"] == "ok" and m["rows"] == 0
 
 
+@pytest.mark.parametrize("stream", ["true", "false"])
+def test_a_stage_that_drops_every_row_passes_an_empty_table_on(tmp_path, stream):
+    """A filter that drops every row mid-pipeline: later stages (an LLM judge, dedup, export)
+    read their columns even from an empty table. They used to get one without columns and
+    fail with a KeyError traceback; now the run ends with its usual "0 rows" exit (3)."""
+    drop_all = "pipeline.stages.check_instruction.rules=[{column: instruction, op: min_words, value: 999}]"
+    args = ["pipeline=backtranslation", "model=test", f"stream={stream}", drop_all]
+    with pytest.raises(RunFailed, match="0 rows") as err:
+        api.run(args, tmp_path / "run")
+    assert err.value.exit_code == 3
+    _, m = api.run([*args, "allow_empty=true"], tmp_path / "ok")
+    assert m["status"] == "ok" and m["rows"] == 0
+    dedup = next(st for st in m["stages"] if st["name"] == "dedup_instructions")
+    assert dedup["status"] == "ran" and dedup["rows_in"] == 0
+
+
 # ---- 2. re-runs keep the record and retry what failed ---------------------------------------
 def test_rerun_retries_only_the_failed_calls_and_keeps_the_history(tmp_path, mock):
     mock.configure(fail_when={"plants": "500"})  # one of the five questions always fails
