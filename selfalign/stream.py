@@ -101,24 +101,38 @@ async def run_segment(
     def room() -> bool:
         return held < window * MAX_WINDOW_FACTOR and (active < window or credit > 0)
 
-    tasks: list[asyncio.Task[None]] = []
+    # Only the chunks still running are kept (a million rows are 125,000 chunks of 8: scanning
+    # every task ever started for a failure, at each admission, was quadratic).
+    tasks: set[asyncio.Task[None]] = set()
+    errors: list[BaseException] = []
+
+    def ended(task: asyncio.Task[None]) -> None:
+        tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            errors.append(task.exception())  # type: ignore[arg-type]
+
     try:
         for i, chunk in enumerate(parts):
-            while not (failed := any(t.done() and t.exception() for t in tasks)) and not room():
+            while not errors and not room():
                 changed.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(changed.wait(), HUNGRY_POLL_S if spare else None)
                 # Asked only here, after a wait: chunks admitted on the last credit have had
                 # time to send their requests, so they are not counted as spare again.
                 credit = spare() if spare else 0
-            if failed:
+            if errors:
                 break  # a chunk failed: start no more (the error is raised below)
             if active >= window:
                 credit -= len(chunk)
             active += 1
             held += 1
-            tasks.append(asyncio.create_task(one(i, chunk.reset_index(drop=True))))
-        await asyncio.gather(*tasks)
+            task = asyncio.create_task(one(i, chunk.reset_index(drop=True)))
+            tasks.add(task)
+            task.add_done_callback(ended)
+        while tasks and not errors:
+            await asyncio.wait(set(tasks), return_when=asyncio.FIRST_EXCEPTION)
+        if errors:
+            raise errors[0]
     except BudgetExceeded:
         # dispatch has stopped: the calls in flight in other chunks finish (and are cached)
         await asyncio.gather(*tasks, return_exceptions=True)
