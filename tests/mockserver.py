@@ -18,11 +18,15 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import os
 import random
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -260,6 +264,21 @@ def _completion(body: dict[str, Any], replies: str = "echo") -> dict[str, Any]:
         "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
         "usage": {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out},
     }
+
+
+def spawn(*flags: str) -> tuple[subprocess.Popen[str], str]:
+    """This server in a process of its own (the benchmarks' endpoint): (the process, its base
+    URL without /v1). `flags` are main()'s, e.g. "--latency", "0.1"."""
+    here = Path(__file__).resolve()
+    proc = subprocess.Popen(
+        [sys.executable, str(here), *flags],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=here.parents[1],  # --replies test imports selfalign from the checkout
+        env={**os.environ, "PYTHONPATH": str(here.parents[1])},
+    )
+    port = int(proc.stdout.readline().split()[1])  # type: ignore[union-attr]
+    return proc, f"http://127.0.0.1:{port}"
 
 
 def main() -> None:

@@ -37,6 +37,9 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from mockserver import spawn  # noqa: E402
+
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -318,13 +321,9 @@ def main() -> None:
     print(f"# load average before: {os.getloadavg()}, cpus: {os.cpu_count()}", flush=True)
     results = []
     for lat in args.latency:
-        mock = subprocess.Popen(
-            [sys.executable, str(ROOT / "tests" / "mockserver.py"), "--latency", str(lat)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        mock, base = spawn("--latency", str(lat))
         try:
-            url = f"http://127.0.0.1:{int(mock.stdout.readline().split()[1])}/v1"  # type: ignore
+            url = f"{base}/v1"
             plan = [(v, {}) for v in args.variants]
             if args.faults:
                 faulty = {"rate_429": 0.05, "rate_500": 0.05, "retry_after": None, "seed": 1}

@@ -25,6 +25,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from mockserver import spawn  # noqa: E402
+
 BENCH = ROOT / "benchmarks" / "llm_client"  # its 2-stage pipeline and prompts
 JOBS = 4
 
@@ -78,13 +81,9 @@ def main() -> None:
     ap.add_argument("--n-jobs", type=int, default=2)
     args = ap.parse_args()
     print(f"# load average before: {os.getloadavg()}, cpus: {os.cpu_count()}", flush=True)
-    mock = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "mockserver.py"), "--latency", str(args.latency)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    mock, base = spawn("--latency", str(args.latency))
     try:
-        url = f"http://127.0.0.1:{int(mock.stdout.readline().split()[1])}/v1"  # type: ignore[union-attr]
+        url = f"{base}/v1"
         with tempfile.TemporaryDirectory() as d:
             tmp = Path(d)
             basic = sweep(url, tmp, ["hydra/launcher=basic"], args.n, args.c)

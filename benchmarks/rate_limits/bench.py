@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import subprocess
 import sys
 import time
 import urllib.request
@@ -22,19 +21,14 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+from mockserver import spawn  # noqa: E402
+
 sys.path.insert(0, str(ROOT))
 
 from selfalign.llm.base import ChatRequest  # noqa: E402
 from selfalign.llm.config import ModelConfig  # noqa: E402
 from selfalign.llm.litellm_client import LiteLLMClient  # noqa: E402
-
-
-def start_mock(*flags: str) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "mockserver.py"), *flags], stdout=subprocess.PIPE, text=True
-    )
-    port = int(proc.stdout.readline().split()[1])  # type: ignore[union-attr]
-    return proc, f"http://127.0.0.1:{port}"
 
 
 def mock_stats(base: str) -> dict[str, Any]:
@@ -93,7 +87,7 @@ def bench_cap(seconds: float, latency: float) -> None:
         ("fixed 16", {"concurrency": 16}),
         ("adaptive 64 (floor 1)", {"concurrency": 64, "min_concurrency": 1}),
     ):
-        proc, url = start_mock("--latency", str(latency), "--max-concurrency", "16", "--retry-after", "1")
+        proc, url = spawn("--latency", str(latency), "--max-concurrency", "16", "--retry-after", "1")
         try:
             results[name] = asyncio.run(drive(client(url, **kw), 96, seconds, url, 10.0))
         finally:
@@ -105,7 +99,7 @@ def bench_cap(seconds: float, latency: float) -> None:
 
 
 def bench_rpm(seconds: float, rpm: int) -> None:
-    proc, url = start_mock("--latency", "0.05")
+    proc, url = spawn("--latency", "0.05")
     try:
         c = client(url, concurrency=64, rpm=rpm)
         out = asyncio.run(drive(c, 64, seconds, url, seconds))

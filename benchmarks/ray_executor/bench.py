@@ -28,6 +28,9 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from mockserver import spawn  # noqa: E402
+
 BENCH = ROOT / "benchmarks" / "llm_client"
 
 
@@ -81,13 +84,9 @@ def main() -> None:
         args.scenario = args.child
         return child(args)
     print(f"# load average before: {os.getloadavg()}, cpus: {os.cpu_count()}", flush=True)
-    mock = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "mockserver.py"), "--latency", str(args.latency)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    mock, base = spawn("--latency", str(args.latency))
     try:
-        url = f"http://127.0.0.1:{int(mock.stdout.readline().split()[1])}/v1"  # type: ignore[union-attr]
+        url = f"{base}/v1"
         mocked = [
             "model=openai_compatible",
             f"model.api_base={url}",

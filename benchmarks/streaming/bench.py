@@ -22,6 +22,9 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+from mockserver import spawn  # noqa: E402
+
 VARIANTS = {"stream": [], "staged": ["stream=false"]}
 
 
@@ -65,16 +68,9 @@ def main() -> None:
     ap.add_argument("--override", nargs="*", default=[], help="more overrides for both variants")
     args = ap.parse_args()
     print(f"# load average before: {os.getloadavg()}, cpus: {os.cpu_count()}", flush=True)
-    mock = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "mockserver.py"), "--latency", str(args.latency)]
-        + ["--replies", "test"],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    mock, base = spawn("--latency", str(args.latency), "--replies", "test")
     try:
-        url = f"http://127.0.0.1:{int(mock.stdout.readline().split()[1])}/v1"  # type: ignore[union-attr]
+        url = f"{base}/v1"
         results = {}
         for v in args.variants:
             with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
