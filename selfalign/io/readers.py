@@ -42,13 +42,17 @@ def _batches(items: Iterator[Any], sizes: Iterator[int | None]) -> Iterator[list
             return
 
 
-def _framed(batches: Iterator[list[dict[str, Any]]]) -> Iterator[pd.DataFrame]:
+def _numbered(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """The frames indexed by row number, going on across chunks."""
     start = 0
-    for rows in batches:
-        df = pd.DataFrame.from_records(rows)
-        df.index = pd.RangeIndex(start, start + len(rows))
-        start += len(rows)
+    for df in frames:
+        df.index = pd.RangeIndex(start, start + len(df))
+        start += len(df)
         yield df
+
+
+def _framed(batches: Iterator[list[dict[str, Any]]]) -> Iterator[pd.DataFrame]:
+    return _numbered(pd.DataFrame.from_records(rows) for rows in batches)
 
 
 def iter_table(
@@ -102,16 +106,16 @@ def _chunks(
     elif kind == "parquet":
         yield from _parquet_chunks(p, sizes)
     elif p.is_dir():  # a folder of text files: one document per file
-        files, start = iter(_folder_files(p)), 0
-        for batch in _batches(files, sizes):
-            yield pd.DataFrame(
+        batches = _batches(iter(_folder_files(p)), sizes)
+        yield from _numbered(
+            pd.DataFrame(
                 {
                     text_column: [_read_text_file(f, encoding) for f in batch],
                     "source_file": [str(f) for f in batch],
-                },
-                index=pd.RangeIndex(start, start + len(batch)),  # row numbers go on across chunks
+                }
             )
-            start += len(batch)
+            for batch in batches
+        )
     else:
         lines = (ln for _, text in _lines(p, encoding) for ln in text.splitlines() if ln.strip())
         yield from _framed(_batches(({text_column: ln} for ln in lines), sizes))
@@ -128,13 +132,8 @@ def _parquet_chunks(p: Path, sizes: Iterator[int | None]) -> Iterator[pd.DataFra
     pf = pq.ParquetFile(p)
     meta = pf.schema_arrow.pandas_metadata or {}
     own_index = any(isinstance(c, str) for c in meta.get("index_columns", []))
-    start = 0
-    for batch in pf.iter_batches(batch_size=min(n, _MAX_CHUNK)):
-        df = pa.Table.from_batches([batch]).to_pandas()
-        if not own_index:
-            df.index = pd.RangeIndex(start, start + len(df))
-        start += len(df)
-        yield df
+    frames = (pa.Table.from_batches([b]).to_pandas() for b in pf.iter_batches(batch_size=min(n, _MAX_CHUNK)))
+    yield from frames if own_index else _numbered(frames)
 
 
 def read_table(
