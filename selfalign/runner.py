@@ -204,7 +204,8 @@ async def execute(built: Built) -> Output:
                     todo.append(Step(stage, ck, fp))
                     continue
                 restore(ctx, stage.name, saved[1])
-                df = out = saved[0] if len(saved[0]) else df.iloc[0:0]
+                # an empty checkpoint keeps its columns; one written before it did has none
+                df = out = saved[0] if len(saved[0].columns) else df.iloc[0:0]
                 log.info("%s: reused %d rows from %s", stage.name, len(df), ck.rows.name)
                 if stage.name == built.output:
                     final = df
@@ -261,7 +262,7 @@ async def _run_steps(
     kept = await run_segment(steps, parts, window, {0} if barrier else set(), ctx.llm.spare)
     _finish(ctx, steps, round(time.perf_counter() - start, 3))
     if barrier:
-        got = kept[0][0] if kept[0] else df.iloc[0:0]
+        got = kept[0][0]  # one part, so one output (a failure raises)
         return got, got if out_at is not None else None
     # streamed: the rows are in the checkpoints; read back only what a later stage needs
     end = steps[-1]
@@ -277,7 +278,7 @@ async def _run_stage(stage: Stage, df: pd.DataFrame, ck: Checkpoint, fp: str) ->
     ck.begin()
     kept = await run_segment([step], [df], 1, {0})
     _finish(stage.ctx, [step], round(time.perf_counter() - start, 3))
-    return kept[0][0] if kept[0] else df.iloc[0:0]
+    return kept[0][0]  # one part, so one output (a failure raises)
 
 
 def _finish(ctx: RunContext, steps: list[Step], wall: float) -> None:

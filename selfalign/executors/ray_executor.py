@@ -79,7 +79,8 @@ async def _execute(built: Built, pool: Pool) -> pd.DataFrame:
                 todo.append((i, ck, fp))
                 continue
             restore(ctx, stage.name, saved[1])
-            df = saved[0] if len(saved[0]) else df.iloc[0:0]
+            # an empty checkpoint keeps its columns; one written before it did has none
+            df = saved[0] if len(saved[0].columns) else df.iloc[0:0]
             log.info("%s: reused %d rows from %s", stage.name, len(df), ck.rows.name)
             final = df if stage.name == built.output else final
         if not todo:
