@@ -334,8 +334,9 @@ class LiteLLMClient:
             if reply is not None:
                 self.unreachable = 0
                 if ep.streak == 0 and self.wanting < self._slots():
-                    self._room_event().set()  # a pulse: wakes the backoffs now waiting
-                    self._room_event().clear()
+                    room = self._room_event()
+                    room.set()  # a pulse: wakes the backoffs now waiting, and no later one
+                    room.clear()
                 return self._result(reply, retry + 1, latency, start)
             assert failure is not None
             if failure.kind == "fatal":

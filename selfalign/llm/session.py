@@ -180,11 +180,11 @@ class LLMSession:
     def spare(self) -> int:
         """Slots the clients could fill now while their requests wait out backoffs (the
         streaming runner admits that many more rows; stream.py says why)."""
-        total = 0
-        for client in self._clients.values():
-            ask = getattr(client, "spare", None)
-            total += ask() if callable(ask) else 0
-        return total
+        return sum(self._ask("spare"))
+
+    def _ask(self, method: str) -> list[Any]:
+        """What each client that has `method` answers (the test and local clients lack some)."""
+        return [m() for c in self._clients.values() if callable(m := getattr(c, method, None))]
 
     def endpoint_stats(self) -> dict[str, dict[str, Any]]:
         """Per model ref with several endpoints: per URL counts of this attempt (the manifest)."""
@@ -202,9 +202,7 @@ class LLMSession:
             if self.budget.active
             else (f"${self.spent_usd:.4f}" if self.spent_usd else "")
         ]
-        for client in self._clients.values():
-            limit = getattr(client, "concurrency_status", None)
-            parts.append(limit() if callable(limit) else "")
+        parts += self._ask("concurrency_status")
         parts += [b.status() for b in self.batchers.values()]
         return " · ".join(p for p in parts if p)
 
