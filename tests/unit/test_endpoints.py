@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from helpers import NoSleep  # noqa: E402
 from mockserver import MockServer  # noqa: E402
 
 from selfalign.errors import LLMError  # noqa: E402
@@ -33,17 +34,6 @@ class Clock:
 
     def monotonic(self) -> float:
         return self.now
-
-
-class NoSleep:
-    """litellm_client's `asyncio`, except that backoff sleeps take no time."""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(asyncio, name)
-
-    async def sleep(self, delay: float, result: Any = None) -> Any:
-        await asyncio.sleep(0)
-        return result
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from helpers import NoSleep  # noqa: E402
 from mockserver import MockServer  # noqa: E402
 
 from selfalign import aio  # noqa: E402
@@ -30,17 +31,6 @@ def mock():
     server = MockServer().start()
     yield server
     server.stop()
-
-
-class _NoSleep:
-    """litellm_client's `asyncio`, except that backoff sleeps take no time (Retry-After: 0)."""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(asyncio, name)
-
-    async def sleep(self, delay: float, result: Any = None) -> Any:
-        await asyncio.sleep(0)
-        return result
 
 
 def client(mock: MockServer, **kw: Any) -> LiteLLMClient:
@@ -139,7 +129,7 @@ def test_token_bucket_refund_and_debt() -> None:
 
 
 def test_adaptive_client_converges_to_the_server_cap(mock, monkeypatch) -> None:
-    monkeypatch.setattr(litellm_client, "asyncio", _NoSleep())
+    monkeypatch.setattr(litellm_client, "asyncio", NoSleep())
     mock.configure(max_concurrency=8, latency_s=0.02, retry_after="0")
     c = client(mock, concurrency=32, min_concurrency=1)
     assert all(r.ok for r in send(c, 200, "warm"))  # converging from 32 down to the cap
@@ -154,7 +144,7 @@ def test_adaptive_client_converges_to_the_server_cap(mock, monkeypatch) -> None:
 def test_fixed_client_keeps_hitting_the_cap(mock, monkeypatch) -> None:
     """The contrast that makes the test above mean something: without min_concurrency the
     client keeps 32 in flight and most of what it sends above the cap is refused."""
-    monkeypatch.setattr(litellm_client, "asyncio", _NoSleep())
+    monkeypatch.setattr(litellm_client, "asyncio", NoSleep())
     mock.configure(max_concurrency=8, latency_s=0.02, retry_after="0")
     # Retry-After: 0 and an instant 429 let a refused request spin: within one 20 ms window it
     # can be refused 50 times, so the retries must not run out (that was this test's flakiness)
