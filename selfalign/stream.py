@@ -32,7 +32,7 @@ from selfalign.llm.limits import PRIORITY
 from selfalign.stages import Stage
 
 MAX_WINDOW_FACTOR = 8  # chunks held (in flight or waiting to be written) ≤ this × window
-HUNGRY_POLL_S = 0.02  # how often the clients' spare slots are asked again (no signal when one frees)
+SPARE_POLL_S = 0.02  # how often the clients' spare slots are asked again (no signal when one frees)
 
 
 @dataclass
@@ -116,7 +116,7 @@ async def run_segment(
             while not errors and not room():
                 changed.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(changed.wait(), HUNGRY_POLL_S if spare else None)
+                    await asyncio.wait_for(changed.wait(), SPARE_POLL_S if spare else None)
                 # Asked only here, after a wait: chunks admitted on the last credit have had
                 # time to send their requests, so they are not counted as spare again.
                 credit = spare() if spare else 0
