@@ -7,7 +7,9 @@ fixture) or on the $ / tokens recorded, which the priced test model makes exact.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import FIXTURES
@@ -174,3 +176,76 @@ def test_cli_exits_4_and_shows_the_spend(tmp_path: Path) -> None:
     assert got.returncode == EXIT_BUDGET, got.stderr[-2000:]
     assert "budget reached at $" in got.stderr and "stopped by the budget" in got.stderr
     assert "spent $" in got.stderr
+
+
+def _float_keys(schema: type) -> list[tuple[str, dict]]:
+    """(dotted key, raw mapping that sets it to NaN) for every float field of `schema`, inside
+    nested params too (X, X | None, list[X], dict[str, X]): float, list[float], dict[str, float]."""
+    import dataclasses
+    import typing
+
+    from selfalign.config import _nested_schema
+
+    nan = float("nan")
+    out = []
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        tp, key = hints[f.name], f.name
+        args = typing.get_args(tp) or (tp,)
+        kinds = {typing.get_origin(a): typing.get_args(a)[-1:] for a in args}
+        if nested := _nested_schema(tp):
+            inner, how = nested[0], nested[1][:1]  # "", "[" (a list of them) or "." (a dict)
+            at = {"": key, "[": f"{key}[0]", ".": f"{key}.k"}[how]
+            for sub, raw in _float_keys(inner):
+                out.append((f"{at}.{sub}", {f.name: {"": raw, "[": [raw], ".": {"k": raw}}[how]}))
+        elif float in args:
+            out.append((key, {f.name: nan}))
+        elif kinds.get(list) == (float,):
+            out.append((f"{key}[0]", {f.name: [nan]}))
+        elif kinds.get(dict) == (float,):
+            out.append((f"{key}.k", {f.name: {"k": nan}}))
+    return out
+
+
+def _schemas() -> list[tuple[str, type]]:
+    from selfalign.settings import CacheSettings, RunSettings
+    from selfalign.stages import STAGES
+
+    found = [("model", ModelConfig), ("budget", BudgetSettings), ("config", RunSettings)]
+    found += [("cache", CacheSettings)]
+    return found + [(f"pipeline.stages.{kind}", cls.Params) for kind, cls in STAGES.items()]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_every_float_in_the_config_refuses_nan_and_inf(bad: float) -> None:
+    """Walks every registered stage's Params and the model, budget and run settings: a float
+    given NaN or ±inf is a ConfigError naming its key (a NaN cap or price turned the budget
+    off). A new float param is covered by this walk as soon as it exists."""
+    import dataclasses
+
+    from selfalign.config import parse_params
+
+    def with_bad(raw: Any) -> Any:  # the NaN the walk put in, replaced by `bad`
+        if isinstance(raw, dict):
+            return {k: with_bad(v) for k, v in raw.items()}
+        return [with_bad(v) for v in raw] if isinstance(raw, list) else bad
+
+    checked = []
+    for where, schema in _schemas():
+        for key, raw in _float_keys(schema):
+            field = dataclasses.fields(schema)
+            meta = next(f.metadata for f in field if f.name == key.split(".")[0].split("[")[0])
+            if meta.get("nonfinite"):
+                continue  # its doc says what NaN / inf mean there
+            with pytest.raises(ConfigError, match=rf"^{re.escape(where)}\.{re.escape(key)}: .*not a finite"):
+                parse_params(schema, with_bad(raw), where)
+            checked.append(f"{where}.{key}")
+    for key in (
+        "model.price.input_per_mtok",
+        "model.price.output_per_mtok",
+        "model.timeout_s",
+        "budget.max_usd",
+        "config.progress_every_s",
+        "pipeline.stages.generate_text.temperature",
+    ):
+        assert key in checked, key  # the walk really reached the floats that matter
