@@ -20,6 +20,7 @@ from selfalign.llm.base import ChatRequest
 from selfalign.llm.budget import (
     Budget,
     BudgetExceeded,
+    BudgetRecordError,
     BudgetSettings,
     completion_bound,
     prices,
@@ -64,6 +65,50 @@ def test_spent_is_kept_across_attempts(tmp_path: Path) -> None:
     again = Budget(BudgetSettings(max_usd=2.0), path)
     assert (again.spent_usd, again.spent_tokens) == (0.25, 10)
     assert again.to_json()["spent_usd_this_attempt"] == 0.0
+
+
+def test_a_killed_attempt_leaves_every_call_it_sent_in_the_record(tmp_path: Path) -> None:
+    """No save() (as after kill -9): the ledger alone counts the settled call at its cost and
+    the one still in flight at its worst case, so a crash can only over-count."""
+    path = tmp_path / "budget.json"
+    b = Budget(BudgetSettings(max_usd=1.0), path)
+    b.settle(b.reserve(0.5, 100), 0.25, 10)
+    b.reserve(0.3, 50)  # sent, never settled: the process dies here
+    again = Budget(BudgetSettings(max_usd=1.0), path)
+    assert (again.spent_usd, again.spent_tokens) == (pytest.approx(0.55), 60)
+    again.save()  # compacted to one line, the same total
+    assert len((tmp_path / "budget.ledger").read_text().splitlines()) == 1
+    assert Budget(BudgetSettings(max_usd=1.0), path).spent_usd == pytest.approx(0.55)
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("budget.json", "{not json"),
+        ("budget.json", '{"spent_usd": NaN, "spent_tokens": 0}'),
+        ("budget.ledger", '["r", 0.1, 5]\n["s", 0.1'),
+        ("budget.ledger", '["r", -1, 5]\n'),
+    ],
+)
+def test_an_unreadable_record_is_an_error_not_a_fresh_budget(tmp_path: Path, name: str, text: str) -> None:
+    (tmp_path / name).write_text(text)
+    with pytest.raises(BudgetRecordError, match=rf"{re.escape(str(tmp_path / name))}: unreadable") as err:
+        Budget(BudgetSettings(max_usd=1.0), tmp_path / "budget.json")
+    assert err.value.exit_code == 2 and "to start this run dir's budget from 0 knowingly" in str(err.value)
+
+
+def test_a_stop_is_kept_until_a_cap_is_raised(tmp_path: Path) -> None:
+    """docs/cost.md: a re-run with the same (or a lower) budget stops at its first call; a
+    higher one continues."""
+    path = tmp_path / "budget.json"
+    b = Budget(BudgetSettings(max_usd=1.0), path)
+    b.settle(b.reserve(0.5, 10), 0.2, 10)
+    with pytest.raises(BudgetExceeded):
+        b.reserve(0.9, 10)  # 0.2 + 0.9 > 1.0, though 0.1 would still fit
+    for cap in (1.0, 0.8):
+        with pytest.raises(BudgetExceeded):
+            Budget(BudgetSettings(max_usd=cap), path).reserve(0.1, 1)
+    Budget(BudgetSettings(max_usd=1.5), path).reserve(0.1, 1)  # raised: dispatch again
 
 
 def test_bounds_cover_the_reported_usage() -> None:
