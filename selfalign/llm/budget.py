@@ -121,8 +121,8 @@ class Budget:
 
     def __init__(self, settings: BudgetSettings, path: Path | None = None) -> None:
         self.max_usd, self.max_tokens = settings.max_usd, settings.max_tokens
-        self.path = path
-        self.ledger = path.with_name(LEDGER) if path is not None else None
+        self.path = path.absolute() if path is not None else None  # the Ray actor's cwd differs
+        self.ledger = self.path.with_name(LEDGER) if self.path is not None else None
         self._fd: int | None = None  # the ledger, opened for appending on the first event
         self.spent_usd, self.spent_tokens, stop = self._load()
         self.before_usd, self.before_tokens = self.spent_usd, self.spent_tokens
