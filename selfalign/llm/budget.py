@@ -283,7 +283,10 @@ def _read_ledger(path: Path) -> tuple[float, int, list[Any] | None]:
     """The sum of the ledger's events: each reservation counts until its settlement replaces it."""
     usd, tokens, stop = 0.0, 0.0, None
     try:
-        lines = path.read_text().splitlines()
+        # a last line without its newline is a write still under way (a Ray worker reads the
+        # record while the budget actor appends): left out. A killed process leaves none, as
+        # each line is one write(2); a power cut may, and may lose whole lines anyway (no fsync).
+        lines = path.read_text().split("\n")[:-1]
     except (OSError, ValueError) as exc:
         raise _unreadable(path, f"{type(exc).__name__}: {exc}") from None
     for n, line in enumerate(lines, 1):

@@ -86,7 +86,7 @@ def test_a_killed_attempt_leaves_every_call_it_sent_in_the_record(tmp_path: Path
     [
         ("budget.json", "{not json"),
         ("budget.json", '{"spent_usd": NaN, "spent_tokens": 0}'),
-        ("budget.ledger", '["r", 0.1, 5]\n["s", 0.1'),
+        ("budget.ledger", '["s", 0.1\n["r", 0.1, 5]\n'),
         ("budget.ledger", '["r", -1, 5]\n'),
     ],
 )
