@@ -129,6 +129,8 @@ def _run_config(
                 raise RunFailed("the run did not produce what was asked: " + "; ".join(problems))
         except SelfAlignError as exc:
             stopped = exc.exit_code == EXIT_BUDGET  # a budget stop is not a failure
+            if stopped and built is not None:  # what was spent once the calls in flight settled
+                exc.args = (built.ctx.llm.budget.message(),)
             meta.update(
                 status="stopped" if stopped else "failed",
                 error=str(exc),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -36,16 +37,23 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Check `value` against annotation `tp`; return it (ints widen to float). Raise ConfigError."""
+def _coerce(value: Any, tp: Any, where: str, finite: bool = True) -> Any:
+    """Check `value` against annotation `tp`; return it (ints widen to float). Raise ConfigError.
+    finite: a float must be a real number; NaN or ±inf would slip past every `<`/`>` check (a
+    NaN cap is never reached), so they are refused unless the field's doc allows them."""
     origin = get_origin(tp)
     if tp is Any:
         return value
+    if finite and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(
+            f"{where}: {value} is not a finite number (NaN and ±inf are not accepted here). "
+            f"Give a real number, e.g. {where}=1.0, or null where the key allows it."
+        )
     if origin in (Union, types.UnionType):
         nested = []
         for arg in get_args(tp):
             try:
-                return _coerce(value, arg, where)
+                return _coerce(value, arg, where, finite)
             except ConfigError as exc:
                 if isinstance(value, Mapping) and dataclasses.is_dataclass(arg):
                     nested.append(exc)
@@ -68,13 +76,13 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise _bad(value, tp, where)
         (item_tp,) = get_args(tp)[:1] or (Any,)
-        return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_coerce(v, item_tp, f"{where}[{i}]", finite) for i, v in enumerate(value)]
     if origin is dict or tp is dict:
         if not isinstance(value, Mapping):
             raise _bad(value, tp, where)
         args = get_args(tp)
         val_tp = args[1] if len(args) == 2 else Any
-        return {str(k): _coerce(v, val_tp, f"{where}.{k}") for k, v in value.items()}
+        return {str(k): _coerce(v, val_tp, f"{where}.{k}", finite) for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -124,7 +132,8 @@ def parse_params(schema: type[T], raw: Mapping[str, Any] | None, where: str) -> 
                 f"{where}.{key}: unknown key.{did_you_mean(str(key), list(fields))} "
                 f"Valid keys: {', '.join(fields)}."
             )
-        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
+        finite = not fields[key].metadata.get("nonfinite", False)
+        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}", finite)
     for name, f in fields.items():
         no_default = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         if name not in kwargs and no_default:
@@ -188,10 +197,14 @@ def describe_params(schema: type, nested: bool = False) -> list[tuple[str, str, 
     return rows
 
 
-def doc(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING) -> Any:
-    """A dataclass field with a one-line doc shown by `selfalign list stages`."""
+def doc(
+    text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING, nonfinite: bool = False
+) -> Any:
+    """A dataclass field with a one-line doc shown by `selfalign list stages`. nonfinite=True lets
+    its floats be NaN or ±inf (say what they mean in `text`); every other float must be finite."""
+    meta = {"doc": text, "nonfinite": nonfinite}
     if factory is not dataclasses.MISSING:
-        return dataclasses.field(default_factory=factory, metadata={"doc": text})
+        return dataclasses.field(default_factory=factory, metadata=meta)
     if default is dataclasses.MISSING:
-        return dataclasses.field(metadata={"doc": text})
-    return dataclasses.field(default=default, metadata={"doc": text})
+        return dataclasses.field(metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)

@@ -60,11 +60,11 @@ def spent_line(manifest: dict[str, Any]) -> str:
     now = manifest.get("llm_attempt") or {}
     total = manifest.get("llm_totals") or now
     tokens = now.get("prompt_tokens", 0) + now.get("completion_tokens", 0)
-    line = (
-        f"spent ${now.get('cost_usd', 0.0):.4f} this run ({tokens} tokens), "
-        f"${total.get('cost_usd', 0.0):.4f} for the dataset"
-    )
     budget = manifest.get("budget")
+    paid = total.get("cost_usd", 0.0)
+    if budget:  # cache hits count $0 above, also those a capped attempt paid for: the record has all
+        paid = max(paid, budget.get("spent_usd") or 0.0)
+    line = f"spent ${now.get('cost_usd', 0.0):.4f} this run ({tokens} tokens), ${paid:.4f} for the dataset"
     if budget:
         cap = (
             f"${budget['max_usd']:g}"

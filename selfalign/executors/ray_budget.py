@@ -3,7 +3,8 @@
 Each process checking its own copy would let N workers spend N budgets. So the run's Budget
 lives in one small actor; every reservation and settlement goes through it (two actor round
 trips per call sent, only when a budget is set), and the driver takes the final state back for
-the manifest and budget.json at the end of the run.
+the manifest and budget.json at the end of the run. The actor runs on the driver's node, as it
+writes the durable record (budget.ledger) into the run dir there.
 """
 
 from __future__ import annotations
@@ -74,8 +75,11 @@ def shared_budget(ctx: RunContext) -> Iterator[SharedBudget | None]:
         yield None
         return
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    actor = ray.remote(num_cpus=0)(Holder).remote(ctx.llm.budget)
+    # on the driver's node: the actor appends each reservation to the run dir's budget.ledger
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    actor = ray.remote(num_cpus=0, scheduling_strategy=here)(Holder).remote(ctx.llm.budget)
     shared = SharedBudget(actor)
     ctx.llm.budget = shared  # type: ignore[assignment]
     try:

@@ -26,6 +26,7 @@ from selfalign.checkpoint import Checkpoint, fingerprint, restore
 from selfalign.context import RunContext
 from selfalign.executors.ray_budget import SharedBudget, shared_budget
 from selfalign.executors.ray_worker import Attached, Worker
+from selfalign.llm.budget import BudgetExceeded
 from selfalign.llm.session import DEFAULT
 from selfalign.runner import Built, _check_failures, _run_stage
 from selfalign.segments import Segment, chunks, split
@@ -154,12 +155,18 @@ class Pool:
         todo = iter(range(len(blocks)))
         last = seg.indexes[-1]
         start = time.time()
+        stop: list[BudgetExceeded] = []
         with ctx.progress(f"{names} (rows)", len(df)) as bar:
             bar.add_total(len(df))
 
             async def feed(actor: Any) -> None:
                 for b in todo:  # the shared iterator: each block goes to the first free slot
-                    results[b] = await _unwrap(actor.run_block.remote(b, seg.first, last, blocks[b]))
+                    try:
+                        results[b] = await _unwrap(actor.run_block.remote(b, seg.first, last, blocks[b]))
+                    except BudgetExceeded as exc:
+                        stop.append(exc)
+                    if stop:  # the budget is used up: no new block (the others finish)
+                        return
                     bar.advance(len(blocks[b]))
 
             slots = [asyncio.ensure_future(feed(a)) for a in self.actors for _ in range(rs.blocks_per_worker)]
@@ -170,8 +177,13 @@ class Pool:
                     task.cancel()
                 await asyncio.gather(*slots, return_exceptions=True)
                 raise
+        # After a budget stop every block has come back: each worker's calls in flight were
+        # answered and cached (the budget refuses every new one at once), and what they sent
+        # and spent goes into the driver's stats and manifest like a finished segment's.
         takes = [await _unwrap(a.take.remote()) for a in self.actors]
-        merge(ctx, seg, takes, [r["done"] for r in results], start)
+        merge(ctx, seg, takes, [r.get("done", []) for r in results], start)
+        if stop:
+            raise stop[0]
         return {i: _concat([r["outs"][j] for r in results]) for j, i in enumerate(seg.indexes)}
 
     async def close(self) -> None:

@@ -7,7 +7,9 @@ fixture) or on the $ / tokens recorded, which the priced test model makes exact.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import FIXTURES
@@ -18,6 +20,7 @@ from selfalign.llm.base import ChatRequest
 from selfalign.llm.budget import (
     Budget,
     BudgetExceeded,
+    BudgetRecordError,
     BudgetSettings,
     completion_bound,
     prices,
@@ -62,6 +65,50 @@ def test_spent_is_kept_across_attempts(tmp_path: Path) -> None:
     again = Budget(BudgetSettings(max_usd=2.0), path)
     assert (again.spent_usd, again.spent_tokens) == (0.25, 10)
     assert again.to_json()["spent_usd_this_attempt"] == 0.0
+
+
+def test_a_killed_attempt_leaves_every_call_it_sent_in_the_record(tmp_path: Path) -> None:
+    """No save() (as after kill -9): the ledger alone counts the settled call at its cost and
+    the one still in flight at its worst case, so a crash can only over-count."""
+    path = tmp_path / "budget.json"
+    b = Budget(BudgetSettings(max_usd=1.0), path)
+    b.settle(b.reserve(0.5, 100), 0.25, 10)
+    b.reserve(0.3, 50)  # sent, never settled: the process dies here
+    again = Budget(BudgetSettings(max_usd=1.0), path)
+    assert (again.spent_usd, again.spent_tokens) == (pytest.approx(0.55), 60)
+    again.save()  # compacted to one line, the same total
+    assert len((tmp_path / "budget.ledger").read_text().splitlines()) == 1
+    assert Budget(BudgetSettings(max_usd=1.0), path).spent_usd == pytest.approx(0.55)
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("budget.json", "{not json"),
+        ("budget.json", '{"spent_usd": NaN, "spent_tokens": 0}'),
+        ("budget.ledger", '["s", 0.1\n["r", 0.1, 5]\n'),
+        ("budget.ledger", '["r", -1, 5]\n'),
+    ],
+)
+def test_an_unreadable_record_is_an_error_not_a_fresh_budget(tmp_path: Path, name: str, text: str) -> None:
+    (tmp_path / name).write_text(text)
+    with pytest.raises(BudgetRecordError, match=rf"{re.escape(str(tmp_path / name))}: unreadable") as err:
+        Budget(BudgetSettings(max_usd=1.0), tmp_path / "budget.json")
+    assert err.value.exit_code == 2 and "to start this run dir's budget from 0 knowingly" in str(err.value)
+
+
+def test_a_stop_is_kept_until_a_cap_is_raised(tmp_path: Path) -> None:
+    """docs/cost.md: a re-run with the same (or a lower) budget stops at its first call; a
+    higher one continues."""
+    path = tmp_path / "budget.json"
+    b = Budget(BudgetSettings(max_usd=1.0), path)
+    b.settle(b.reserve(0.5, 10), 0.2, 10)
+    with pytest.raises(BudgetExceeded):
+        b.reserve(0.9, 10)  # 0.2 + 0.9 > 1.0, though 0.1 would still fit
+    for cap in (1.0, 0.8):
+        with pytest.raises(BudgetExceeded):
+            Budget(BudgetSettings(max_usd=cap), path).reserve(0.1, 1)
+    Budget(BudgetSettings(max_usd=1.5), path).reserve(0.1, 1)  # raised: dispatch again
 
 
 def test_bounds_cover_the_reported_usage() -> None:
@@ -174,3 +221,76 @@ def test_cli_exits_4_and_shows_the_spend(tmp_path: Path) -> None:
     assert got.returncode == EXIT_BUDGET, got.stderr[-2000:]
     assert "budget reached at $" in got.stderr and "stopped by the budget" in got.stderr
     assert "spent $" in got.stderr
+
+
+def _float_keys(schema: type) -> list[tuple[str, dict]]:
+    """(dotted key, raw mapping that sets it to NaN) for every float field of `schema`, inside
+    nested params too (X, X | None, list[X], dict[str, X]): float, list[float], dict[str, float]."""
+    import dataclasses
+    import typing
+
+    from selfalign.config import _nested_schema
+
+    nan = float("nan")
+    out = []
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        tp, key = hints[f.name], f.name
+        args = typing.get_args(tp) or (tp,)
+        kinds = {typing.get_origin(a): typing.get_args(a)[-1:] for a in args}
+        if nested := _nested_schema(tp):
+            inner, how = nested[0], nested[1][:1]  # "", "[" (a list of them) or "." (a dict)
+            at = {"": key, "[": f"{key}[0]", ".": f"{key}.k"}[how]
+            for sub, raw in _float_keys(inner):
+                out.append((f"{at}.{sub}", {f.name: {"": raw, "[": [raw], ".": {"k": raw}}[how]}))
+        elif float in args:
+            out.append((key, {f.name: nan}))
+        elif kinds.get(list) == (float,):
+            out.append((f"{key}[0]", {f.name: [nan]}))
+        elif kinds.get(dict) == (float,):
+            out.append((f"{key}.k", {f.name: {"k": nan}}))
+    return out
+
+
+def _schemas() -> list[tuple[str, type]]:
+    from selfalign.settings import CacheSettings, RunSettings
+    from selfalign.stages import STAGES
+
+    found = [("model", ModelConfig), ("budget", BudgetSettings), ("config", RunSettings)]
+    found += [("cache", CacheSettings)]
+    return found + [(f"pipeline.stages.{kind}", cls.Params) for kind, cls in STAGES.items()]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_every_float_in_the_config_refuses_nan_and_inf(bad: float) -> None:
+    """Walks every registered stage's Params and the model, budget and run settings: a float
+    given NaN or ±inf is a ConfigError naming its key (a NaN cap or price turned the budget
+    off). A new float param is covered by this walk as soon as it exists."""
+    import dataclasses
+
+    from selfalign.config import parse_params
+
+    def with_bad(raw: Any) -> Any:  # the NaN the walk put in, replaced by `bad`
+        if isinstance(raw, dict):
+            return {k: with_bad(v) for k, v in raw.items()}
+        return [with_bad(v) for v in raw] if isinstance(raw, list) else bad
+
+    checked = []
+    for where, schema in _schemas():
+        for key, raw in _float_keys(schema):
+            field = dataclasses.fields(schema)
+            meta = next(f.metadata for f in field if f.name == key.split(".")[0].split("[")[0])
+            if meta.get("nonfinite"):
+                continue  # its doc says what NaN / inf mean there
+            with pytest.raises(ConfigError, match=rf"^{re.escape(where)}\.{re.escape(key)}: .*not a finite"):
+                parse_params(schema, with_bad(raw), where)
+            checked.append(f"{where}.{key}")
+    for key in (
+        "model.price.input_per_mtok",
+        "model.price.output_per_mtok",
+        "model.timeout_s",
+        "budget.max_usd",
+        "config.progress_every_s",
+        "pipeline.stages.generate_text.temperature",
+    ):
+        assert key in checked, key  # the walk really reached the floats that matter
