@@ -12,7 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mockserver import MockServer  # noqa: E402
 
-from selfalign.llm.base import EMPTY_REPLY, ChatRequest  # noqa: E402
+from selfalign.llm.base import ChatRequest  # noqa: E402
 from selfalign.llm.cache import ResponseCache  # noqa: E402
 from selfalign.llm.config import ModelConfig  # noqa: E402
 from selfalign.llm.session import LLMSession, close_all  # noqa: E402
@@ -119,7 +119,7 @@ def test_identity_has_no_port_or_secret_and_tracks_extra_params(monkeypatch, tmp
 def test_empty_replies_are_failures_and_never_cached(mock, tmp_path):
     mock.configure(replies="empty")  # HTTP 200, content ""
     out = asyncio.run(session(mock, tmp_path).complete("gen", None, reqs(2)))
-    assert [(r.ok, r.error, r.text) for r in out] == [(False, EMPTY_REPLY, "")] * 2
+    assert [(r.ok, r.error, r.text) for r in out] == [(False, "empty reply (no text)", "")] * 2
     mock.configure(replies="echo")  # the server is fixed: the same cache asks again
     again = asyncio.run(session(mock, tmp_path).complete("gen", None, reqs(2)))
     assert mock.requests == 4 and all(r.ok and not r.cached for r in again)
