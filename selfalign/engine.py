@@ -148,7 +148,8 @@ class Engine:
                 row_id=job.row_id,
             )
             res = await self.ctx.llm.call(self.stage, params.model, req)
-            out.attempts, out.raw, out.cached = attempt + 1, res.text, res.cached
+            out.attempts, out.cached = attempt + 1, res.cached
+            out.raw = res.text if res.text is not None else res.extra.get("raw_body")
             out.requests += 0 if res.cached else max(res.attempts, 1)
             if res.error == EMPTY_REPLY:
                 # nothing came back (the session never caches it): a new sample; the fields an

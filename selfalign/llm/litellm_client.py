@@ -357,6 +357,7 @@ class LiteLLMClient:
             attempts=attempts,
             retries=attempts - 1,
             latency_s=time.perf_counter() - start,
+            extra={"raw_body": failure.body} if failure and failure.body else {},  # rejected table
         )
 
     def _room_event(self) -> asyncio.Event:
