@@ -50,8 +50,7 @@ class UnpackParams:
 
 @register_stage
 class UnpackSharegpt(Stage):
-    """ShareGPT records → flat columns; records with no user→assistant pair, or with no text in
-    a `required` column, are dropped, counted."""
+    """ShareGPT records → flat columns; rows with no user→assistant pair or no required text are dropped."""
 
     kind = "unpack_sharegpt"
     row_local = True
