@@ -7,8 +7,9 @@ Faults are drawn per request: first from `fail_when` (text in the messages → o
 then from `script` (a queue of outcomes consumed in order), then at random from the `rate_*`
 probabilities. Outcomes: ok, 429, 500, 503, 401, 400, 404, timeout
 (hang for `hang_s`), malformed (200 with a broken JSON body), nochoices (200, valid JSON, no
-choices), empty (200, a completion whose content is ""). `max_concurrency` plays a provider's
-concurrency cap: a request that arrives with that many already in flight gets 429 at once.
+choices), empty (200, a completion whose content is ""), null (200, content null).
+`max_concurrency` plays a provider's concurrency cap: a request that arrives with that many
+already in flight gets 429 at once.
 `GET /_stats`, `POST /_config` (JSON of Faults fields) and `POST /_reset` drive it over HTTP when
 it runs in another process.
 """
@@ -165,6 +166,10 @@ class MockServer:
             return web.json_response({"id": "x", "object": "chat.completion"})
         if outcome == "empty":
             return web.json_response(_completion(body, "empty"))
+        if outcome == "null":
+            data = _completion(body, "empty")
+            data["choices"][0]["message"]["content"] = None
+            return web.json_response(data)
         return web.json_response(_completion(body, f.replies))
 
     async def _health(self, _: web.Request) -> web.Response:
