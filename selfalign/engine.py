@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from selfalign.errors import ParseError, StageError
-from selfalign.llm.base import ChatRequest
+from selfalign.llm.base import EMPTY_REPLY, ChatRequest
 from selfalign.llm.budget import BudgetExceeded
 
 if TYPE_CHECKING:
@@ -148,8 +148,14 @@ class Engine:
                 row_id=job.row_id,
             )
             res = await self.ctx.llm.call(self.stage, params.model, req)
-            out.attempts, out.raw, out.cached = attempt + 1, res.text, res.cached
+            out.attempts, out.cached = attempt + 1, res.cached
+            out.raw = res.text if res.text is not None else res.extra.get("raw_body")
             out.requests += 0 if res.cached else max(res.attempts, 1)
+            if res.error == EMPTY_REPLY:
+                # nothing came back (the session never caches it): a new sample; the fields an
+                # earlier, incomplete reply gave stay (and so does its error)
+                out.error = out.error if out.fields else f"llm_error: {EMPTY_REPLY}"
+                continue
             if not res.ok:
                 out.error = f"llm_error: {res.error}"
                 break  # the client already spent its retry budget on this one

@@ -157,11 +157,11 @@ class MockBatchServer(MockServer):
                 err.append(
                     {"custom_id": cid, "response": None, "error": {"code": code, "message": "not run"}}
                 )
-            elif outcome != "ok":
+            elif outcome not in ("ok", "empty"):
                 bad = {"status_code": int(outcome), "body": {"error": {"message": f"mock error {outcome}"}}}
                 err.append({"custom_id": cid, "response": bad, "error": None})
-            else:
-                text = reply_text(body, cid[:6], self.no_score_at)
+            else:  # "empty": a 200 whose content is ""
+                text = "" if outcome == "empty" else reply_text(body, cid[:6], self.no_score_at)
                 usage = {"prompt_tokens": words(body), "completion_tokens": len(text.split())}
                 choice = {
                     "index": 0,

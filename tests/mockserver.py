@@ -7,9 +7,11 @@ Faults are drawn per request: first from `fail_when` (text in the messages → o
 then from `script` (a queue of outcomes consumed in order), then at random from the `rate_*`
 probabilities. Outcomes: ok, 429, 500, 503, 401, 400, 404, timeout
 (hang for `hang_s`), malformed (200 with a broken JSON body), nochoices (200, valid JSON, no
-choices). `max_concurrency` plays a provider's concurrency cap: a request that arrives with that
-many already in flight gets 429 at once. `GET /_stats`, `POST /_config` (JSON of Faults fields)
-and `POST /_reset` drive it over HTTP when it runs in another process.
+choices), empty (200, a completion whose content is ""), null (200, content null).
+`max_concurrency` plays a provider's concurrency cap: a request that arrives with that many
+already in flight gets 429 at once.
+`GET /_stats`, `POST /_config` (JSON of Faults fields) and `POST /_reset` drive it over HTTP when
+it runs in another process.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class Faults:
     seed: int = 0
     max_concurrency: int | None = None  # 429 (+ Retry-After, no latency) above this many in flight
     replies: str = "echo"  # "test": content from the test model's reply rules (real pipelines parse it)
+    # ("empty": every reply's content is "")
 
 
 class MockServer:
@@ -161,6 +164,12 @@ class MockServer:
             return web.Response(text='{"id": "x", "choices": [', content_type="application/json")
         if outcome == "nochoices":
             return web.json_response({"id": "x", "object": "chat.completion"})
+        if outcome == "empty":
+            return web.json_response(_completion(body, "empty"))
+        if outcome == "null":
+            data = _completion(body, "empty")
+            data["choices"][0]["message"]["content"] = None
+            return web.json_response(data)
         return web.json_response(_completion(body, f.replies))
 
     async def _health(self, _: web.Request) -> web.Response:
@@ -248,7 +257,9 @@ def _test_reply(body: dict[str, Any]) -> str:
 def _completion(body: dict[str, Any], replies: str = "echo") -> dict[str, Any]:
     msgs = body.get("messages", [])
     last = next((m.get("content", "") for m in reversed(msgs) if m.get("role") == "user"), "")
-    if replies == "test":
+    if replies == "empty":
+        text = ""
+    elif replies == "test":
         text = _test_reply(body)
     elif isinstance(body.get("response_format"), dict):
         text = json.dumps({"answer": str(last)[:40]})

@@ -73,6 +73,15 @@ def _thaw(v: Any) -> Any:
     return v
 
 
+EMPTY_REPLY = "empty reply (no text)"
+
+
+def blank(text: str | None) -> bool:
+    """No answer: missing, empty or whitespace-only text. Such a reply is a failed attempt and is
+    never cached (a greedy stage would otherwise get the same nothing back on every re-run)."""
+    return text is None or not text.strip()
+
+
 @dataclass
 class ChatResult:
     """What came back: `text` on success, else `error` (the row goes to the rejected table)."""

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from selfalign.errors import LLMError
-from selfalign.llm.base import ChatRequest, ChatResult
+from selfalign.llm.base import EMPTY_REPLY, ChatRequest, ChatResult, blank
 from selfalign.llm.batch_api import BatchAPI, Item
 from selfalign.llm.budget import Reservation, price_for
 
@@ -224,6 +224,9 @@ class Batcher:
                 continue
             if it.reply is None or it.reply.text is None:
                 out[it.key] = ChatResult(text=None, error=f"batch: {it.error or 'empty reply'}", model=ident)
+                continue
+            if blank(it.reply.text):  # failed (the engine asks for a new sample), never cached
+                out[it.key] = ChatResult(text=it.reply.text, error=EMPTY_REPLY, model=ident)
                 continue
             r = it.reply
             cost = (

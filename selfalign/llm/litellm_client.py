@@ -17,7 +17,7 @@ from typing import Any
 
 from selfalign import aio
 from selfalign.errors import LLMError
-from selfalign.llm.base import ChatRequest, ChatResult
+from selfalign.llm.base import EMPTY_REPLY, ChatRequest, ChatResult
 from selfalign.llm.config import ModelConfig, Price, cache_url, endpoint_urls
 from selfalign.llm.endpoints import Endpoint, EndpointPool
 from selfalign.llm.limits import AdaptiveLimit, estimate_tokens, load_signal, tokens_used
@@ -357,6 +357,7 @@ class LiteLLMClient:
             attempts=attempts,
             retries=attempts - 1,
             latency_s=time.perf_counter() - start,
+            extra={"raw_body": failure.body} if failure and failure.body else {},  # rejected table
         )
 
     def _room_event(self) -> asyncio.Event:
@@ -423,7 +424,7 @@ class LiteLLMClient:
     def _result(self, reply: Reply, attempts: int, latency: float, start: float) -> ChatResult:
         return ChatResult(
             text=reply.text,
-            error=None if reply.text is not None else "empty response (no message content)",
+            error=None if reply.text is not None else EMPTY_REPLY,  # content null: no answer
             prompt_tokens=reply.prompt_tokens,
             completion_tokens=reply.completion_tokens,
             attempts=attempts,

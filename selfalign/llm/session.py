@@ -11,7 +11,7 @@ from typing import Any
 
 from selfalign.errors import ConfigError
 from selfalign.llm.accounting import Accounting
-from selfalign.llm.base import ChatRequest, ChatResult, LLMClient
+from selfalign.llm.base import EMPTY_REPLY, ChatRequest, ChatResult, LLMClient, blank
 from selfalign.llm.budget import Budget, BudgetSettings, completion_bound, prompt_token_bound
 from selfalign.llm.cache import ResponseCache
 from selfalign.llm.config import ModelConfig, Price, cache_url
@@ -49,6 +49,14 @@ async def close_all() -> None:
     for client in list(_OPEN.values()):
         await client.aclose()
     _OPEN.clear()
+
+
+def _checked(result: ChatResult) -> ChatResult:
+    """Every reply passes here: an empty or whitespace-only completion is a failed attempt
+    (the engine asks for a new sample), so it is never cached nor taken as an answer."""
+    if result.error is None and blank(result.text):
+        result.error = EMPTY_REPLY  # the text stays: the rejected table keeps what came back
+    return result
 
 
 class LLMSession:
@@ -111,7 +119,9 @@ class LLMSession:
         use_cache = self.cache is not None
         if use_cache and not req.refresh and stage not in self.refresh_stages:
             hit = self.cache.get(key)  # type: ignore[union-attr]
-            if hit is not None:
+            # an empty answer stored by an older version is no answer: ask again (a usable
+            # reply then replaces it)
+            if hit is not None and not blank(hit[0]):
                 text, meta = hit
                 return ChatResult(
                     text=text,
@@ -122,8 +132,8 @@ class LLMSession:
                 )
         batcher = self.batchers.get(stage)
         if batcher is not None:  # batch: true — it caches what comes back itself
-            return await batcher.send(ref, req, key)
-        result = await self._send(ref, req)
+            return _checked(await batcher.send(ref, req, key))
+        result = _checked(await self._send(ref, req))
         result.model = ident
         if use_cache and result.ok:
             meta: dict[str, Any] = {

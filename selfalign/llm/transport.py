@@ -46,13 +46,19 @@ class TransportError(Exception):
     """A failed call, classified: kind is 'retry' (transient), 'unreachable' (connection refused
     or unknown host: retried, but it trips the client's circuit breaker), 'row' (only this
     request is bad) or 'fatal' (configuration: key, model name, params). `message` may hold
-    server text."""
+    server text; `body` the start of a 200's body that could not be read (for the rejected table)."""
 
     def __init__(
-        self, kind: str, message: str, status: int | None = None, retry_after: float | None = None
+        self,
+        kind: str,
+        message: str,
+        status: int | None = None,
+        retry_after: float | None = None,
+        body: str | None = None,
     ) -> None:
         super().__init__(message)
         self.kind, self.status, self.message, self.retry_after = kind, status, message, retry_after
+        self.body = body
 
 
 # what a refused connection or a failed DNS look-up says, through litellm/httpx/openai
@@ -128,6 +134,8 @@ def _error_text(raw: bytes) -> str:
         return raw[:300].decode(errors="replace")
 
 
+MAX_RAW_BODY = 2000  # bytes of an unreadable body kept with the failure
+
 _OPEN: weakref.WeakSet[DirectTransport] = weakref.WeakSet()
 
 
@@ -190,7 +198,8 @@ class DirectTransport:
             choice = data["choices"][0]
             text = choice["message"].get("content")
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-            raise TransportError("retry", f"malformed response body: {raw[:120]!r}") from None
+            body = raw[:MAX_RAW_BODY].decode(errors="replace")
+            raise TransportError("retry", f"malformed response body: {raw[:120]!r}", body=body) from None
         usage = data.get("usage") or {}
         return Reply(
             text=text,

@@ -5,7 +5,8 @@ kind × format → columns (TRL's dataset types):
   completion  conversational: prompt [system?, user], completion [assistant]   standard: strings
   preference  conversational: prompt [system?, user], chosen/rejected [assistant]  standard: strings
   rows        the columns as they are
-Rows whose text is not a string, or holding a non-finite number, are dropped (counted) or fail.
+Rows whose text is not a string or is empty (or only whitespace), or holding a non-finite number,
+are dropped (counted) or fail: a view never holds an empty turn.
 """
 
 from __future__ import annotations
@@ -49,8 +50,9 @@ class View:
     split: dict[str, float] = doc("seeded split, e.g. {train: 0.8, val: 0.1, test: 0.1}", factory=dict)
     formats: list[FileFormat] = doc("file formats", factory=lambda: ["jsonl"])
     on_invalid: Literal["drop", "fail"] = doc(
-        "a row whose text is not a string (null, a number …) or that holds NaN/Infinity in a "
-        "number: drop it (counted as VIEW:dropped:REASON) or fail the run",
+        "a row whose text is not a string (null, a number …), is empty or only whitespace, or "
+        "that holds NaN/Infinity in a number: drop it (counted as VIEW:dropped:REASON) or fail "
+        "the run",
         "drop",
     )
 
@@ -129,14 +131,22 @@ def _finite(value: Any) -> bool:
     return True
 
 
+def _text_problem(value: Any, column: str) -> str | None:
+    if not isinstance(value, str):
+        return f"non_string:{column}"
+    return None if value.strip() else f"empty:{column}"
+
+
 def invalid_rows(df: pd.DataFrame, v: View) -> tuple[list[bool], Counter[str], dict[str, str]]:
-    """(bad mask, bad rows by reason, first row_id by reason). Bad: a text that is not a string,
-    a system column value that is neither a string nor missing, an infinite number anywhere."""
+    """(bad mask, bad rows by reason, first row_id by reason). Bad: a text that is not a string
+    or has no text (an empty turn would teach the model to answer nothing), a system column
+    value that is neither a string nor missing, an infinite number anywhere."""
     texts = list(v.texts().values())
     other = v.keep + ((v.columns or list(df.columns)) if v.kind == "rows" else [])
     bad, counts, first = [], Counter[str](), {}
     for r in io.records(df):
-        reasons = [f"non_string:{c}" for c in texts if not isinstance(r.get(c), str)]
+        reasons = [_text_problem(r.get(c), c) for c in texts]
+        reasons = [why for why in reasons if why]
         sys_value = r.get(v.system_column) if v.system_column else None
         if sys_value is not None and not isinstance(sys_value, str):
             reasons.append(f"non_string:{v.system_column}")
@@ -250,8 +260,8 @@ class Export(Stage):
         if v.on_invalid == "fail":
             what = "; ".join(f"{n} row(s) {why} (e.g. row_id {first[why]})" for why, n in counts.items())
             raise StageError(
-                f"{self.where}.views[{i}] ({v.file}): {what}. TRL needs text to be strings and "
-                f"numbers to be finite. Fix the stage that writes those columns, or set "
+                f"{self.where}.views[{i}] ({v.file}): {what}. TRL needs text to be non-empty "
+                f"strings and numbers to be finite. Fix the stage that writes those columns, or set "
                 f"{self.where}.views[{i}].on_invalid=drop."
             )
         for why, n in counts.items():

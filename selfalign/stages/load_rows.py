@@ -83,7 +83,7 @@ class LoadRows:
         for col in p.required:
             if col not in df.columns:  # absent from this part of a JSON file: empty here
                 df = df.assign(**{col: None})
-            empty = df[col].isna() | (df[col].astype(str).str.strip() == "")
+            empty = blank_values(df[col])
             n = int(empty.sum())
             if n and p.on_missing == "fail":
                 raise InputError(
@@ -93,6 +93,11 @@ class LoadRows:
             self.ctx.stats.drop(self.name, f"empty:{col}", n)
             df = df[~empty]
         return df
+
+
+def blank_values(values: pd.Series) -> pd.Series:
+    """Missing, empty or whitespace-only values: no text to prompt with or to train on."""
+    return values.isna() | (values.astype(str).str.strip() == "")
 
 
 def _is_missing(v: Any) -> bool:

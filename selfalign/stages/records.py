@@ -12,6 +12,7 @@ import pandas as pd
 from selfalign import io
 from selfalign.config import doc
 from selfalign.stages.base import Stage, register_stage
+from selfalign.stages.load_rows import blank_values
 
 
 def turn_pair(items: Any, user: list[str], assistant: list[str]) -> tuple[int, int] | None:
@@ -40,11 +41,16 @@ class UnpackParams:
     category_column: str = doc("column for items[user].category (null if absent)", "category")
     evidence_column: str = doc("column for items[user].evidence ([] if absent)", "evidence")
     turns_column: str = doc("column for len(items) (retrieval skips multi-turn rows)", "num_items")
+    required: list[str] = doc(
+        "text columns every row needs (unpacked or plain input): a row where one is missing, "
+        "empty or whitespace-only is dropped, counted as empty:COLUMN",
+        factory=list,
+    )
 
 
 @register_stage
 class UnpackSharegpt(Stage):
-    """ShareGPT records → flat columns; records with no user→assistant pair are dropped, counted."""
+    """ShareGPT records → flat columns; rows with no user→assistant pair or no required text are dropped."""
 
     kind = "unpack_sharegpt"
     row_local = True
@@ -71,6 +77,18 @@ class UnpackSharegpt(Stage):
         return columns | self.writes(), []
 
     async def run(self, df: pd.DataFrame) -> pd.DataFrame:
+        return self._drop_blank(await self._unpack(df))
+
+    def _drop_blank(self, df: pd.DataFrame) -> pd.DataFrame:
+        """Rows with no text in a `required` column: nothing to prompt with or to train on."""
+        for col in self.params.required:
+            if col in df.columns:  # an absent column is the column check's to report
+                empty = blank_values(df[col])
+                self.ctx.stats.drop(self.name, f"empty:{col}", int(empty.sum()))
+                df = df[~empty]
+        return df
+
+    async def _unpack(self, df: pd.DataFrame) -> pd.DataFrame:
         p: UnpackParams = self.params
         if not self._active(df.columns):
             return df

@@ -230,3 +230,20 @@ def test_request_bodies_in_each_providers_shape(monkeypatch: pytest.MonkeyPatch)
         batch_api(ModelConfig(provider="litellm", name="my-model", api_base="http://127.0.0.1:1/v1")) is None
     )
     assert batch_api(ModelConfig(provider="litellm", name="claude-sonnet-4-5")) == "anthropic"
+
+
+def test_empty_batch_replies_are_retried_rejected_and_never_cached(mock, tmp_path: Path) -> None:
+    mock.fail_when = {"plants": "empty"}  # both samples of one question come back as ""
+    manifest = run(mock, tmp_path / "a")
+    assert manifest["status"] == "ok" and manifest["rejected"] == 2
+    assert sizes(mock) == [10, 2, 2, 8]  # answer, its two retries (new samples), the judge
+    rejected = [json.loads(x) for x in (tmp_path / "a" / "rejected.jsonl").read_text().splitlines()]
+    assert [(r["stage"], r["raw"], r["reason"]) for r in rejected] == [
+        ("answer", "", "llm_error: empty reply (no text)")
+    ] * 2
+
+    mock.reset()
+    mock.fail_when = {}  # fixed: a re-run on the same cache sends exactly what was empty
+    again = run(mock, tmp_path / "b")
+    assert again["status"] == "ok" and again["rejected"] == 0
+    assert sizes(mock) == [2, 2]

@@ -177,3 +177,36 @@ def test_outputs_name_every_file(ctx) -> None:
         {"train": "p.train", "val": "p.val"},
     )
     assert (s.splits, s.formats, s.format) == ({"": "s"}, ["parquet"], "standard")
+
+
+@pytest.mark.parametrize("fmt", ["conversational", "standard"])
+def test_a_view_never_holds_an_empty_turn(ctx, fmt: str) -> None:
+    df = rows(5)
+    df["instruction"] = ["q0", "", "q2", "q3", "q4"]
+    df["response"] = ["a0", "a1", " \n\t", "a3", "a4"]
+    df["worse"] = ["w0", "w1", "w2", "", "w4"]
+    views = [
+        {"file": "sft", "kind": "sft", "format": fmt},
+        {"file": "p", "kind": "preference", "prompt": "instruction", "chosen": "response"},
+    ]
+    views[1]["rejected"] = "worse"
+    run_stage(make_stage("export", ctx, "e", views=views), df)
+    sft, pref = lines(ctx.run_dir / "sft.jsonl"), lines(ctx.run_dir / "p.jsonl")
+    assert len(sft) == 3 and len(pref) == 2  # rows 1 and 2 (and, for the pairs, 3) are dropped
+    texts = json.dumps(sft + pref)
+    assert '"content": ""' not in texts and '""' not in texts and "\\n\\t" not in texts
+    assert ctx.stats.stage("e").counts == {
+        "sft:dropped:empty:instruction": 1,
+        "sft:dropped:empty:response": 1,
+        "p:dropped:empty:instruction": 1,
+        "p:dropped:empty:response": 1,
+        "p:dropped:empty:worse": 1,
+    }
+
+
+def test_on_invalid_fail_names_an_empty_turn(ctx) -> None:
+    df = rows(2)
+    df.loc[1, "response"] = "   "
+    stage = make_stage("export", ctx, "e", views=[{"file": "s", "kind": "sft", "on_invalid": "fail"}])
+    with pytest.raises(StageError, match=r"views\[0\] \(s\): 1 row\(s\) empty:response \(e.g. row_id 1\)"):
+        run_stage(stage, df)

@@ -7,15 +7,20 @@ import asyncio
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
+from helpers import make_stage, run_stage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mockserver import MockServer  # noqa: E402
 
+from selfalign.context import Rejected, RunContext  # noqa: E402
 from selfalign.llm.base import ChatRequest  # noqa: E402
 from selfalign.llm.cache import ResponseCache  # noqa: E402
 from selfalign.llm.config import ModelConfig  # noqa: E402
 from selfalign.llm.session import LLMSession, close_all  # noqa: E402
+from selfalign.paths import resource_dir  # noqa: E402
+from selfalign.prompts import PromptLibrary  # noqa: E402
 
 
 @pytest.fixture
@@ -114,3 +119,37 @@ def test_identity_has_no_port_or_secret_and_tracks_extra_params(monkeypatch, tmp
     assert s.identity("a") != s.identity("b")
     assert s.identity("local") == s.identity("local2")  # slots/ports don't change answers
     assert "sha256=" in s.identity("local")
+
+
+def test_empty_replies_are_failures_and_never_cached(mock, tmp_path):
+    mock.configure(replies="empty")  # HTTP 200, content ""
+    out = asyncio.run(session(mock, tmp_path).complete("gen", None, reqs(2)))
+    assert [(r.ok, r.error, r.text) for r in out] == [(False, "empty reply (no text)", "")] * 2
+    mock.configure(replies="echo")  # the server is fixed: the same cache asks again
+    again = asyncio.run(session(mock, tmp_path).complete("gen", None, reqs(2)))
+    assert mock.requests == 4 and all(r.ok and not r.cached for r in again)
+
+
+def test_an_empty_answer_cached_by_an_older_version_is_asked_again(mock, tmp_path):
+    s = session(mock, tmp_path)
+    (req,) = reqs(1)
+    key = req.cache_key(s.identity(None))
+    s.cache.put(key, s.identity(None), " \n", {})  # what versions before the check stored
+    (out,) = asyncio.run(s.complete("gen", None, [req]))
+    assert mock.requests == 1 and out.ok and not out.cached
+    assert s.cache.get(key)[0] == out.text  # the usable answer replaced it
+
+
+def test_empty_and_null_content_are_retried_as_new_samples_by_the_engine(mock, tmp_path):
+    """Through a real stage: content null, then "", then an answer: one job, three requests, no
+    failure; only the answer is cached."""
+    s = session(mock, tmp_path)
+    ctx = RunContext(
+        run_dir=tmp_path, prompts=PromptLibrary([resource_dir("prompts")]), llm=s, show_progress=False
+    )
+    ctx.rejected = Rejected(tmp_path / "rejected.jsonl")
+    stage = make_stage("classify_text", ctx, "c", prompt="realign/classify", labels="realign/tasks.yaml")
+    mock.configure(script=["null", "empty"])  # then the echo reply
+    out = run_stage(stage, pd.DataFrame({"row_id": ["0"], "instruction": ["What is BM25?"]}))
+    assert mock.requests == 3 and ctx.stats.stage("c").failed == 0 and ctx.rejected.count == 0
+    assert out.category_match[0] != "error" and len(s.cache) == 1

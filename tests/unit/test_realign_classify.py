@@ -1,5 +1,6 @@
 """`classify_text` on ReAlign's 46 tasks: the label file, the `label` parser's matching modes."""
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -185,3 +186,22 @@ def test_an_edited_label_file_changes_the_fingerprint(ctx, tmp_path: Path):
     assert classify(ctx, labels=str(labels)).fingerprint_extra() == before
     labels.write_text(yaml.safe_dump({"tasks": ["greeting", "farewell", "other"]}))
     assert classify(ctx, labels=str(labels)).fingerprint_extra() != before
+
+
+def test_empty_replies_are_retried_then_fall_back_as_failures(ctx, test_model):
+    """An empty or whitespace-only reply is a failed attempt: a new sample is asked for; after the
+    last one the row keeps the fallback label, but the job counts as failed (exit code) and the
+    rejected table holds what came back. Nothing empty is cached."""
+    stage = classify(ctx)
+    test_model.queue("", "open_qa")  # one row at a time: the queue is answered in call order
+    ok = run_stage(stage, pd.DataFrame({"row_id": ["0"], "instruction": ["What causes the seasons?"]}))
+    test_model.queue(" \n\t", "", "   ")  # retries: 2, so three samples, none usable
+    bad = run_stage(stage, pd.DataFrame({"row_id": ["1"], "instruction": ["Hi"]}))
+    assert (ok.category[0], ok.category_match[0]) == ("open_qa", "exact")
+    assert (bad.category[0], bad.category_match[0]) == ("default", "error")
+    st = ctx.stats.stage("c")
+    assert (st.jobs, st.failed, st.llm_failed) == (2, 1, 1)
+    assert st.first_error == "llm_error: empty reply (no text)"
+    (rec,) = [json.loads(x) for x in (ctx.run_dir / "rejected.jsonl").read_text().splitlines()]
+    assert rec["row_id"] == "1" and rec["raw"] == "   " and rec["samples_tried"] == 3
+    assert len(ctx.llm.cache) == 1 and test_model.pending() == 0  # only row 0's usable answer

@@ -94,3 +94,20 @@ def test_pack_builds_records_from_plain_columns(ctx):
     assert list(out.id) == [7, 9] and not (ctx.run_dir / "realign_sharegpt.json").exists()
     renum = run_stage(make_stage("pack_sharegpt", ctx, "p", file=None, renumber=True), df)
     assert list(renum.id) == [0, 1]
+
+
+def test_unpack_drops_rows_with_no_required_text_counted(ctx):
+    """Plain rows and unpacked records alike: no empty instruction or response goes on."""
+    stage = make_stage("unpack_sharegpt", ctx, "u", required=["instruction", "response"])
+    plain = pd.DataFrame(
+        {
+            "row_id": ["0", "1", "2", "3", "4"],
+            "instruction": ["q", "", None, "q3", " \n"],
+            "response": ["a", "a1", "a2", "\t", "a4"],
+        }
+    )
+    assert list(run_stage(stage, plain).row_id) == ["0"]
+    assert ctx.stats.stage("u").drops == {"empty:instruction": 3, "empty:response": 1}
+    blank = {"id": 9, "items": [{"from": "human", "value": "Hi?"}, {"from": "gpt", "value": " "}]}
+    out = run_stage(stage, frame([RECORDS[0], blank]))
+    assert list(out.id) == [0] and ctx.stats.stage("u").drops["empty:response"] == 2

@@ -260,3 +260,16 @@ def test_custom_dimension_with_rubric_reaches_the_prompt(tmp_path):
     msgs = stage.preview(frame(["How?"]), 1)[0]
     assert "- style: plain words (100 = plain)" in msgs[-1]["content"]
     assert stage.writes() == {"instruction_score", "instruction_score_style", "instruction_score_imputed"}
+
+
+def test_empty_retries_keep_the_partial_verdict_and_are_not_cached(tmp_path):
+    """An empty reply after an incomplete one is a failed attempt (not cached), but the dimensions
+    the first reply gave stay: the missing one is imputed as with any incomplete verdict."""
+    partial = scores_json(adherence=90, conformance=90, quality=90, toxicity=0, groundedness=90)
+    rules = [{"match": "Grade the ", "reply": "{% if sample == 0 %}" + partial + "{% else %} {% endif %}"}]
+    ctx = make_ctx(tmp_path, rules)
+    stage = make_stage("judge_pointwise", ctx, "j", column="instruction", **PROMPT)
+    row = run_stage(stage, frame(["How does ice float?"])).iloc[0]
+    assert ctx.llm.client(None).calls == 3 and len(ctx.llm.cache) == 1  # only the partial verdict
+    assert row.instruction_score_bias == 100.0 and row.instruction_score_imputed == "bias"
+    assert ctx.rejected.count == 0 and ctx.stats.stage("j").failed == 0
