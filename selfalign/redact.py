@@ -138,3 +138,18 @@ class LogFilter(logging.Filter):
             return True
         record.msg, record.args = redact_text(message), None
         return True
+
+
+class RedactedStream:
+    """A text stream that redacts what is written to it: for output that Hydra prints itself
+    (`--cfg job`, `--info`), which no logging filter sees. Whole lines come in one write."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(redact_text(text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:  # flush, isatty, encoding … of the real stream
+        return getattr(self._stream, name)

@@ -28,10 +28,11 @@ from selfalign.hydra_setup import (
 )
 from selfalign.llm.session import close_all
 from selfalign.parallel import check_launcher, job_setup, stop_shared
-from selfalign.redact import redact_text, redact_yaml_file
+from selfalign.redact import RedactedStream, redact_text, redact_yaml_file
 from selfalign.report import print_run_summary
 from selfalign.sweep import failed_jobs
 
+_PRINTING_FLAGS = {"--cfg", "-c", "--info", "-i"}  # Hydra's flags that print the config
 _FAILED: list[str] = []  # run dirs of failed sweep jobs, reported once the sweep ends
 
 
@@ -94,9 +95,13 @@ def run_command(args: list[str]) -> int:
     # --config-dir becomes the same hydra.searchpath override that compose_config (validate,
     # preview, the API) uses, so every command sees the same configs, and several dirs work.
     sys.argv = ["selfalign"] + _beside_overrides(normalize_overrides(rest), searchpath_override(dirs))
+    stdout = sys.stdout
+    if any(a in _PRINTING_FLAGS for a in rest):
+        sys.stdout = RedactedStream(stdout)  # Hydra prints the config itself: redact it too
     try:
         hydra.main(config_path=conf_dir(), config_name="config", version_base=None)(_job)()
     finally:
+        sys.stdout = stdout
         stop_shared()  # a parallel sweep's model server, also when it failed or was interrupted
     failed = failed_jobs(_FAILED)
     if failed:

@@ -89,6 +89,10 @@ def test_canary_key_is_sent_but_never_written_or_printed(tmp_path: Path, mock) -
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     assert (sweep_dir / "sweep_summary.csv").is_file() and (sweep_dir / "multirun.yaml").is_file()
     printed.append(_said(sweep))
+    for flag in ("--cfg", "--info"):  # Hydra prints these itself
+        shown = cli("run", *TINY, base, *KEYED, flag, *(["job"] if flag == "--cfg" else []), env=_env())
+        assert shown.returncode == 0 and "extra_params" in shown.stdout, shown.stderr[-2000:]
+        printed.append(_said(shown))
 
     assert _leaks(run_dir) == [] and _leaks(sweep_dir) == []
     for i, text in enumerate(printed):
