@@ -146,10 +146,10 @@ def _close_at_exit() -> None:
 
 def split_headers(params: dict[str, Any], key: str | None) -> tuple[dict[str, Any], dict[str, str]]:
     """(body params, HTTP headers), as litellm reads `model.extra_params`: `api_key` is the key
-    and `headers` / `extra_headers` are HTTP headers, not body fields (which the server would
-    log with the rest of the body)."""
+    (the one from `api_key_env` wins, as there) and `headers` / `extra_headers` are HTTP
+    headers, not body fields (which the server would log with the rest of the body)."""
     body = {k: v for k, v in params.items() if k not in ("api_key", "headers", "extra_headers")}
-    key = params.get("api_key") or key
+    key = key or params.get("api_key")
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     for name in ("headers", "extra_headers"):
         headers.update({str(k): str(v) for k, v in (params.get(name) or {}).items()})

@@ -204,9 +204,10 @@ def test_config_yaml_redacts_a_dictconfig() -> None:
 
 
 def test_direct_transport_sends_extra_params_keys_as_headers() -> None:
-    body, headers = split_headers({"api_key": "k1", "headers": {"X-Api-Key": "k2"}, "top_k": 5}, "env-key")
+    body, headers = split_headers({"api_key": "k1", "headers": {"X-Api-Key": "k2"}, "top_k": 5}, None)
     assert body == {"top_k": 5}
     assert headers == {"Authorization": "Bearer k1", "X-Api-Key": "k2"}
+    assert split_headers({"api_key": "k1"}, "env-key")[1] == {"Authorization": "Bearer env-key"}  # as litellm
     assert split_headers({"top_k": 5}, "env-key") == ({"top_k": 5}, {"Authorization": "Bearer env-key"})
     assert split_headers({}, None) == ({}, {})
 
