@@ -122,7 +122,7 @@ def redact_yaml_file(path: Any) -> None:
     if not path.is_file():
         return
     data = redact(OmegaConf.to_container(OmegaConf.load(path), resolve=False))
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # a parallel sweep's jobs race here
     tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(data)), encoding="utf-8")
     os.replace(tmp, path)
 

@@ -38,10 +38,10 @@ _FAILED: list[str] = []  # run dirs of failed sweep jobs, reported once the swee
 
 def _job(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    _redact_hydra_files(hc, run_dir)  # first: whatever happens next, no key stays on disk
     setup()  # a launcher's worker process imports this module afresh
     job_setup(hc)
-    run_dir = Path(hc.runtime.output_dir)
-    _redact_hydra_files(hc, run_dir)
     console = Console(stderr=True)
     try:
         _, manifest = run_config(cfg, run_dir, list(hc.overrides.task), show_progress=True, frame=False)
