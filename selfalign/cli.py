@@ -84,9 +84,9 @@ retry); 4 stopped by the budget; 130 interrupted (re-run into the same run dir t
     "validate": f"""\
 usage: selfalign validate pipeline=NAME [--config-dir DIR] [overrides ...]
 
-Print the composed config, then build every stage, load every prompt, read the input file's
-header and check that every column a stage needs is produced before it. No model is called and
-nothing is written. Takes the same overrides as `selfalign run`.
+Print the composed config (any key in it shown as ***), then build every stage, load every
+prompt, read the input file's header and check that every column a stage needs is produced
+before it. No model is called and nothing is written. Takes the same overrides as `selfalign run`.
 
 options:
 {CONFIG_DIR}
