@@ -108,12 +108,15 @@ def test_canary_in_api_base_and_error_paths_is_never_shown(tmp_path: Path) -> No
     assert res.returncode == 3 and "127.0.0.1:9" in res.stderr, res.stderr[-2000:]
     printed = [_said(res)]
     printed.append(_said(cli("validate", *TINY, f"model.api_base='{url}'")))
-    for bad in (f"+api_key={CANARY}", f"model.api_key_env={CANARY}", f"model.api_key_env=sk-proj-{CANARY}"):
-        for command in ("validate", "run", "estimate", "preview"):
-            res = cli(command, *TINY, "model.api_base=http://127.0.0.1:9/v1", bad, f"hydra.run.dir={run_dir}")
-            assert res.returncode == 2, (command, bad, res.stderr[-2000:])
-            assert "Traceback" not in res.stderr
-            printed.append(_said(res))
+    every = ("validate", "run", "estimate", "preview")
+    cases = [(c, f"model.api_key_env={CANARY}") for c in every]  # issue 20: validate printed it
+    cases += [(c, f"+api_key={CANARY}") for c in ("validate", "run")]  # a root key that is no key
+    cases += [("validate", f"model.api_key_env=sk-proj-{CANARY}")]
+    for command, bad in cases:
+        res = cli(command, *TINY, "model.api_base=http://127.0.0.1:9/v1", bad, f"hydra.run.dir={run_dir}")
+        assert res.returncode == 2, (command, bad, res.stderr[-2000:])
+        assert "Traceback" not in res.stderr
+        printed.append(_said(res))
     assert _leaks(run_dir) == []
     for i, text in enumerate(printed):
         assert CANARY not in text, f"printed output #{i} holds the key"
