@@ -62,7 +62,8 @@ def _said(res) -> str:
 def test_canary_key_is_sent_but_never_written_or_printed(tmp_path: Path, mock) -> None:
     base = f"model.api_base={mock.url}"
     run_dir = tmp_path / "run"
-    res = cli("run", *TINY, base, *KEYED, f"hydra.run.dir={run_dir}", env=_env())
+    budget = "budget.max_tokens=1000000"  # so that the budget's record is written and checked too
+    res = cli("run", *TINY, base, *KEYED, budget, f"hydra.run.dir={run_dir}", env=_env())
     assert res.returncode == 0, res.stderr[-3000:]
     # the real key went out: as the bearer key (the mock answers 401 otherwise) and the header
     assert mock.requests >= 10 and mock.outcomes.get("401", 0) == 0
