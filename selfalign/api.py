@@ -21,6 +21,7 @@ from selfalign.errors import EXIT_BUDGET, RunFailed, SelfAlignError
 from selfalign.hydra_setup import compose_config
 from selfalign.llm.session import close_all
 from selfalign.outputs import prepare_run_dir, run_log, write_manifest, write_outputs
+from selfalign.redact import redact
 from selfalign.runner import Built, Output, assess, build, check_endpoints, execute
 
 log = logging.getLogger("selfalign")
@@ -139,7 +140,7 @@ def _run_config(
             )
             log.error("%s", exc)
             if built is None:
-                io.write_json(meta, run_dir / "manifest.json")
+                io.write_json(redact(meta), run_dir / "manifest.json")
             else:
                 if df is not None:  # the run finished, but emptier than asked: keep its files
                     write_outputs(built, df, meta)

@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from selfalign import __version__
 from selfalign.errors import SelfAlignError
+from selfalign.redact import redact_text
 
 OVERRIDES = """\
 overrides (Hydra syntax; any number, after the command):
@@ -83,9 +84,9 @@ retry); 4 stopped by the budget; 130 interrupted (re-run into the same run dir t
     "validate": f"""\
 usage: selfalign validate pipeline=NAME [--config-dir DIR] [overrides ...]
 
-Print the composed config, then build every stage, load every prompt, read the input file's
-header and check that every column a stage needs is produced before it. No model is called and
-nothing is written. Takes the same overrides as `selfalign run`.
+Print the composed config (any key in it shown as ***), then build every stage, load every
+prompt, read the input file's header and check that every column a stage needs is produced
+before it. No model is called and nothing is written. Takes the same overrides as `selfalign run`.
 
 options:
 {CONFIG_DIR}
@@ -226,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return report_command(rest)
     except SelfAlignError as exc:
-        console.print("[bold red]error:[/] " + escape(str(exc)), highlight=False)
+        console.print("[bold red]error:[/] " + escape(redact_text(str(exc))), highlight=False)
         return exc.exit_code
     except KeyboardInterrupt:
         console.print(
@@ -247,7 +248,7 @@ def _push(args: list[str], console: Console) -> int:
     try:
         return push_command(args)
     except SelfAlignError as exc:
-        console.print("[bold red]error:[/] " + escape(str(exc)), highlight=False)
+        console.print("[bold red]error:[/] " + escape(redact_text(str(exc))), highlight=False)
         return exc.exit_code
 
 

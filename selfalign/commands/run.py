@@ -28,17 +28,20 @@ from selfalign.hydra_setup import (
 )
 from selfalign.llm.session import close_all
 from selfalign.parallel import check_launcher, job_setup, stop_shared
+from selfalign.redact import RedactedStream, redact_text, redact_yaml_file
 from selfalign.report import print_run_summary
 from selfalign.sweep import failed_jobs
 
+_PRINTING_FLAGS = {"--cfg", "-c", "--info", "-i"}  # Hydra's flags that print the config
 _FAILED: list[str] = []  # run dirs of failed sweep jobs, reported once the sweep ends
 
 
 def _job(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    _redact_hydra_files(hc, run_dir)  # first: whatever happens next, no key stays on disk
     setup()  # a launcher's worker process imports this module afresh
     job_setup(hc)
-    run_dir = Path(hc.runtime.output_dir)
     console = Console(stderr=True)
     try:
         _, manifest = run_config(cfg, run_dir, list(hc.overrides.task), show_progress=True, frame=False)
@@ -46,12 +49,23 @@ def _job(cfg: DictConfig) -> None:
         stages = (getattr(exc, "manifest", None) or {}).get("stages", [])
         if any(s.get("status") != "not run" for s in stages):  # show what it did get done
             print_run_summary(console, exc.manifest, str(run_dir))  # type: ignore[attr-defined]
-        console.print("[bold red]error:[/] " + escape(str(exc)), highlight=False)
+        console.print("[bold red]error:[/] " + escape(redact_text(str(exc))), highlight=False)
         if hc.mode != RunMode.MULTIRUN:
             sys.exit(exc.exit_code)
         _FAILED.append(run_dir.name)  # a sweep goes on with its other jobs (sweep.FAILED too)
         return
     print_run_summary(console, manifest, str(run_dir))
+
+
+def _redact_hydra_files(hc: DictConfig, run_dir: Path) -> None:
+    """Hydra saved the job's config, its own config and the overrides (.hydra/*.yaml; a sweep
+    also multirun.yaml) just before calling the job, with any key given on the command line:
+    rewrite them redacted before the job does anything else."""
+    if hc.output_subdir is not None:
+        for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+            redact_yaml_file(run_dir / hc.output_subdir / name)
+    if hc.mode == RunMode.MULTIRUN:
+        redact_yaml_file(Path(hc.sweep.dir) / "multirun.yaml")
 
 
 def _close() -> None:
@@ -81,9 +95,13 @@ def run_command(args: list[str]) -> int:
     # --config-dir becomes the same hydra.searchpath override that compose_config (validate,
     # preview, the API) uses, so every command sees the same configs, and several dirs work.
     sys.argv = ["selfalign"] + _beside_overrides(normalize_overrides(rest), searchpath_override(dirs))
+    stdout = sys.stdout
+    if any(a in _PRINTING_FLAGS for a in rest):
+        sys.stdout = RedactedStream(stdout)  # Hydra prints the config itself: redact it too
     try:
         hydra.main(config_path=conf_dir(), config_name="config", version_base=None)(_job)()
     finally:
+        sys.stdout = stdout
         stop_shared()  # a parallel sweep's model server, also when it failed or was interrupted
     failed = failed_jobs(_FAILED)
     if failed:
