@@ -228,17 +228,24 @@ def main(argv: list[str] | None = None) -> int:
     except SelfAlignError as exc:
         console.print("[bold red]error:[/] " + escape(str(exc)), highlight=False)
         return exc.exit_code
-    except KeyboardInterrupt:
-        console.print(
-            "[yellow]interrupted: finished stage outputs and cached responses are "
-            "kept; run the same command again to resume."
-        )
-        return 130
+    except KeyboardInterrupt as exc:
+        return _interrupted(exc)
     from selfalign.registry import did_you_mean
 
     hint = did_you_mean(command, [*COMMAND_USAGE, "push"])
     console.print("[bold red]error:[/] " + escape(f"unknown command '{command}'.{hint}\n{USAGE}"))
     return 2
+
+
+def _interrupted(exc: KeyboardInterrupt) -> int:
+    """Ctrl-C or SIGTERM: one line, exit 130 (SIGTERM: 143). What was finished (stage outputs,
+    cached replies, the budget) is kept and the manifest says "interrupted" (api.run_config)."""
+    from selfalign.errors import EXIT_INTERRUPTED
+
+    run_dir = getattr(exc, "run_dir", None)
+    where = f" (run dir {run_dir})" if run_dir else ""
+    print(f"interrupted; re-run the same command to resume{where}", file=sys.stderr, flush=True)
+    return getattr(exc, "exit_code", EXIT_INTERRUPTED)
 
 
 def _push(args: list[str], console: Console) -> int:
