@@ -78,7 +78,8 @@ exit codes: 0 ok (the dataset was produced within the failure limits); 2 bad con
 before any model call; every problem listed); 3 the run failed or is degraded: an endpoint is
 unreachable, a stage's failed calls exceeded its max_failure_rate, the dataset has 0 rows, or a
 sweep job failed (the message says which and how to fix it; re-run into the same run dir to
-retry); 4 stopped by the budget; 130 interrupted (re-run into the same run dir to resume)
+retry); 4 stopped by the budget; 130 interrupted by Ctrl-C, 143 by SIGTERM (re-run the same
+command to resume). One run at a time writes a run dir: a second run into a live one exits 2.
 """,
     "validate": f"""\
 usage: selfalign validate pipeline=NAME [--config-dir DIR] [overrides ...]
