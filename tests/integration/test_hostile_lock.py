@@ -34,7 +34,8 @@ def mock():
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
     path = tmp_path / "questions.jsonl"
-    path.write_text("".join(json.dumps({"question": f"Question number {i} about things?"}) + "\n" for i in range(N)))
+    lines = (json.dumps({"question": f"Question number {i} about things?"}) + "\n" for i in range(N))
+    path.write_text("".join(lines))
     return path
 
 
@@ -60,9 +61,8 @@ def command(mock: MockServer, run_dir: Path, *extra: str) -> list[str]:
 
 def start(mock: MockServer, run_dir: Path, data: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "TINY_DATA": str(data)}
-    return subprocess.Popen(
-        command(mock, run_dir, *extra), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    return subprocess.Popen(command(mock, run_dir, *extra), cwd=ROOT, env=env, **pipes)
 
 
 def finish(proc: subprocess.Popen) -> tuple[int, str]:
@@ -100,7 +100,9 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
 EXPECTED = sorted(f"Question number {i} about things?" for i in range(N))
 
 
-def test_second_run_into_a_live_dir_exits_2_and_writes_nothing(tmp_path: Path, mock: MockServer, data: Path) -> None:
+def test_second_run_into_a_live_dir_exits_2_and_writes_nothing(
+    tmp_path: Path, mock: MockServer, data: Path
+) -> None:
     run_dir = tmp_path / "same"
     first = start(mock, run_dir, data)
     try:
@@ -181,15 +183,16 @@ HOLD = (
 
 def test_a_sweep_into_a_live_sweep_dir_exits_2_before_any_job(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(sweep)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(sweep)], cwd=ROOT, stdout=subprocess.PIPE)
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        assert holder.stdout is not None and holder.stdout.readline().strip() == b"held"
         args = ["run", "-m", "--config-dir", str(FIXTURES / "conf"), "pipeline=tiny", "model=test"]
-        args += [f"prompts.search_path=[{FIXTURES / 'prompts'}]", "temperature=0.2,0.8", f"hydra.sweep.dir={sweep}"]
-        res = cli(*args)
+        args += [f"prompts.search_path=[{FIXTURES / 'prompts'}]", "temperature=0.2,0.8"]
+        res = cli(*args, f"hydra.sweep.dir={sweep}")
     finally:
         holder.kill()
         holder.wait()
     assert res.returncode == 2, res.stderr[-3000:]
-    assert f"run dir {sweep} is in use by another selfalign run (pid {holder.pid} " in " ".join(res.stderr.split())
+    msg = " ".join(res.stderr.split())
+    assert f"run dir {sweep} is in use by another selfalign run (pid {holder.pid} " in msg
     assert [p.name for p in sweep.iterdir()] == [".selfalign.lock"]  # no job started

@@ -39,7 +39,9 @@ def holder(tmp_path: Path) -> Iterator[subprocess.Popen]:
     proc.wait()
 
 
-def test_a_dir_held_by_another_process_is_refused_with_its_pid(tmp_path: Path, holder: subprocess.Popen) -> None:
+def test_a_dir_held_by_another_process_is_refused_with_its_pid(
+    tmp_path: Path, holder: subprocess.Popen
+) -> None:
     run_dir = tmp_path / "run"
     before = (run_dir / LOCK_FILE).read_text()
     with pytest.raises(RunDirLocked) as err:
@@ -63,7 +65,8 @@ def test_one_process_may_take_its_own_dir_again_and_the_last_release_empties_the
     assert json.loads((run_dir / LOCK_FILE).read_text())["pid"] == os.getpid()
     release(run_dir)
     assert (run_dir / LOCK_FILE).read_text() == "" and not rundir_lock._HELD
-    proc = subprocess.run([sys.executable, "-c", HOLD.replace("time.sleep(120)", "0"), str(run_dir)], cwd=ROOT)
+    take = HOLD.replace("time.sleep(120)", "0")
+    proc = subprocess.run([sys.executable, "-c", take, str(run_dir)], cwd=ROOT)
     assert proc.returncode == 0  # another process can take it now
 
 
