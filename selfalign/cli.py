@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print("[bold red]error:[/] " + escape(str(exc)), highlight=False)
         return exc.exit_code
     except KeyboardInterrupt as exc:
-        return _interrupted(exc)
+        return _interrupted(exc, command)
     from selfalign.registry import did_you_mean
 
     hint = did_you_mean(command, [*COMMAND_USAGE, "push"])
@@ -238,14 +238,18 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
-def _interrupted(exc: KeyboardInterrupt) -> int:
-    """Ctrl-C or SIGTERM: one line, exit 130 (SIGTERM: 143). What was finished (stage outputs,
-    cached replies, the budget) is kept and the manifest says "interrupted" (api.run_config)."""
+def _interrupted(exc: KeyboardInterrupt, command: str) -> int:
+    """Ctrl-C or SIGTERM: one line, exit 130 (SIGTERM: 143). What a run finished (stage outputs,
+    cached replies, the budget) is kept and its manifest says "interrupted" (api.run_config).
+    Plain print: rich would wrap the line at 80 columns when stderr is not a terminal."""
     from selfalign.errors import EXIT_INTERRUPTED
 
     run_dir = getattr(exc, "run_dir", None)
-    where = f" (run dir {run_dir})" if run_dir else ""
-    print(f"interrupted; re-run the same command to resume{where}", file=sys.stderr, flush=True)
+    if command != "run":  # e.g. estimate's dry run: its run dir is a temporary one
+        line = "interrupted"
+    else:
+        line = "interrupted; re-run the same command to resume" + (f" (run dir {run_dir})" if run_dir else "")
+    print(line, file=sys.stderr, flush=True)
     return getattr(exc, "exit_code", EXIT_INTERRUPTED)
 
 
