@@ -28,7 +28,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     if _LOOP is None or _LOOP.is_closed():
         _LOOP = asyncio.new_event_loop()
     loop = _LOOP
-    task = loop.create_task(coro)
+    task = asyncio.ensure_future(coro, loop=loop)  # a coroutine, or a future (gather)
     got: list[int] = []  # the signals received while it ran
     with _signals_cancel(loop, task, got):
         try:
