@@ -38,9 +38,12 @@ def acquire(run_dir: Path) -> None:
     if key in _HELD:
         _HELD[key][1] += 1
         return
-    key.mkdir(parents=True, exist_ok=True)
-    # O_CREAT without O_TRUNC: a refused run must not wipe the holder's details
-    fd = os.open(key / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        key.mkdir(parents=True, exist_ok=True)
+        # O_CREAT without O_TRUNC: a refused run must not wipe the holder's details
+        fd = os.open(key / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:  # e.g. a read-only dir, another user's, a path under a file
+        raise _cannot(key, "create", exc) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -48,13 +51,19 @@ def acquire(run_dir: Path) -> None:
         raise RunDirLocked(_refusal(key)) from None
     except OSError as exc:  # e.g. a file system without flock: say so rather than run unguarded
         os.close(fd)
-        msg = f"run dir {key}: cannot lock {LOCK_FILE} ({exc}); choose a run dir on a local disk."
-        raise ConfigError(msg) from None
+        raise _cannot(key, "lock", exc) from None
     os.ftruncate(fd, 0)
     os.write(fd, json.dumps(_holder()).encode())
     if not _HELD:
         atexit.register(_release_all)  # a CLI run exits holding it: leave no pid behind
     _HELD[key] = [fd, 1]
+
+
+def _cannot(run_dir: Path, what: str, exc: OSError) -> ConfigError:
+    return ConfigError(
+        f"run dir {run_dir}: cannot {what} {run_dir / LOCK_FILE} ({exc.strerror or exc}); "
+        "choose another run dir (on a local disk) with hydra.run.dir=DIR (hydra.sweep.dir=DIR for -m)."
+    )
 
 
 def release(run_dir: Path) -> None:
@@ -104,5 +113,5 @@ def _refusal(run_dir: Path) -> str:
     return (
         f"run dir {run_dir} is in use by another selfalign run ({who}). One run at a time "
         "writes a run dir: wait for that run to end (re-running into the same dir then resumes "
-        "it), or choose another dir with hydra.run.dir=DIR."
+        "it), or choose another dir with hydra.run.dir=DIR (hydra.sweep.dir=DIR for -m)."
     )

@@ -14,6 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict, read_write
+from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 from rich.markup import escape
 
@@ -73,7 +74,10 @@ class RunDirLock(Callback):
 
 
 def _lock(node: DictConfig) -> None:
-    run_dir = str(node.dir)
+    try:
+        run_dir = str(node.dir)
+    except OmegaConfBaseException:  # an interpolation Hydra fills in only later: the job locks it
+        return
     with read_write(node), open_dict(node):
         node.dir = run_dir
     try:

@@ -18,7 +18,7 @@ import pytest
 from helpers import FIXTURES, ROOT
 
 from selfalign import aio, rundir_lock
-from selfalign.errors import Interrupted
+from selfalign.errors import ConfigError, Interrupted
 from selfalign.rundir_lock import LOCK_FILE, RunDirLocked, acquire, holding, release
 
 HOLD = (
@@ -68,6 +68,13 @@ def test_one_process_may_take_its_own_dir_again_and_the_last_release_empties_the
     take = HOLD.replace("time.sleep(120)", "0")
     proc = subprocess.run([sys.executable, "-c", take, str(run_dir)], cwd=ROOT)
     assert proc.returncode == 0  # another process can take it now
+
+
+def test_a_run_dir_that_cannot_be_made_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ConfigError, match=r"run dir .*afile/run: cannot create .*hydra.run.dir=DIR") as err:
+        acquire(tmp_path / "afile" / "run")
+    assert err.value.exit_code == 2
 
 
 def test_the_api_takes_the_lock_before_writing(tmp_path: Path, holder: subprocess.Popen) -> None:
