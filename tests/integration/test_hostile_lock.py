@@ -199,3 +199,22 @@ def test_a_sweep_into_a_live_sweep_dir_exits_2_before_any_job(tmp_path: Path) ->
     msg = " ".join(res.stderr.split())
     assert f"run dir {sweep} is in use by another selfalign run (pid {holder.pid} " in msg
     assert [p.name for p in sweep.iterdir()] == [".selfalign.lock"]  # no job started
+
+
+def test_sigterm_under_ray_is_the_same_clean_stop(tmp_path: Path, mock: MockServer, data: Path) -> None:
+    pytest.importorskip("ray")
+    run_dir = tmp_path / "ray"
+    # ray.init sets a SIGTERM handler that aborts the driver with a C++ stack dump (exit -6)
+    ray = ["executor=ray", "ray.num_cpus=2", "ray.num_workers=1", "ray.block_rows=2"]
+    proc = start(mock, run_dir, data, *ray)
+    try:
+        wait_for_calls(mock, proc, 4)
+        proc.send_signal(signal.SIGTERM)
+        rc, err = finish(proc)
+    finally:
+        proc.kill()
+    assert rc == 143, err[-3000:]
+    assert "Traceback" not in err and "SIGTERM received" not in err, err[-3000:]
+    last = err.strip().splitlines()[-1]  # after Ray's own start-up lines
+    assert last == f"interrupted; re-run the same command to resume (run dir {run_dir})"
+    assert manifest(run_dir)["status"] == "interrupted"
