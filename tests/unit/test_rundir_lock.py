@@ -124,3 +124,15 @@ def test_a_program_with_its_own_handler_keeps_it() -> None:
         assert aio.run(main()) == "done" and seen == [signal.SIGTERM]
     finally:
         signal.signal(signal.SIGTERM, old)
+
+
+def test_the_interrupt_line_says_how_to_get_back_into_the_run_dir() -> None:
+    from selfalign.cli import _resume_line
+
+    given = _resume_line(Path("/o/r"), ["pipeline=x", "hydra.run.dir=/o/r"])
+    assert given == "interrupted; re-run the same command to resume (run dir /o/r)"
+    # the default dir has the time in its name: the same command alone would start a new one
+    default = _resume_line(Path("/o/x/t"), ["pipeline=x"])
+    assert default == "interrupted; re-run the same command with hydra.run.dir=/o/x/t to resume"
+    sweep = _resume_line(Path("/m/x/t/0"), ["-m", "pipeline=x", "temperature=0.1,0.2"])
+    assert sweep == "interrupted; re-run the same command with hydra.sweep.dir=/m/x/t to resume"
