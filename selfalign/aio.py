@@ -48,7 +48,9 @@ def raise_interrupted(signum: int, frame: Any) -> None:
 
 
 @contextlib.contextmanager
-def _signals_cancel(loop: asyncio.AbstractEventLoop, task: asyncio.Task, got: list[int]) -> Iterator[None]:
+def _signals_cancel(
+    loop: asyncio.AbstractEventLoop, task: asyncio.Future[Any], got: list[int]
+) -> Iterator[None]:
     """While the loop runs `task`: SIGINT and SIGTERM cancel it (only in the main thread, and
     only where nobody else set a handler: a program that embeds the API keeps its own)."""
     if threading.current_thread() is not threading.main_thread():
