@@ -4,13 +4,17 @@ is `api.run_config`, the same function the Python API runs."""
 from __future__ import annotations
 
 import atexit
+import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict, read_write
+from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 from rich.markup import escape
 
@@ -30,6 +34,7 @@ from selfalign.llm.session import close_all
 from selfalign.parallel import check_launcher, job_setup, stop_shared
 from selfalign.redact import RedactedStream, redact_text, redact_yaml_file
 from selfalign.report import print_run_summary
+from selfalign.rundir_lock import acquire
 from selfalign.sweep import failed_jobs
 
 _PRINTING_FLAGS = {"--cfg", "-c", "--info", "-i"}  # Hydra's flags that print the config
@@ -68,6 +73,36 @@ def _redact_hydra_files(hc: DictConfig, run_dir: Path) -> None:
         redact_yaml_file(Path(hc.sweep.dir) / "multirun.yaml")
 
 
+class RunDirLock(Callback):
+    """Hydra callback (conf/config.yaml: hydra.callbacks.run_dir_lock, listed first): lock the
+    run dir, or a sweep's dir, before Hydra writes .hydra/ into it (selfalign/rundir_lock.py).
+    The dir is resolved here and written back, so the job runs in exactly the dir that was
+    locked (a ${now:} in it is not resolved twice). Each job then locks its own dir again
+    (api.run_config), which a sweep's jobs need. Held until the process ends."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _lock(config.hydra.run)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _lock(config.hydra.sweep)
+
+
+def _lock(node: DictConfig) -> None:
+    try:
+        run_dir = str(node.dir)
+    except OmegaConfBaseException:  # an interpolation Hydra fills in only later: the job locks it
+        return
+    with read_write(node), open_dict(node):
+        node.dir = run_dir
+    try:
+        acquire(Path(run_dir))
+    except SelfAlignError as exc:  # Hydra would report a raised error as its own (exit 1)
+        Console(stderr=True, soft_wrap=True).print(
+            "[bold red]error:[/] " + escape(redact_text(str(exc))), highlight=False
+        )
+        sys.exit(exc.exit_code)
+
+
 def _close() -> None:
     try:
         aio.run(close_all())
@@ -92,6 +127,7 @@ def run_command(args: list[str]) -> int:
         # fail before Hydra makes an output dir, with exit code 2 and every problem listed
         check(compose_config(rest, dirs))
     atexit.register(_close)  # after the last job: a sweep's jobs share the model clients
+    signal.signal(signal.SIGTERM, aio.raise_interrupted)  # ends the run like Ctrl-C (exit 143)
     # --config-dir becomes the same hydra.searchpath override that compose_config (validate,
     # preview, the API) uses, so every command sees the same configs, and several dirs work.
     sys.argv = ["selfalign"] + _beside_overrides(normalize_overrides(rest), searchpath_override(dirs))
