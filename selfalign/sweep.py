@@ -21,6 +21,15 @@ log = logging.getLogger("selfalign")
 FAILED: list[str] = []
 
 
+# what marks a sweep dir: Hydra writes multirun.yaml when a sweep starts, we write the summary
+# at its end. A folder that merely holds run dirs (a shared temp folder) is not a sweep.
+SWEEP_MARKS = ("multirun.yaml", "sweep_summary.csv")
+
+
+def is_sweep_dir(path: Path) -> bool:
+    return any((path / mark).is_file() for mark in SWEEP_MARKS)
+
+
 def _manifest(job_dir: Path) -> dict[str, Any]:
     """A job's manifest; a job that left none (its process died) shows as "no manifest"."""
     path = job_dir / "manifest.json"

@@ -1,0 +1,45 @@
+"""Hostile-user errors (issue 20, items 6 and 7): every mistake below ends in one clear message and
+the documented exit code, never a traceback; output that is piped is never cut."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers import FIXTURES, cli
+
+TINY = ["pipeline=tiny", f"prompts.search_path=[{FIXTURES / 'prompts'}]"]
+DIRS = [str(FIXTURES / "conf")]
+
+
+def flat(text: str) -> str:
+    """The message as one line (the console may wrap at its width)."""
+    return " ".join(text.split())
+
+
+@pytest.fixture
+def run_dir(run_pipeline) -> Path:
+    """A finished run of the tiny pipeline on the test model."""
+    return run_pipeline(*TINY, config_dirs=DIRS)[2]
+
+
+# --- selfalign report: -o and what a sweep dir is ----------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["missing_folder", "a_folder"])
+def test_report_output_that_cannot_be_written(run_dir: Path, tmp_path: Path, where: str) -> None:
+    out = tmp_path / "nope" / "x.html" if where == "missing_folder" else tmp_path
+    res = cli("report", str(run_dir), "-o", str(out))
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr and str(out) in flat(res.stderr)
+    assert not list(tmp_path.rglob("*.tmp"))  # no stray x.html.tmp / .html.tmp
+
+
+def test_report_on_a_folder_of_unrelated_runs_is_not_a_sweep(run_dir: Path, tmp_path: Path) -> None:
+    shared = tmp_path  # holds run/ (a run dir) and whatever else: a shared temp folder
+    res = cli("report", str(shared))
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "neither a run dir (no manifest.json) nor a sweep dir" in flat(res.stderr)
+    assert not (shared / "report.html").exists()
+    (shared / "multirun.yaml").write_text("hydra: {}\n")  # what Hydra writes into a sweep dir
+    assert cli("report", str(shared)).returncode == 0 and (shared / "report.html").is_file()
