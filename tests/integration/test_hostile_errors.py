@@ -3,6 +3,7 @@ the documented exit code, never a traceback; output that is piped is never cut."
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,24 @@ def test_report_on_a_folder_of_unrelated_runs_is_not_a_sweep(run_dir: Path, tmp_
     assert not (shared / "report.html").exists()
     (shared / "multirun.yaml").write_text("hydra: {}\n")  # what Hydra writes into a sweep dir
     assert cli("report", str(shared)).returncode == 0 and (shared / "report.html").is_file()
+
+
+# --- selfalign push with no network ------------------------------------------------------------
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_push_with_the_hub_unreachable_is_one_line_and_exit_3(run_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("huggingface_hub")
+    endpoint = f"http://127.0.0.1:{closed_port()}"
+    env = {"HF_ENDPOINT": endpoint, "HF_TOKEN": "hf_test_token_x", "HF_HOME": str(tmp_path / "hf")}
+    res = cli("push", str(run_dir), "me/data", env=env)
+    assert res.returncode == 3, res.stderr  # as `selfalign push --help` says
+    assert "Traceback" not in res.stderr
+    msg = flat(res.stderr)
+    assert "could not be reached" in msg and endpoint in msg and "hf_test_token_x" not in msg
