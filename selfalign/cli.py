@@ -8,7 +8,7 @@ import sys
 from rich.console import Console
 from rich.markup import escape
 
-from selfalign import __version__
+from selfalign import __version__, terminal
 from selfalign.errors import SelfAlignError
 
 OVERRIDES = """\
@@ -178,7 +178,7 @@ exit codes: 0 written; 2 DIR is neither a run dir nor a sweep dir
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    console = Console(stderr=True)
+    console = terminal.console(stderr=True)
     if not args or args[0] in ("-h", "--help"):
         print(USAGE)
         return 0

@@ -172,3 +172,8 @@ def import_plugins(cfg: DictConfig) -> None:
                 f"plugins[{i}]: cannot import '{mod}': {exc}. Make sure the module "
                 "is on PYTHONPATH (e.g. run from its folder)."
             ) from None
+        except SyntaxError as exc:  # also a file that is not UTF-8 and declares no coding
+            raise ConfigError(
+                f"plugins[{i}]: cannot import '{mod}': {exc.filename}:{exc.lineno}: {exc.msg}. "
+                "Fix the module (Python reads it as UTF-8 unless it declares a `# coding:` line)."
+            ) from None

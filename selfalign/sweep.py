@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from selfalign import terminal
+
 log = logging.getLogger("selfalign")
 # the jobs of the last sweep whose status is not ok: read from the manifests in this (the
 # parent) process, so a job that ran in a worker process of a parallel launcher counts too
@@ -145,7 +147,7 @@ class SweepSummary(Callback):
         df.to_csv(sweep_dir / "sweep_summary.csv", index=False)
         (sweep_dir / "sweep_summary.md").write_text(to_markdown(df))
         report = try_write_sweep_report(sweep_dir)
-        console = Console()
+        console = terminal.console()
         render(df, console)
         console.print(
             f"sweep summary written to {sweep_dir / 'sweep_summary.csv'}"

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.markup import escape
 
-from selfalign import aio
+from selfalign import aio, terminal
 from selfalign.api import check, run_config
 from selfalign.commands import split_config_dirs
 from selfalign.errors import EXIT_RUN_FAILED, SelfAlignError
@@ -39,7 +39,7 @@ def _job(cfg: DictConfig) -> None:
     setup()  # a launcher's worker process imports this module afresh
     job_setup(hc)
     run_dir = Path(hc.runtime.output_dir)
-    console = Console(stderr=True)
+    console = terminal.console(stderr=True)
     try:
         _, manifest = run_config(cfg, run_dir, list(hc.overrides.task), show_progress=True, frame=False)
     except SelfAlignError as exc:

@@ -65,3 +65,43 @@ def test_push_with_the_hub_unreachable_is_one_line_and_exit_3(run_dir: Path, tmp
     assert "Traceback" not in res.stderr
     msg = flat(res.stderr)
     assert "could not be reached" in msg and endpoint in msg and "hf_test_token_x" not in msg
+
+
+# --- user files that are not UTF-8 -------------------------------------------------------------
+
+
+def test_a_pipeline_yaml_that_is_not_utf8_names_the_file_and_byte(tmp_path: Path) -> None:
+    conf = tmp_path / "conf"
+    (conf / "pipeline").mkdir(parents=True)
+    text = (FIXTURES / "conf" / "pipeline" / "tiny.yaml").read_bytes()
+    (conf / "pipeline" / "mine.yaml").write_bytes(text + "# caf\xe9\n".encode("latin-1"))
+    for command in ("validate", "run"):
+        res = cli(command, "--config-dir", str(conf), "pipeline=mine", "model=test", *TINY[1:], cwd=tmp_path)
+        msg = flat(res.stderr)
+        assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+        assert f"{conf / 'pipeline' / 'mine.yaml'}:" in msg and f"byte {len(text) + 5} of the file" in msg
+        assert "Re-save the file as UTF-8" in msg
+    assert not (tmp_path / "outputs").exists()  # nothing was run
+
+
+def test_a_prompt_or_a_plugin_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    prompts = tmp_path / "prompts" / "tiny"
+    prompts.mkdir(parents=True)
+    for f in (FIXTURES / "prompts" / "tiny").iterdir():
+        (prompts / f.name).write_bytes(f.read_bytes())
+    (prompts / "answer.j2").write_bytes(b"{# caf\xe9 #}\n" + (prompts / "answer.j2").read_bytes())
+    (tmp_path / "latin_plugin.py").write_bytes(b'X = "caf\xe9"\n')
+    res = cli(
+        "validate",
+        "--config-dir",
+        str(FIXTURES / "conf"),
+        "pipeline=tiny",
+        "model=test",
+        f"prompts.search_path=[{tmp_path / 'prompts'}]",
+        "plugins=[latin_plugin]",
+        env={"PYTHONPATH": f"{FIXTURES.parent.parent}:{tmp_path}"},
+    )
+    msg = flat(res.stderr)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert f"{prompts / 'answer.j2'}:1: not valid utf-8 text (line 1, byte 6 of the file: 0xE9)" in msg
+    assert f"plugins[0]: cannot import 'latin_plugin': {tmp_path / 'latin_plugin.py'}:1:" in msg
