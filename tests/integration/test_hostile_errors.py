@@ -3,10 +3,12 @@ the documented exit code, never a traceback; output that is piped is never cut."
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 
 import pytest
+import yaml
 from helpers import FIXTURES, cli
 
 TINY = ["pipeline=tiny", f"prompts.search_path=[{FIXTURES / 'prompts'}]"]
@@ -105,3 +107,59 @@ def test_a_prompt_or_a_plugin_that_is_not_utf8_is_named(tmp_path: Path) -> None:
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
     assert f"{prompts / 'answer.j2'}:1: not valid utf-8 text (line 1, byte 6 of the file: 0xE9)" in msg
     assert f"plugins[0]: cannot import 'latin_plugin': {tmp_path / 'latin_plugin.py'}:1:" in msg
+
+
+# --- piped output is not cut (stdout is a pipe in a subprocess) --------------------------------
+
+LONG_STAGE = "generate_answers_with_a_stage_name_long_enough_to_pass_eighty_columns_on_its_own"
+LONG_TEXT = "a description that goes on and on, well past the eighty columns a pipe used to get " * 2
+
+
+def long_names(tmp_path: Path) -> list[str]:
+    """tiny, with its answer stage renamed to LONG_STAGE and a long description, as --config-dir."""
+    spec = yaml.safe_load((FIXTURES / "conf" / "pipeline" / "tiny.yaml").read_text())
+    stages = spec["pipeline"]["stages"]
+    stages[LONG_STAGE] = stages.pop("answer")
+    spec["pipeline"]["order"] = [LONG_STAGE if s == "answer" else s for s in spec["pipeline"]["order"]]
+    spec["pipeline"].update(name="longnames", description=LONG_TEXT.strip())
+    folder = tmp_path / "conf" / "pipeline"
+    folder.mkdir(parents=True)
+    (folder / "longnames.yaml").write_text("# @package _global_\n" + yaml.safe_dump(spec))
+    data = f"pipeline.stages.load.path={FIXTURES / 'data' / 'tiny.jsonl'}"
+    return ["--config-dir", str(tmp_path / "conf"), "pipeline=longnames", "model=test", *TINY[1:], data]
+
+
+def uncut(text: str) -> None:
+    assert "…" not in text and LONG_STAGE in text, text
+
+
+def test_validate_piped_prints_yaml_that_parses_and_whole_names(tmp_path: Path) -> None:
+    res = cli("validate", *long_names(tmp_path))
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    title = next(i for i, line in enumerate(lines) if line.strip().startswith("pipeline longnames:"))
+    cfg = yaml.safe_load("\n".join(lines[:title]))  # the printed config is valid YAML
+    assert cfg["pipeline"]["description"] == LONG_TEXT.strip()
+    assert LONG_STAGE in cfg["pipeline"]["stages"]
+    uncut("\n".join(lines[title:]))  # the stage table
+    assert "\x1b[" not in res.stdout  # no colour codes in a pipe
+
+
+def test_estimate_piped_is_whole_and_says_where_its_json_is(tmp_path: Path) -> None:
+    out = tmp_path / "est.json"
+    res = cli("estimate", *long_names(tmp_path), "--out", str(out), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    uncut(res.stdout)
+    assert "$0.0000" in res.stdout and "--pilot K to send K real calls per stage" in res.stdout
+    assert res.stdout.splitlines()[-1] == f"this table as JSON: {out}"
+    assert [s["stage"] for s in json.loads(out.read_text())["stages"]][0] == LONG_STAGE
+
+
+def test_list_and_the_run_summary_piped_are_whole(tmp_path: Path) -> None:
+    args = long_names(tmp_path)
+    listed = cli("list", "pipelines", *args[:2])
+    assert listed.returncode == 0 and LONG_TEXT.strip() in listed.stdout, listed.stdout
+    res = cli("run", *args, f"hydra.run.dir={tmp_path / 'run'}")
+    assert res.returncode == 0, res.stderr
+    uncut(res.stderr)  # the run summary's stage table
+    assert f"run dir: {tmp_path / 'run'}" in res.stderr
