@@ -12,7 +12,8 @@ PIPE_WIDTH = 100_000
 def console(stderr: bool = False) -> Console:
     """stdout's (or stderr's) console. Without a terminal: no colour codes, no line breaks that
     are not in the text, tables at their natural width (`| grep`, `> file`, a YAML parser)."""
-    c = Console(stderr=stderr)
+    # emoji=False: rich would turn ":1234:" in "garbage:1234:" (a host:port in a message) into 🔢
+    c = Console(stderr=stderr, emoji=False)
     if c.is_terminal:
         return c
-    return Console(stderr=stderr, width=PIPE_WIDTH, soft_wrap=True)
+    return Console(stderr=stderr, emoji=False, width=PIPE_WIDTH, soft_wrap=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -163,3 +165,44 @@ def test_list_and_the_run_summary_piped_are_whole(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     uncut(res.stderr)  # the run summary's stage table
     assert f"run dir: {tmp_path / 'run'}" in res.stderr
+
+
+# --- executor=ray with a cluster address nothing answers at ------------------------------------
+
+
+def test_ray_address_nothing_answers_at_is_exit_3_at_once(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    address = f"127.0.0.1:{closed_port()}"
+    args = ["--config-dir", *DIRS, *TINY, "model=test", "executor=ray", f"ray.address={address}"]
+    # the timeout is a hang guard only: Ray itself retried such an address for minutes
+    res = subprocess.run(
+        [sys.executable, "-m", "selfalign", "run", *args, f"hydra.run.dir={tmp_path / 'run'}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 3, res.stderr
+    assert f"ray.address={address}: cannot reach the Ray cluster" in res.stderr
+    assert "Traceback" not in res.stderr
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and address in manifest["error"]
+
+
+def test_ray_address_that_does_not_resolve_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from selfalign.errors import ConfigError, RunFailed
+    from selfalign.executors.ray_executor import check_address
+
+    def no_such_host(*_: object, **__: object) -> None:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "create_connection", no_such_host)
+    with pytest.raises(RunFailed, match=r"ray.address=garbage:1234: cannot reach .*no such host"):
+        check_address("garbage:1234")
+    with pytest.raises(ConfigError, match="expected HOST:PORT"):
+        check_address("garbage")
+    check_address("auto")  # a local Ray or `ray start`'s: nothing to check
+
+
+def test_a_host_port_in_a_message_is_printed_as_it_is(tmp_path: Path) -> None:
+    res = cli("report", str(tmp_path / "garbage:1234:"))  # rich made ":1234:" an emoji
+    assert res.returncode == 2 and "garbage:1234:" in res.stderr, res.stderr
