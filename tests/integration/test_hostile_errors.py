@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from helpers import FIXTURES, cli
@@ -206,3 +207,40 @@ def test_ray_address_that_does_not_resolve_is_named(monkeypatch: pytest.MonkeyPa
 def test_a_host_port_in_a_message_is_printed_as_it_is(tmp_path: Path) -> None:
     res = cli("report", str(tmp_path / "garbage:1234:"))  # rich made ":1234:" an emoji
     assert res.returncode == 2 and "garbage:1234:" in res.stderr, res.stderr
+
+
+# --- load on a previous run's dataset (chaining pipelines) -------------------------------------
+
+
+def test_load_reads_a_previous_runs_dataset_with_provenance(run_dir: Path, tmp_path: Path) -> None:
+    first = [json.loads(line) for line in (run_dir / "dataset.jsonl").read_text().splitlines()]
+    chained = [
+        "--config-dir",
+        *DIRS,
+        *TINY,
+        "model=test",
+        f"pipeline.stages.load.path={run_dir / 'dataset.jsonl'}",
+    ]
+    checked = cli("validate", *chained)
+    assert checked.returncode == 0, checked.stderr
+    assert "source_row_id" in checked.stdout and "source_run" in checked.stdout
+    res = cli("run", *chained, f"hydra.run.dir={tmp_path / 'second'}")
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+    rows = [json.loads(line) for line in (tmp_path / "second" / "dataset.jsonl").read_text().splitlines()]
+    assert rows and {r["source_run"] for r in rows} == {run_dir.name}
+    by_question = {r["question"]: r["row_id"] for r in first}
+    assert all(r["source_row_id"] == by_question[r["question"]] for r in rows)
+    assert len({r["row_id"] for r in rows}) == len(rows)  # fresh ids, one per row
+
+
+def test_a_chain_of_runs_keeps_the_latest_link(ctx, tmp_path: Path) -> None:
+    from helpers import make_stage, run_stage
+
+    path = tmp_path / "loose.jsonl"  # not in a run dir: no source_run
+    path.write_text(
+        '{"row_id": "7", "source_row_id": "3", "source_run": "old", "question": "What is rain?"}\n'
+    )
+    out = run_stage(make_stage("load", ctx, path=str(path)), pd.DataFrame())
+    assert out.to_dict(orient="records") == [
+        {"row_id": "0", "source_row_id": "7", "question": "What is rain?"}
+    ]
