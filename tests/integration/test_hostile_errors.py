@@ -244,3 +244,20 @@ def test_a_chain_of_runs_keeps_the_latest_link(ctx, tmp_path: Path) -> None:
     assert out.to_dict(orient="records") == [
         {"row_id": "0", "source_row_id": "7", "question": "What is rain?"}
     ]
+
+
+# --- an input that lacks a column the pipeline needs -------------------------------------------
+
+
+def test_realign_on_a_csv_without_instruction_is_one_message_naming_the_file(tmp_path: Path) -> None:
+    data = tmp_path / "mine.csv"
+    data.write_text("question,response\nWhat is rain?,Water falling from clouds.\n")
+    for command in ("validate", "run"):
+        res = cli(command, "pipeline=realign", "model=test", f"input_path={data}", cwd=tmp_path)
+        msg = flat(res.stderr)
+        assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+        assert "1 problem(s) found before any model call" in msg
+        assert f"pipeline.stages.load: {data}: the input lacks column 'instruction'" in msg
+        assert "Columns found: question, response." in msg
+        assert "pipeline.stages.load.rename={YOUR_COLUMN: instruction}" in msg
+    assert not (tmp_path / "outputs").exists()
