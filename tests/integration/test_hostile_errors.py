@@ -165,6 +165,8 @@ def test_list_and_the_run_summary_piped_are_whole(tmp_path: Path) -> None:
     res = cli("run", *args, f"hydra.run.dir={tmp_path / 'run'}")
     assert res.returncode == 0, res.stderr
     uncut(res.stderr)  # the run summary's stage table
+    named = [line for line in res.stderr.splitlines() if "generate_answers" in line]
+    assert named and all(LONG_STAGE in line for line in named)  # log lines are not folded either
     assert f"run dir: {tmp_path / 'run'}" in res.stderr
 
 
