@@ -263,3 +263,13 @@ def test_realign_on_a_csv_without_instruction_is_one_message_naming_the_file(tmp
         assert "Columns found: question, response." in msg
         assert "pipeline.stages.load.rename={YOUR_COLUMN: instruction}" in msg
     assert not (tmp_path / "outputs").exists()
+
+
+def test_a_seed_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    from selfalign.errors import ConfigError
+    from selfalign.stages.methods.almost.pool import read_seed_file
+
+    seeds = tmp_path / "seeds.txt"
+    seeds.write_bytes(b"Write a question.\nCaf\xe9 au lait?\n")
+    with pytest.raises(ConfigError, match=r"seeds.txt:2: not valid utf-8 text \(line 2, byte 21"):
+        read_seed_file(str(seeds), "pipeline.stages.expand.seed_path")
