@@ -88,7 +88,7 @@ class PromptLibrary:
         files = (
             [d / file for d in self.search_path]
             if file
-            else [d / f for d in self.search_path for f in self.env.list_templates()]
+            else [d / f for d in self.search_path for f in self.env.list_templates(extensions=["j2"])]
         )
         for path in files:
             if path.is_file() and (

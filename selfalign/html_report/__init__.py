@@ -91,7 +91,8 @@ def write_sweep_report(sweep_dir: str | Path, out: str | Path | None = None) -> 
 
 
 def write_report(path: str | Path, out: str | Path | None = None) -> Path:
-    """A run dir (manifest.json) or a sweep dir (*/manifest.json): write its report."""
+    """A run dir (manifest.json) or a sweep dir (multirun.yaml or sweep_summary.csv): write its
+    report; `out` (-o) is checked first."""
     from selfalign.sweep import is_sweep_dir
 
     p = Path(path)
