@@ -162,6 +162,8 @@ def test_list_and_the_run_summary_piped_are_whole(tmp_path: Path) -> None:
     args = long_names(tmp_path)
     listed = cli("list", "pipelines", *args[:2])
     assert listed.returncode == 0 and LONG_TEXT.strip() in listed.stdout, listed.stdout
+    shown = cli("preview", *args, "-k", "1")
+    assert shown.returncode == 0 and f"{LONG_STAGE} (generate_text): first 1 request(s)" in shown.stdout
     res = cli("run", *args, f"hydra.run.dir={tmp_path / 'run'}")
     assert res.returncode == 0, res.stderr
     uncut(res.stderr)  # the run summary's stage table
@@ -273,3 +275,17 @@ def test_a_seed_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
     seeds.write_bytes(b"Write a question.\nCaf\xe9 au lait?\n")
     with pytest.raises(ConfigError, match=r"seeds.txt:2: not valid utf-8 text \(line 2, byte 21"):
         read_seed_file(str(seeds), "pipeline.stages.expand.seed_path")
+
+
+def test_the_sweep_summary_piped_keeps_each_override_on_one_line(capsys: pytest.CaptureFixture) -> None:
+    from selfalign import terminal
+    from selfalign.sweep import render
+
+    long = f"++pipeline.stages.{LONG_STAGE}.temperature="
+    jobs = [
+        {"job": str(i), "overrides": f"pipeline=tiny {long}{t}", "status": "ok"}
+        for i, t in enumerate([0.2, 0.8])
+    ]
+    render(pd.DataFrame(jobs), terminal.console())  # stdout is captured here: not a terminal
+    out = capsys.readouterr().out
+    assert "…" not in out and f"{long}0.2" in out and f"{long}0.8" in out
