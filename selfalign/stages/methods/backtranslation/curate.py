@@ -84,8 +84,8 @@ class CuratePairs(LLMStage):
     row_local = True
     Params = CurateParams
 
-    def rowwise(self) -> bool:
-        return super().rowwise() and self.params.best_per in (None, PARENT_ID)  # groups may span chunks
+    def is_row_local(self) -> bool:
+        return super().is_row_local() and self.params.best_per in (None, PARENT_ID)  # groups may span chunks
 
     def __init__(self, name: str, params: CurateParams, ctx: Any) -> None:
         super().__init__(name, params, ctx)
