@@ -190,6 +190,11 @@ class LLMStage(Stage):
     def render(self, row: dict[str, Any], role: str = "prompt", **extra: Any) -> list[dict[str, str]]:
         return self.templates.render(role, row, **extra)
 
+    def drop_failed(self, outcome: Outcome | None, n: int = 1, prefix: str = "") -> None:
+        """Count n rows lost to a failed outcome under its reason ('llm_error', 'parse:…'); the
+        engine has already kept the outcome in rejected.jsonl."""
+        self.ctx.stats.drop(self.name, prefix + drop_reason(outcome.error if outcome else None), n)
+
     def reads(self) -> set[str]:
         return self.templates.variables()
 
@@ -322,7 +327,7 @@ class RowLLMStage(LLMStage):
             self.engine.reject(o, got.reason, row_id=str(row[ROW_ID]))
             return []
         if got is None:
-            self.ctx.stats.drop(self.name, drop_reason(o.error if o else None))
+            self.drop_failed(o)
             return []
         return got if isinstance(got, list) else [got]
 
