@@ -61,7 +61,17 @@ def plugin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
         STAGES._items.pop(kind, None)  # so a re-run of this module can register them again
 
 
-def run_rate(tmp_path: Path, kind: str, *extra: str) -> tuple[int, Path]:
+def run_rate(tmp_path: Path, cls: type, monkeypatch: pytest.MonkeyPatch) -> tuple[int, Path, list[int]]:
+    """Run load → rate (stage class `cls`, six rows, chunk_rows=2) through the CLI entry point
+    on the scripted REPLIES: (exit code, run dir, the size of every frame the stage ran on)."""
+    chunks: list[int] = []
+    real = cls.process
+
+    async def counting(self: Any, df: Any) -> Any:
+        chunks.append(len(df))
+        return await real(self, df)
+
+    monkeypatch.setattr(cls, "process", counting)
     run_dir = tmp_path / "run"
     args = [
         "run",
@@ -69,28 +79,14 @@ def run_rate(tmp_path: Path, kind: str, *extra: str) -> tuple[int, Path]:
         "model=test",
         f"plugins=[{MODULE}]",
         "pipeline.order=[load,rate]",
-        f"+pipeline.stages.rate.kind={kind}",
+        f"+pipeline.stages.rate.kind={cls.kind}",
         "+pipeline.stages.rate.prompt=tiny/answer",
         "+pipeline.stages.rate.min_rating=5",
         "+pipeline.stages.rate.retries=0",
         "chunk_rows=2",
         f"hydra.run.dir={run_dir}",
-        *extra,
     ]
-    return main(args), run_dir
-
-
-def chunk_sizes(monkeypatch: pytest.MonkeyPatch, cls: type) -> list[int]:
-    """The size of every frame the stage is run on (one per chunk when it streams)."""
-    seen: list[int] = []
-    real = cls.process
-
-    async def counting(self: Any, df: Any) -> Any:
-        seen.append(len(df))
-        return await real(self, df)
-
-    monkeypatch.setattr(cls, "process", counting)
-    return seen
+    return main(args), run_dir, chunks
 
 
 def test_the_docs_example_is_a_complete_stage_of_at_most_40_lines(plugin: ModuleType) -> None:
@@ -101,9 +97,8 @@ def test_the_docs_example_is_a_complete_stage_of_at_most_40_lines(plugin: Module
 def test_the_docs_example_runs_as_a_plugin_streams_and_counts_drops_by_reason(
     plugin: ModuleType, tmp_path: Path, test_model: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    chunks = chunk_sizes(monkeypatch, plugin.RateText)
     test_model.queue(*REPLIES)
-    code, run_dir = run_rate(tmp_path, "rate_text")
+    code, run_dir, chunks = run_rate(tmp_path, plugin.RateText, monkeypatch)
     assert code == 0
     rows = [json.loads(x) for x in (run_dir / "dataset.jsonl").read_text().splitlines()]
     assert sorted(r["rating"] for r in rows) == [6.0, 7.0, 8.0, 9.0]
@@ -121,9 +116,8 @@ def test_the_docs_example_runs_as_a_plugin_streams_and_counts_drops_by_reason(
 def test_row_local_false_makes_it_a_barrier(
     plugin: ModuleType, tmp_path: Path, test_model: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    chunks = chunk_sizes(monkeypatch, plugin.RateAtOnce)
     test_model.queue(*REPLIES)
-    code, _ = run_rate(tmp_path, "rate_text_barrier")
+    code, _, chunks = run_rate(tmp_path, plugin.RateAtOnce, monkeypatch)
     assert code == 0 and chunks == [6]  # all rows at once
 
 
