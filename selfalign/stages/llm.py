@@ -231,8 +231,8 @@ class Drop:
     reason: str
 
 
-# new columns of one output row, several rows (a fan-out), or Drop / None (None: the failed
-# outcome's own reason)
+# new columns of one output row, several rows (a fan-out), or Drop / None (None: dropped under
+# the failed outcome's own reason; "dropped" for a good one)
 Columns = dict[str, Any] | list[dict[str, Any]] | Drop | None
 
 
@@ -268,7 +268,8 @@ class RowLLMStage(LLMStage):
         raise NotImplementedError
 
     def combine(self, row: dict[str, Any], outcomes: list[Outcome]) -> list[Columns]:
-        """One row's outcomes → what each gives; override to merge samples into one row."""
+        """One row's outcomes → what each gives, in order (a Drop at place k keeps outcome k's
+        reply); override to merge a row's samples into one row (reformat_response)."""
         if not outcomes:
             return [self.columns(row, None)]
         return [self.columns(row, o) if o.ok or self.sees_failures else None for o in outcomes]
@@ -326,8 +327,11 @@ class RowLLMStage(LLMStage):
         if isinstance(got, Drop):
             self.engine.reject(o, got.reason, row_id=str(row[ROW_ID]))
             return []
-        if got is None:
+        if got is None and o is not None and not o.ok:
             self.drop_failed(o)
+            return []
+        if got is None:  # the stage turned down a good reply without saying why
+            self.engine.reject(o, "dropped", row_id=str(row[ROW_ID]))
             return []
         return got if isinstance(got, list) else [got]
 
