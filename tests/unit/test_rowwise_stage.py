@@ -19,7 +19,7 @@ import pytest
 from helpers import FIXTURES, ROOT
 
 from selfalign.cli import main
-from selfalign.stages.base import STAGES, register_stage
+from selfalign.stages.base import STAGES, Stage, register_stage
 
 MODULE = "rate_stages_from_docs"
 CONF = [
@@ -92,6 +92,7 @@ def run_rate(tmp_path: Path, cls: type, monkeypatch: pytest.MonkeyPatch) -> tupl
 def test_the_docs_example_is_a_complete_stage_of_at_most_40_lines(plugin: ModuleType) -> None:
     assert len(docs_example().strip().splitlines()) <= 40
     assert plugin.RateText.row_local  # never declared: row-wise stages are row-local by default
+    assert not hasattr(Stage, "rowwise")  # one name for it: row_local / is_row_local()
 
 
 def test_the_docs_example_runs_as_a_plugin_streams_and_counts_drops_by_reason(
