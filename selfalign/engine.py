@@ -178,13 +178,14 @@ class Engine:
             self._failed(out, params)
         return out
 
-    def reject(self, out: Outcome, reason: str, **extra: Any) -> None:
+    def reject(self, out: Outcome | None, reason: str, row_id: str | None = None, **extra: Any) -> None:
         """A reply the stage itself turned down (too similar, too long …): counted as a drop
-        and kept in the rejected table with its raw text, like a failed job."""
+        and kept in the rejected table with its raw text, like a failed job. `row_id`: the row
+        dropped, when it is not the job's own (a request shared by rows; a row that asked none)."""
         self.ctx.stats.drop(self.stage, reason)
-        self.ctx.rejected.add(
-            self.stage, out.job.row_id, reason, out.attempts, out.raw, **{**out.job.note, **extra}
-        )
+        rid = row_id if row_id is not None else out.job.row_id if out else ""
+        attempts, raw, note = (out.attempts, out.raw, out.job.note) if out else (0, None, {})
+        self.ctx.rejected.add(self.stage, rid, reason, attempts, raw, **{**note, **extra})
 
     def _failed(self, out: Outcome, params: LLMParams) -> None:
         job = out.job

@@ -273,7 +273,7 @@ async def _run_steps(
         came = f"{len(df)} rows in" if j == 0 else f"streaming from {steps[j - 1].stage.name}"
         log.info("%s (%s): %s", s.stage.name, s.stage.kind, "reading its input" if s.source else came)
     rows = built.settings.chunk_rows
-    barrier = len(steps) == 1 and not steps[0].stage.rowwise()
+    barrier = len(steps) == 1 and not steps[0].stage.is_row_local()
     if barrier:
         parts: Iterable[pd.DataFrame] = [df]  # all rows at once
         window = 1

@@ -23,7 +23,7 @@ class Segment:
     @property
     def streams(self) -> bool:
         """Row-local stages: may run chunk by chunk. A barrier is a segment of one stage."""
-        return self.stages[0].rowwise()
+        return self.stages[0].is_row_local()
 
     @property
     def indexes(self) -> range:
@@ -35,7 +35,7 @@ def split(stages: list[Stage]) -> list[Segment]:
     The first stage (the source: load) is always a barrier."""
     out: list[Segment] = []
     for i, stage in enumerate(stages):
-        local = i > 0 and stage.rowwise()
+        local = i > 0 and stage.is_row_local()
         if local and out and out[-1].streams and out[-1].first > 0:
             out[-1].stages.append(stage)
         else:

@@ -41,8 +41,9 @@ class Stage:
     refs: ClassVar[dict[str, str]] = {}
     # True: an output row depends only on its own input row (and the rows fanned out of it,
     # which stay together), so the runner may run the stage on any chunk of rows and concatenate
-    # the results in order. False: a barrier that needs all rows at once (dedup, pool growth,
-    # quantiles, splits, anything with a random stream across rows).
+    # the results in order: it streams. False: a barrier that needs all rows at once (dedup,
+    # pool growth, quantiles, splits, anything with a random stream across rows). Row-wise LLM
+    # stages (stages/llm.py RowLLMStage) are row-local unless they set it False.
     row_local: ClassVar[bool] = False
 
     def __init__(
@@ -57,8 +58,8 @@ class Stage:
     def where(self) -> str:
         return f"pipeline.stages.{self.name}"
 
-    def rowwise(self) -> bool:
-        """May this stage run chunk by chunk? (Params can make a row-local stage a barrier.)"""
+    def is_row_local(self) -> bool:
+        """May this stage run chunk by chunk now? (Params can make a row-local stage a barrier.)"""
         return self.row_local
 
     def reads(self) -> set[str]:

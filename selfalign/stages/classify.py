@@ -13,13 +13,12 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import yaml
 
-from selfalign import io
 from selfalign.config import doc, parse_params
-from selfalign.engine import Job, Policy
+from selfalign.engine import Job, Outcome, Policy
 from selfalign.errors import ConfigError
 from selfalign.parsers import parse_label
-from selfalign.stages.base import ROW_ID, register_stage
-from selfalign.stages.llm import LLMStage, PromptParams
+from selfalign.stages.base import register_stage
+from selfalign.stages.llm import PromptParams, RowLLMStage
 
 if TYPE_CHECKING:
     from selfalign.context import RunContext
@@ -136,11 +135,11 @@ class ClassifyParams(PromptParams):
 
 
 @register_stage
-class ClassifyText(LLMStage):
+class ClassifyText(RowLLMStage):
     """Ask the model for one label per row from a closed set read from a data file."""
 
     kind = "classify_text"
-    row_local = True
+    sees_failures = True  # a failed call gets the fallback label
     Params = ClassifyParams
     injected = frozenset({"labels"})  # the label list, from the data file
 
@@ -156,34 +155,36 @@ class ClassifyText(LLMStage):
         return super().render(row, role, labels=self.label_set.labels, **extra)
 
     def writes(self) -> set[str]:
-        out = self.params.output
-        return {out, f"{out}_match"} | ({f"{out}_raw"} if self.params.keep_raw else set())
+        return set(self.new_columns())
 
     def fingerprint_extra(self) -> str:
         return self.label_set.sha256  # an edited label file re-runs the stage
 
-    async def process(self, df: pd.DataFrame) -> pd.DataFrame:
-        p: ClassifyParams = self.params
-        rows = io.records(df)
-        given = [p.skip_labelled and r.get(p.output) in self.label_set.names for r in rows]
-        labels = [r.get(p.output) if g else None for r, g in zip(rows, given, strict=True)]
-        how = ["given" if g else None for g in given]
-        raws: list[str | None] = [None] * len(rows)
-        jobs = [Job(str(r[ROW_ID]), self.render(r), 0, i) for i, r in enumerate(rows) if not given[i]]
-        for o in await self.engine.run(jobs, Policy(parse=self.parse)):
-            # a failed call still yields a row: the fallback label, marked 'error'
-            i = o.job.tag
-            labels[i] = o.value if o.ok else self.label_set.fallback
-            how[i] = o.fields.get("match", "exact") if o.ok else "error"
-            raws[i] = o.raw
-        result = df.copy()
-        result[p.output], result[f"{p.output}_match"] = labels, how
-        if p.keep_raw:
-            result[f"{p.output}_raw"] = raws
-        self._report(Counter(how))
-        return result
+    def new_columns(self) -> list[str]:
+        out = self.params.output
+        return [out, f"{out}_match"] + ([f"{out}_raw"] if self.params.keep_raw else [])
 
-    def _report(self, counts: Counter[str]) -> None:
+    def policy(self) -> Policy:
+        return Policy(parse=self.parse)
+
+    def jobs(self, row: dict[str, Any]) -> list[Job]:
+        p: ClassifyParams = self.params
+        given = p.skip_labelled and row.get(p.output) in self.label_set.names
+        return [] if given else [self.job(row)]
+
+    def columns(self, row: dict[str, Any], o: Outcome | None) -> dict[str, Any]:
+        out = self.params.output
+        if o is None:  # labelled already: kept as it is
+            label, how = row.get(out), "given"
+        elif o.ok:
+            label, how = o.value, o.fields.get("match", "exact")
+        else:  # a failed call still yields a row: the fallback label, marked 'error'
+            label, how = self.label_set.fallback, "error"
+        raw = {f"{out}_raw": o.raw if o else None} if self.params.keep_raw else {}
+        return {out: label, f"{out}_match": how, **raw}
+
+    def report(self, out: pd.DataFrame) -> None:
+        counts = Counter(out[f"{self.params.output}_match"])
         odd = counts.get("fallback", 0) + counts.get("error", 0)
         if odd:
             self.ctx.console.log(

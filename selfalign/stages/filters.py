@@ -131,7 +131,7 @@ class FilterRows(Stage):
             ):
                 raise ConfigError(f"{self.where}.rules[{i}]: op '{r.op}' needs a `value`.")
 
-    def rowwise(self) -> bool:
+    def is_row_local(self) -> bool:
         return not any(r.op == "quantile_range" for r in self.rules)  # quantiles need all rows
 
     def reads(self) -> set[str]:

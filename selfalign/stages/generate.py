@@ -6,14 +6,11 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import pandas as pd
-
-from selfalign import io
 from selfalign.config import doc
-from selfalign.engine import Job, Policy, drop_reason
+from selfalign.engine import Job, Outcome, Policy
 from selfalign.parsers import get_parser, parser_fields
 from selfalign.stages.base import PARENT_ID, ROW_ID, register_stage
-from selfalign.stages.llm import LLMStage, PromptParams
+from selfalign.stages.llm import PromptParams, RowLLMStage
 
 
 @dataclass
@@ -31,11 +28,10 @@ class GenerateParams(PromptParams):
 
 
 @register_stage
-class GenerateText(LLMStage):
+class GenerateText(RowLLMStage):
     """Prompt + optional system prompt, n samples per row, a parser with a failure policy."""
 
     kind = "generate_text"
-    row_local = True
     Params = GenerateParams
 
     def __init__(self, name: str, params: GenerateParams, ctx: Any) -> None:
@@ -53,37 +49,20 @@ class GenerateText(LLMStage):
             out |= {PARENT_ID, "sample"}
         return out
 
-    async def process(self, df: pd.DataFrame) -> pd.DataFrame:
-        p: GenerateParams = self.params
-        rows = io.records(df)
-        jobs = [
-            Job(str(r[ROW_ID]), self.render(r), j, (i, j)) for i, r in enumerate(rows) for j in range(p.n)
-        ]
-        outcomes = await self.engine.run(jobs, Policy(parse=self.parse))
-        out_rows: list[dict[str, Any]] = []
-        for o in outcomes:
-            i, j = o.job.tag
-            if not o.ok:
-                self.ctx.stats.drop(self.name, drop_reason(o.error))
-                continue
-            out_rows.extend(self._rows(rows[i], j, o.fields, o.raw))
-        return pd.DataFrame.from_records(out_rows, columns=self._columns(df))
+    def policy(self) -> Policy:
+        return Policy(parse=self.parse)
 
-    def _columns(self, df: pd.DataFrame) -> list[str]:
-        cols = list(df.columns)
-        return cols + [c for c in sorted(self.writes()) if c not in cols]
+    def jobs(self, row: dict[str, Any]) -> list[Job]:
+        msgs = self.render(row)
+        return [self.job(row, j, messages=msgs) for j in range(self.params.n)]
 
-    def _rows(
-        self, row: dict[str, Any], j: int, fields: dict[str, Any], raw: str | None
-    ) -> list[dict[str, Any]]:
+    def columns(self, row: dict[str, Any], o: Outcome | None) -> list[dict[str, Any]]:
         p: GenerateParams = self.params
-        base = dict(row)
-        for f in self.extra_fields:
-            base[f"{p.output}_{f}"] = fields.get(f)
+        assert o is not None  # every row asks n >= 1 samples
+        base = {f"{p.output}_{f}": o.fields.get(f) for f in self.extra_fields}
         if p.keep_raw:
-            base[f"{p.output}_raw"] = raw
-        rid = str(row[ROW_ID])
-        values = fields.get("value")
+            base[f"{p.output}_raw"] = o.raw
+        rid, j, values = str(row[ROW_ID]), o.job.sample, o.fields.get("value")
         if p.explode_list and isinstance(values, list):
             prefix = f"{rid}.{j}" if p.n > 1 else rid
             return [

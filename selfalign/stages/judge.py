@@ -12,12 +12,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
-from selfalign import io
 from selfalign.config import doc
-from selfalign.engine import Engine, Job, Policy
+from selfalign.engine import Engine, Job, Outcome, Policy
 from selfalign.errors import StageError
 from selfalign.stages.base import ROW_ID, register_stage
-from selfalign.stages.llm import LLMParams, LLMStage, PromptParams, Templates
+from selfalign.stages.llm import Columns, Drop, LLMParams, PromptParams, RowLLMStage, Templates
 
 if TYPE_CHECKING:
     from selfalign.context import RunContext
@@ -251,9 +250,9 @@ class Scorer:
         jobs, owner = self._unique(items)
         # a failed call keeps the scores its earlier attempts gave (none at all: every one imputed)
         found = {o.job.tag: o.fields for o in await engine.run(list(jobs.values()), self.policy)}
-        return [self._verdict(found[k] if k else {}, items[i][0]) for i, k in enumerate(owner)]
+        return [self.verdict(found[k] if k else {}, items[i][0]) for i, k in enumerate(owner)]
 
-    def _verdict(self, found: dict[str, float | None], row_id: str) -> Verdict:
+    def verdict(self, found: dict[str, float | None], row_id: str) -> Verdict:
         scores, missing = impute(found, self.dims, self.p.inverted, self.p.missing_policy)
         if missing and self.p.missing_policy == "fail":
             raise StageError(
@@ -270,14 +269,15 @@ class Scorer:
 
 
 @register_stage
-class JudgePointwise(LLMStage):
+class JudgePointwise(RowLLMStage):
     """Scores a text on weighted 0–100 dimensions and combines them into one composite.
 
     JSON-schema output where supported, with a text fallback; dimensions missing from a reply are
     asked again, then imputed by `missing_policy` and recorded in <output>_imputed."""
 
     kind = "judge_pointwise"
-    row_local = True
+    sees_failures = True  # a failed call's partial scores are imputed like an incomplete reply
+    share_identical = True  # a small model often repeats a candidate: one call per distinct prompt
     Params = JudgeParams
     injected = INJECTED
 
@@ -292,27 +292,31 @@ class JudgePointwise(LLMStage):
     def writes(self) -> set[str]:
         return set(self.scorer.columns(self.prefix))
 
-    def preview(self, df: pd.DataFrame, k: int) -> list[list[dict[str, str]]]:
-        return [self.scorer.render(r, r.get(self.params.column) or "") for r in io.records(df.head(k))]
+    def new_columns(self) -> list[str]:
+        return self.scorer.columns(self.prefix)
 
-    async def process(self, df: pd.DataFrame) -> pd.DataFrame:
-        rows = io.records(df)
-        items = [(str(r[ROW_ID]), r, r.get(self.params.column)) for r in rows]
-        verdicts = await self.scorer.score(self.engine, items)
-        cols = pd.DataFrame(
-            [self.scorer.as_columns(v, self.prefix) for v in verdicts],
-            index=df.index,
-            columns=self.scorer.columns(self.prefix),
-        )
-        out = df.drop(columns=[c for c in cols.columns if c in df.columns]).join(cols)
-        imputed = [v for v in verdicts if v.imputed]
-        if imputed:
-            dims = sorted({d for v in imputed for d in v.imputed})
+    def policy(self) -> Policy:
+        return self.scorer.policy
+
+    def jobs(self, row: dict[str, Any]) -> list[Job]:
+        text = row.get(self.params.column)
+        if not (isinstance(text, str) and text.strip()):
+            return []  # nothing to judge: every dimension is imputed
+        return [self.job(row, messages=self.scorer.render(row, text), params=self.scorer.params)]
+
+    def columns(self, row: dict[str, Any], o: Outcome | None) -> Columns:
+        # a failed call keeps the scores its earlier attempts gave (none at all: every one imputed)
+        verdict = self.scorer.verdict(o.fields if o else {}, str(row[ROW_ID]))
+        if verdict.drop:
+            return Drop("judge_missing_dimension")
+        return self.scorer.as_columns(verdict, self.prefix)
+
+    def report(self, out: pd.DataFrame) -> None:
+        imputed = out[f"{self.prefix}_imputed"]
+        dims = sorted({d for v in imputed if v for d in v.split(",")})
+        if dims:
             self.ctx.console.log(
-                f"[yellow]{self.name}: {len(imputed)} of {len(verdicts)} text(s) "
+                f"[yellow]{self.name}: {int((imputed != '').sum())} of {len(out)} kept text(s) "
                 f"lacked {', '.join(dims)}; scored by missing_policy="
                 f"{self.params.missing_policy} (see {self.prefix}_imputed)"
             )
-        keep = [not v.drop for v in verdicts]
-        self.ctx.stats.drop(self.name, "judge_missing_dimension", keep.count(False))
-        return out[pd.Series(keep, index=out.index, dtype=bool)].reset_index(drop=True)

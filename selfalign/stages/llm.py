@@ -1,13 +1,17 @@
-"""The LLM-stage base: shared params, named templates, the variable check and prompt hashes.
+"""The LLM-stage bases: shared params, named templates, the variable check and prompt hashes.
 
-A concrete LLM stage declares its templates (`templates = {"prompt": "prompt"}`: role → the
-params field naming the template), the variables it fills in itself (`injected`), and implements
-`process(df)`, handing its jobs to `self.engine` (selfalign/engine.py), which sends, retries,
-counts and rejects. No LLM stage renders, retries or writes rejected rows itself.
+A concrete LLM stage declares its templates (`templates_of = {"prompt": "prompt"}`: role → the
+params field naming the template) and the variables it fills in itself (`injected`). A row-wise
+stage subclasses `RowLLMStage` and says what one row asks (`jobs(row)`) and what each reply adds
+(`columns(row, outcome)`); the base owns the row loop. A chain stage (calls that depend on
+earlier replies, or on other rows) subclasses `LLMStage` and implements `process(df)`. Either
+way `self.engine` (selfalign/engine.py) sends, retries, counts and rejects: no LLM stage renders,
+retries or writes rejected rows itself.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -15,10 +19,10 @@ import pandas as pd
 
 from selfalign import io
 from selfalign.config import doc
-from selfalign.engine import Engine, messages
+from selfalign.engine import Engine, Job, Outcome, Policy, drop_reason, messages
 from selfalign.errors import ConfigError
 from selfalign.prompts import Prompt
-from selfalign.stages.base import Stage, StageSpec
+from selfalign.stages.base import ROW_ID, Stage, StageSpec
 
 if TYPE_CHECKING:
     from selfalign.context import RunContext
@@ -151,16 +155,17 @@ class Templates:
 
 
 class LLMStage(Stage):
-    """Base of every stage that calls a model. Subclasses set `templates`, `injected` and
-    implement `process(df)` using `self.templates.render(...)` and `self.engine`."""
+    """Base of every stage that calls a model. Subclasses set `templates_of`, `injected` and
+    implement `process(df)` using `self.render(...)` and `self.engine` (or, row by row,
+    subclass RowLLMStage)."""
 
     uses_llm = True
     templates_of: ClassVar[dict[str, str]] = {"prompt": "prompt"}  # role → params field
     injected: ClassVar[frozenset[str]] = frozenset()  # variables the stage fills in itself
 
-    def rowwise(self) -> bool:
+    def is_row_local(self) -> bool:
         # a batched stage sends its requests as one provider batch: it needs all rows at once
-        return super().rowwise() and not getattr(self.params, "batch", False)
+        return super().is_row_local() and not getattr(self.params, "batch", False)
 
     def __init__(
         self, name: str, params: Any, ctx: RunContext, peers: dict[str, StageSpec] | None = None
@@ -184,6 +189,11 @@ class LLMStage(Stage):
 
     def render(self, row: dict[str, Any], role: str = "prompt", **extra: Any) -> list[dict[str, str]]:
         return self.templates.render(role, row, **extra)
+
+    def drop_failed(self, outcome: Outcome | None, n: int = 1, prefix: str = "") -> None:
+        """Count n rows lost to a failed outcome under its reason ('llm_error', 'parse:…'); the
+        engine has already kept the outcome in rejected.jsonl."""
+        self.ctx.stats.drop(self.name, prefix + drop_reason(outcome.error if outcome else None), n)
 
     def reads(self) -> set[str]:
         return self.templates.variables()
@@ -211,3 +221,138 @@ class LLMStage(Stage):
 
     async def process(self, df: pd.DataFrame) -> pd.DataFrame:
         raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Drop:
+    """What `RowLLMStage.columns` returns for a row it turns down: counted under `reason` and
+    kept in rejected.jsonl with the reply's raw text."""
+
+    reason: str
+
+
+# new columns of one output row, several rows (a fan-out), or Drop / None (None: dropped under
+# the failed outcome's own reason; "dropped" for a good one)
+Columns = dict[str, Any] | list[dict[str, Any]] | Drop | None
+
+
+class RowLLMStage(LLMStage):
+    """An LLM stage that works row by row. A subclass says which requests a row makes
+    (`jobs(row)`, default one from the "prompt" template) and what each reply adds to it
+    (`columns(row, outcome)`); this base sends every row's jobs at once, drops failed replies
+    (counted by reason; the engine keeps them in rejected.jsonl), builds the output frame (input
+    columns, then `new_columns()`; input dtypes kept) and, being row-local, streams.
+
+    Class settings: `row_local = False` makes it a barrier (all rows at once);
+    `sees_failures = True` hands failed outcomes to `columns` too (to impute or mark them);
+    `share_identical = True` sends identical requests of one chunk once and gives every row
+    that asked the same outcome. A row with no jobs gets one `columns(row, None)` call."""
+
+    row_local = True
+    sees_failures: ClassVar[bool] = False
+    share_identical: ClassVar[bool] = False
+
+    def policy(self) -> Policy:
+        """How replies are parsed and when one is complete (engine.Policy)."""
+        return Policy()
+
+    def jobs(self, row: dict[str, Any]) -> list[Job]:
+        return [self.job(row)]
+
+    def job(self, row: dict[str, Any], sample: int = 0, **kw: Any) -> Job:
+        """The row's "prompt" request; `messages=` / `params=` / `note=` override."""
+        msgs = kw.pop("messages", None) or self.render(row)
+        return Job(str(row[ROW_ID]), msgs, sample, **kw)
+
+    def columns(self, row: dict[str, Any], outcome: Outcome | None) -> Columns:
+        raise NotImplementedError
+
+    def combine(self, row: dict[str, Any], outcomes: list[Outcome]) -> list[Columns]:
+        """One row's outcomes → what each gives, in order (a Drop at place k keeps outcome k's
+        reply); override to merge a row's samples into one row (reformat_response)."""
+        if not outcomes:
+            return [self.columns(row, None)]
+        return [self.columns(row, o) if o.ok or self.sees_failures else None for o in outcomes]
+
+    def new_columns(self) -> list[str]:
+        """The columns this stage adds, in output order."""
+        return sorted(self.writes())
+
+    def report(self, out: pd.DataFrame) -> None:
+        """After a chunk: log what the user should know (fallbacks, imputed values)."""
+
+    def preview(self, df: pd.DataFrame, k: int) -> list[list[dict[str, str]]]:
+        shown: list[list[dict[str, str]]] = []
+        for row in io.records(df):
+            for job in self.jobs(row):  # a row's n samples of one prompt show once
+                if len(shown) < k and (not shown or job.messages != shown[-1]):
+                    shown.append(job.messages)
+            if len(shown) >= k:
+                break
+        return shown
+
+    async def process(self, df: pd.DataFrame) -> pd.DataFrame:
+        rows = io.records(df)
+        asked = [list(self.jobs(r)) for r in rows]
+        answers = iter(await self._send([j for js in asked for j in js]))
+        picks: list[int] = []  # input row of each output row
+        values: list[dict[str, Any]] = []
+        for i, (row, js) in enumerate(zip(rows, asked, strict=True)):
+            outcomes = [next(answers) for _ in js]
+            for got, o in zip(self.combine(row, outcomes), outcomes or [None], strict=False):
+                for new in self._kept(row, o, got):
+                    picks.append(i)
+                    values.append(new)
+        out = out_frame(df, picks, values, self.new_columns(), self.where)
+        self.report(out)
+        return out
+
+    async def _send(self, jobs: list[Job]) -> list[Outcome]:
+        if not self.share_identical:
+            return await self.engine.run(jobs, self.policy())
+        # one request per distinct (messages, sample, params): a small model often repeats a
+        # text, and identical requests in flight at once would each be paid for
+        first: dict[str, int] = {}
+        keys = [json.dumps([j.messages, j.sample, id(j.params)], sort_keys=True) for j in jobs]
+        unique = []
+        for j, k in zip(jobs, keys, strict=True):
+            if k not in first:
+                first[k] = len(unique)
+                unique.append(j)
+        got = await self.engine.run(unique, self.policy())
+        return [got[first[k]] for k in keys]
+
+    def _kept(self, row: dict[str, Any], o: Outcome | None, got: Columns) -> list[dict[str, Any]]:
+        """The output rows one outcome gives; a drop is counted (and a stage's own kept)."""
+        if isinstance(got, Drop):
+            self.engine.reject(o, got.reason, row_id=str(row[ROW_ID]))
+            return []
+        if got is None and o is not None and not o.ok:
+            self.drop_failed(o)
+            return []
+        if got is None:  # the stage turned down a good reply without saying why
+            self.engine.reject(o, "dropped", row_id=str(row[ROW_ID]))
+            return []
+        return got if isinstance(got, list) else [got]
+
+
+def out_frame(
+    df: pd.DataFrame, picks: list[int], values: list[dict[str, Any]], new: list[str], where: str
+) -> pd.DataFrame:
+    """Output rows as input rows (by position, so their columns keep their dtypes) with new
+    values laid over them: input columns first, then `new` in order. Every stage that maps
+    rows to rows builds its frame here."""
+    out = df.iloc[picks].reset_index(drop=True)
+    cols = list(df.columns) + [c for c in new if c not in df.columns]
+    written = {k for v in values for k in v}
+    stray = written - set(cols)
+    if stray:  # a column the stage never declared would be lost to the column check
+        raise RuntimeError(f"{where}: wrote undeclared column(s) {sorted(stray)}; add them to writes()")
+    for c in cols:
+        if c in written:  # a value the stage gave wins; the input row's value stays otherwise
+            old = out[c].tolist() if c in out.columns else [None] * len(values)
+            got = [v.get(c, old[n]) for n, v in enumerate(values)]
+            out[c] = pd.Series(got, dtype=None if got else object)
+        elif c not in out.columns:
+            out[c] = pd.Series([None] * len(values), dtype=object)
+    return out[cols]

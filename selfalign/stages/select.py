@@ -34,7 +34,7 @@ class SelectBest(Stage):
     row_local = True
     Params = SelectParams
 
-    def rowwise(self) -> bool:
+    def is_row_local(self) -> bool:
         # fan-out rows of one input row (one parent_id) stay in one chunk; other groups may not
         p: SelectParams = self.params
         return p.mode == "threshold" or p.group_by == PARENT_ID

@@ -13,10 +13,10 @@ import pandas as pd
 
 from selfalign import io
 from selfalign.config import doc
-from selfalign.engine import Job, Outcome, Policy, drop_reason
+from selfalign.engine import Job, Outcome, Policy
 from selfalign.errors import ConfigError, ParseError
 from selfalign.stages.base import register_stage
-from selfalign.stages.llm import LLMStage, PromptParams
+from selfalign.stages.llm import LLMStage, PromptParams, out_frame
 
 QUESTION_VARS = frozenset({"hints", "examples", "first", "last"})  # last: the last new number
 # "6. type: T, topic: P, question: Q" — numbering may use ")" and markdown bold may wrap parts
@@ -201,23 +201,28 @@ class GenerateQuestions(LLMStage):
                 for i, (_, v) in enumerate(batches)
             )
         )
-        out_rows: list[dict[str, Any]] = []
+        picks: list[int] = []  # the topic row of each question (it keeps its row_id)
+        questions: list[dict[str, Any]] = []
+        start = 0
         for (batch, values), o in zip(batches, results, strict=True):
-            out_rows.extend(self._collect(o, batch, values["first"]))
-        cols = list(df.columns) + ([p.output] if p.output not in df.columns else [])
-        return pd.DataFrame.from_records(out_rows, columns=cols)
+            for i, question in self._answered(o, batch, values["first"]):
+                picks.append(start + i)
+                questions.append({p.output: question})
+            start += len(batch)
+        return out_frame(df, picks, questions, [p.output], self.where)
 
-    def _collect(self, o: Outcome, batch: list[dict[str, Any]], first: int) -> list[dict[str, Any]]:
+    def _answered(self, o: Outcome, batch: list[dict[str, Any]], first: int) -> list[tuple[int, str]]:
+        """(row in the batch, its question) for each row that got one; drops counted."""
         if not o.ok:
-            self.ctx.stats.drop(self.name, drop_reason(o.error), len(batch))
+            self.drop_failed(o, len(batch))
             return []
         for reason, n in o.fields["dropped"].items():
             self.ctx.stats.drop(self.name, f"line:{reason}", n)
-        rows = []
-        for i, row in enumerate(batch):
+        got = []
+        for i in range(len(batch)):
             question = o.fields["value"].get(first + i)
             if question is None:
                 self.ctx.stats.drop(self.name, "no_question")
                 continue
-            rows.append({**row, self.params.output: question})  # keeps the topic's row_id
-        return rows
+            got.append((i, question))
+        return got

@@ -6,15 +6,12 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import pandas as pd
-
-from selfalign import io
 from selfalign.config import doc
-from selfalign.engine import Job, Policy, drop_reason
+from selfalign.engine import Outcome, Policy
 from selfalign.errors import ConfigError
 from selfalign.parsers.critique import marker_pattern, parse_critique_correction
-from selfalign.stages.base import ROW_ID, register_stage
-from selfalign.stages.llm import LLMStage, PromptParams
+from selfalign.stages.base import register_stage
+from selfalign.stages.llm import PromptParams, RowLLMStage
 
 MARKERS = ("critique_marker", "correction_marker")
 
@@ -45,12 +42,11 @@ class CritiqueParams(PromptParams):
 
 
 @register_stage
-class CritiqueAndCorrect(LLMStage):
+class CritiqueAndCorrect(RowLLMStage):
     """One completion per row → misaligned response, critique, aligned response. The markers
     are parameters AND template variables, so demonstrations and parser cannot disagree."""
 
     kind = "critique_and_correct"
-    row_local = True
     Params = CritiqueParams
     injected = frozenset(MARKERS)
 
@@ -72,8 +68,7 @@ class CritiqueAndCorrect(LLMStage):
         )
 
     def writes(self) -> set[str]:
-        p: CritiqueParams = self.params
-        return {p.misaligned, p.critique, p.aligned}
+        return set(self.new_columns())
 
     def render(self, row: dict[str, Any], role: str = "prompt", **extra: Any) -> list[dict[str, str]]:
         p: CritiqueParams = self.params
@@ -81,22 +76,18 @@ class CritiqueAndCorrect(LLMStage):
             row, role, critique_marker=p.critique_marker, correction_marker=p.correction_marker, **extra
         )
 
-    async def process(self, df: pd.DataFrame) -> pd.DataFrame:
+    def new_columns(self) -> list[str]:
         p: CritiqueParams = self.params
-        rows = io.records(df)
-        jobs = [Job(str(r[ROW_ID]), self.render(r), 0, i) for i, r in enumerate(rows)]
-        out = []
-        for o in await self.engine.run(jobs, Policy(parse=self.parse)):
-            if not o.ok:
-                self.ctx.stats.drop(self.name, drop_reason(o.error))
-                continue
-            out.append(
-                {
-                    **rows[o.job.tag],
-                    p.misaligned: o.fields["value"],
-                    p.critique: o.fields["critique"],
-                    p.aligned: o.fields["aligned"],
-                }
-            )
-        cols = list(df.columns) + [c for c in (p.misaligned, p.critique, p.aligned) if c not in df.columns]
-        return pd.DataFrame.from_records(out, columns=cols)
+        return [p.misaligned, p.critique, p.aligned]
+
+    def policy(self) -> Policy:
+        return Policy(parse=self.parse)
+
+    def columns(self, row: dict[str, Any], o: Outcome | None) -> dict[str, Any]:
+        p: CritiqueParams = self.params
+        assert o is not None
+        return {
+            p.misaligned: o.fields["value"],
+            p.critique: o.fields["critique"],
+            p.aligned: o.fields["aligned"],
+        }

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from selfalign.config import doc
-from selfalign.engine import Job, Policy, drop_reason
+from selfalign.engine import Job, Policy
 from selfalign.errors import ConfigError, ParseError
 from selfalign.stages.base import ROW_ID, register_stage
 from selfalign.stages.llm import LLMStage, PromptParams
@@ -202,7 +202,7 @@ class GrowTopics(LLMStage):
         new: dict[str, list[str]] = {q: [] for q in pool}
         for o in await self.engine.run(jobs, Policy(parse=parse)):
             if not o.ok:
-                self.ctx.stats.drop(self.name, drop_reason(o.error))
+                self.drop_failed(o)
                 continue
             for reason, n in o.fields["dropped"].items():
                 self.ctx.stats.drop(self.name, f"topic:{reason}", n)

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from selfalign.config import doc
-from selfalign.engine import Job, Outcome, drop_reason
+from selfalign.engine import Job, Outcome
 from selfalign.errors import ConfigError, StageError
 from selfalign.stages import embed
 from selfalign.stages.base import ROW_ID, register_stage
@@ -192,7 +192,7 @@ class ExpandPool(LLMStage):
     def _consider(self, outcome: Outcome, pool: Novelty, accepted: list[str]) -> None:
         p: ExpandPoolParams = self.params
         if not outcome.ok:  # the engine already put it in the rejected table
-            self.ctx.stats.drop(self.name, drop_reason(outcome.error))
+            self.drop_failed(outcome)
             return
         query = parse_query(outcome.raw or "", p.parse)
         if query is None:

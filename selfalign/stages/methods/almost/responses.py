@@ -7,14 +7,11 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any
 
-import pandas as pd
-
-from selfalign import io
 from selfalign.config import doc
-from selfalign.engine import Job, Outcome, drop_reason
+from selfalign.engine import Job, Outcome
 from selfalign.errors import ConfigError
 from selfalign.stages.base import PARENT_ID, ROW_ID, register_stage
-from selfalign.stages.llm import LLMStage, PromptParams
+from selfalign.stages.llm import PromptParams, RowLLMStage
 
 _DONT_KNOW = re.compile(r"(don('|’)t|do not)\s+know", re.I)
 
@@ -113,11 +110,10 @@ class GenerateResponsesParams(PromptParams):
 
 
 @register_stage
-class GenerateResponses(LLMStage):
+class GenerateResponses(RowLLMStage):
     """One response per prompt per named configuration (model x demonstration set x n_shot)."""
 
     kind = "generate_responses"
-    row_local = True
     Params = GenerateResponsesParams
     injected = frozenset({"demonstrations"})
 
@@ -125,6 +121,7 @@ class GenerateResponses(LLMStage):
         super().__init__(name, params, ctx)
         self.demos: dict[str, str] = {}
         self.demo_hashes: dict[str, str] = {}
+        self.per_config = [params.for_config(c) for c in params.configs]  # each config's model + sampling
         for i, cfg in enumerate(params.configs):
             self._load_demos(cfg, f"{self.where}.configs[{i}]")
 
@@ -160,44 +157,28 @@ class GenerateResponses(LLMStage):
     def request(self, row: dict[str, Any], config: str) -> list[dict[str, str]]:
         return self.render(row, demonstrations=self.demos[config])
 
-    def preview(self, df: pd.DataFrame, k: int) -> list[list[dict[str, str]]]:
-        rows = io.records(df.head(k))
-        return [self.request(r, c.name) for r in rows for c in self.params.configs][:k]
-
-    async def process(self, df: pd.DataFrame) -> pd.DataFrame:
+    def jobs(self, row: dict[str, Any]) -> list[Job]:
         p: GenerateResponsesParams = self.params
-        rows = io.records(df)
-        per_config = [p.for_config(c) for c in p.configs]
-        jobs = [
-            Job(
-                str(r[ROW_ID]),
-                self.request(r, c.name),
-                0,
-                (i, ci),
-                params=per_config[ci],
+        return [
+            self.job(
+                row,
+                messages=self.request(row, c.name),
+                tag=ci,
+                params=self.per_config[ci],
                 note={"config": c.name},
             )
-            for i, r in enumerate(rows)
             for ci, c in enumerate(p.configs)
         ]
-        outcomes = await self.engine.run(jobs)  # every config's jobs at once
-        out = [r for o in outcomes if (r := self._row(rows, o)) is not None]
-        cols = list(df.columns) + [c for c in sorted(self.writes()) if c not in df.columns]
-        return pd.DataFrame.from_records(out, columns=cols)
 
-    def _row(self, rows: list[dict[str, Any]], o: Outcome) -> dict[str, Any] | None:
+    def columns(self, row: dict[str, Any], o: Outcome | None) -> dict[str, Any]:
         p: GenerateResponsesParams = self.params
-        if not o.ok:
-            self.ctx.stats.drop(self.name, drop_reason(o.error))
-            return None
-        i, ci = o.job.tag
-        row, cfg = rows[i], p.configs[ci]
+        assert o is not None
+        cfg = p.configs[o.job.tag]
         text = cut_turn(o.raw or "", p.separator)
         why = bad_reason(text, p.min_chars)
         if why:  # kept and marked; build_preferences drops it
             self.ctx.stats.count(self.name, f"bad:{why}")
         out = {
-            **row,
             ROW_ID: f"{row[ROW_ID]}.{cfg.name}",
             PARENT_ID: str(row[ROW_ID]),
             "config": cfg.name,

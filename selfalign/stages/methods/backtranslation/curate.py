@@ -10,11 +10,11 @@ import pandas as pd
 
 from selfalign import io
 from selfalign.config import doc
-from selfalign.engine import Job, Outcome, Policy, drop_reason
+from selfalign.engine import Job, Outcome, Policy
 from selfalign.errors import ParseError
 from selfalign.parsers import parse_score
 from selfalign.stages.base import PARENT_ID, ROW_ID, register_stage
-from selfalign.stages.llm import LLMStage, PromptParams
+from selfalign.stages.llm import LLMStage, PromptParams, out_frame
 from selfalign.text import ngrams, words
 
 
@@ -84,8 +84,8 @@ class CuratePairs(LLMStage):
     row_local = True
     Params = CurateParams
 
-    def rowwise(self) -> bool:
-        return super().rowwise() and self.params.best_per in (None, PARENT_ID)  # groups may span chunks
+    def is_row_local(self) -> bool:
+        return super().is_row_local() and self.params.best_per in (None, PARENT_ID)  # groups may span chunks
 
     def __init__(self, name: str, params: CurateParams, ctx: Any) -> None:
         super().__init__(name, params, ctx)
@@ -141,9 +141,8 @@ class CuratePairs(LLMStage):
         for k in range(1, p.iterations + 1):
             outcomes = await self._round([rows[i] for i in active], k)
             active = self._score(rows, active, outcomes, k)
-        kept = self._best_per_group(
-            pd.DataFrame.from_records([rows[i] for i in active], columns=self._columns(df))
-        )
+        scores = [{c: rows[i].get(c) for c in self.writes()} for i in active]
+        kept = self._best_per_group(out_frame(df, active, scores, sorted(self.writes()), self.where))
         return kept.reset_index(drop=True)
 
     async def _round(self, rows: list[dict[str, Any]], k: int) -> list[Outcome]:
@@ -170,15 +169,12 @@ class CuratePairs(LLMStage):
             if o.ok:
                 scored.append(i)
             elif decides:
-                self.ctx.stats.drop(self.name, tag + drop_reason(o.error))
+                self.drop_failed(o, prefix=tag)
         if not decides:
             return active
         kept = [i for i in scored if p.threshold is None or rows[i]["score"] >= p.threshold]
         self.ctx.stats.drop(self.name, f"{tag}below_threshold", len(scored) - len(kept))
         return kept
-
-    def _columns(self, df: pd.DataFrame) -> list[str]:
-        return list(df.columns) + sorted(self.writes() - set(df.columns))
 
     def _best_per_group(self, df: pd.DataFrame) -> pd.DataFrame:
         col = self.params.best_per

@@ -10,14 +10,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
-from selfalign import io
 from selfalign.config import doc
-from selfalign.engine import Job, Policy
+from selfalign.engine import Job, Outcome, Policy
 from selfalign.errors import ConfigError
 from selfalign.parsers.revised import parse_revised
 from selfalign.prompts import Prompt
-from selfalign.stages.base import ROW_ID, register_stage
-from selfalign.stages.llm import LLMStage, PromptParams
+from selfalign.stages.base import register_stage
+from selfalign.stages.llm import Columns, PromptParams, RowLLMStage
 from selfalign.text import count_tokens
 
 if TYPE_CHECKING:
@@ -55,11 +54,10 @@ class ReformatParams(PromptParams):
 
 
 @register_stage
-class ReformatResponse(LLMStage):
+class ReformatResponse(RowLLMStage):
     """Per row: recipe for its task → n rewrites → longest kept; status says what happened."""
 
     kind = "reformat_response"
-    row_local = True
     Params = ReformatParams
     # the stage fills these from the row (by the *_column params) and from `adaptive`
     injected = frozenset({"question", "response", "category", "evidence", "format", "adaptive"})
@@ -94,10 +92,7 @@ class ReformatResponse(LLMStage):
         )
 
     def writes(self) -> set[str]:
-        o = self.params.output
-        return {o, f"{o}_reasoning", f"{o}_status"} | (
-            {f"{o}_samples"} if self.params.keep_samples else set()
-        )
+        return set(self.new_columns())
 
     def prompt_hashes(self) -> dict[str, str]:
         return {**self.templates.hashes(), **{t.name: t.sha256 for t in self.formats.values()}}
@@ -129,52 +124,41 @@ class ReformatResponse(LLMStage):
         recipe = self.formats[given["category"]].render(**{**row, **self.templates.vars, "row": row, **given})
         return super().render(row, role, format=recipe, **given)
 
-    async def process(self, df: pd.DataFrame) -> pd.DataFrame:
+    def new_columns(self) -> list[str]:
+        o = self.params.output
+        return [o, f"{o}_reasoning", f"{o}_status"] + ([f"{o}_samples"] if self.params.keep_samples else [])
+
+    def policy(self) -> Policy:
+        return Policy(parse=parse_revised)
+
+    def jobs(self, row: dict[str, Any]) -> list[Job]:
+        if self.status(row) != "todo":
+            return []  # passes through without a model call
+        msgs = self.render(row)
+        return [self.job(row, j, messages=msgs) for j in range(self.params.n)]
+
+    def combine(self, row: dict[str, Any], outcomes: list[Outcome]) -> list[Columns]:
+        """All samples of a row → one row: the chosen rewrite, and what happened."""
         p: ReformatParams = self.params
-        rows = io.records(df)
-        status = [self.status(r) for r in rows]
-        jobs = [
-            Job(str(r[ROW_ID]), self.render(r), j, (i, j))
-            for i, r in enumerate(rows)
-            if status[i] == "todo"
-            for j in range(p.n)
+        cands = [
+            {"sample": o.job.sample, "reasoning": o.fields.get("reasoning", ""), "revised_response": o.value}
+            for o in outcomes
+            if o.ok
         ]
-        picked: dict[int, list[dict[str, Any]]] = {}
-        for o in await self.engine.run(jobs, Policy(parse=parse_revised)):
-            i, j = o.job.tag
-            if o.ok:
-                picked.setdefault(i, []).append(
-                    {"sample": j, "reasoning": o.fields.get("reasoning", ""), "revised_response": o.value}
-                )
-        return self._frame(df, status, picked)
-
-    def _frame(
-        self, df: pd.DataFrame, status: list[str], picked: dict[int, list[dict[str, Any]]]
-    ) -> pd.DataFrame:
-        p: ReformatParams = self.params
-        best: list[dict[str, Any] | None] = []
-        for i, st in enumerate(status):
-            cands = sorted(picked.get(i, []), key=lambda c: c["sample"])
-            if st == "todo":
-                status[i] = "rewritten" if cands else "failed"
-            if cands and p.pick == "longest":  # stable: ties go to the lower sample
-                cands = sorted(cands, key=lambda c: -count_tokens(c["revised_response"]))
-            best.append(cands[0] if cands else None)
-        out = df.copy()
-        out[p.output] = [b["revised_response"] if b else None for b in best]
-        out[f"{p.output}_reasoning"] = [b["reasoning"] if b else None for b in best]
-        out[f"{p.output}_status"] = status
+        status = ("rewritten" if cands else "failed") if outcomes else self.status(row)
+        best = cands
+        if cands and p.pick == "longest":  # stable: ties go to the lower sample
+            best = sorted(cands, key=lambda c: -count_tokens(c["revised_response"]))
+        pick = best[0] if best else None
+        out = {
+            p.output: pick["revised_response"] if pick else None,
+            f"{p.output}_reasoning": pick["reasoning"] if pick else None,
+            f"{p.output}_status": status,
+        }
         if p.keep_samples:
-            out[f"{p.output}_samples"] = pd.Series(
-                [sorted(picked.get(i, []), key=lambda c: c["sample"]) for i in range(len(df))],
-                index=df.index,
-                dtype=object,
-            )
-        self.ctx.console.log(
-            f"{self.name}: " + ", ".join(f"{k}={v}" for k, v in sorted(Counter(status).items()))
-        )
-        return out
+            out[f"{p.output}_samples"] = cands
+        return [out]
 
-    def preview(self, df: pd.DataFrame, k: int) -> list[list[dict[str, str]]]:
-        rows = [r for r in io.records(df) if self.status(r) == "todo"]
-        return [self.render(r) for r in rows[:k]]
+    def report(self, out: pd.DataFrame) -> None:
+        status = Counter(out[f"{self.params.output}_status"])
+        self.ctx.console.log(f"{self.name}: " + ", ".join(f"{k}={v}" for k, v in sorted(status.items())))

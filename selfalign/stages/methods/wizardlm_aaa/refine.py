@@ -17,7 +17,7 @@ from selfalign.errors import ConfigError
 from selfalign.parsers.labelled import parse_labelled_text
 from selfalign.stages.base import ROW_ID, StageSpec, register_stage
 from selfalign.stages.judge import JudgeParams, Scorer, Verdict
-from selfalign.stages.llm import LLMParams, LLMStage
+from selfalign.stages.llm import LLMParams, LLMStage, out_frame
 
 if TYPE_CHECKING:
     from selfalign.context import RunContext
@@ -309,6 +309,4 @@ class RefineAaa(LLMStage):
             updates = [self._unchanged(r) for r in rows]
         else:
             updates = list(await asyncio.gather(*(self._refine(r) for r in rows)))
-        out = [{**r, **u} for r, u in zip(rows, updates, strict=True)]
-        cols = list(df.columns) + [c for c in self.out_columns() if c not in df.columns]
-        return pd.DataFrame.from_records(out, columns=cols)
+        return out_frame(df, list(range(len(rows))), updates, self.out_columns(), self.where)
