@@ -75,7 +75,7 @@ def lines(path: Path) -> int:
     return sum(1 for x in path.read_text().splitlines() if x.strip()) if path.exists() else 0
 
 
-def one_run(args: argparse.Namespace, seed: int, faulty: bool) -> dict[str, Any]:
+def one_run(args: argparse.Namespace, root: Path, seed: int, faulty: bool) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="faults-bench-"))
     data = tmp / "topics.jsonl"
     data.write_text(
@@ -83,7 +83,6 @@ def one_run(args: argparse.Namespace, seed: int, faulty: bool) -> dict[str, Any]
     )
     mock, url, name = start_mock(args, seed, faulty, tmp)
     run_dir = tmp / "run"
-    root = Path(args.root).resolve() if args.root else ROOT
     cmd = [sys.executable, "-m", "selfalign", "run", "--config-dir", str(CLIENT / "conf")]
     cmd += ["pipeline=bench_2stage", "model=openai_compatible", f"model.api_base={url}", f"model.name={name}"]
     cmd += [f"model.concurrency={args.c}", "cache.enabled=true", f"cache.path={tmp / 'cache.sqlite'}"]
@@ -101,6 +100,7 @@ def one_run(args: argparse.Namespace, seed: int, faulty: bool) -> dict[str, Any]
         raise SystemExit(f"the run failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     rows = lines(run_dir / "dataset.jsonl")
     return {
+        "root": str(root),
         "faulty": faulty,
         "seed": seed,
         "exit": proc.returncode,
@@ -120,25 +120,39 @@ def main() -> None:
     ap.add_argument(
         "--mock-script", default=None, help="a mock_openai.py-style mock (else tests/mockserver.py)"
     )
-    ap.add_argument("--root", default=None, help="run another checkout's selfalign (e.g. main, for a before)")
+    ap.add_argument(
+        "--root",
+        action="append",
+        default=[],
+        help="the checkout whose selfalign runs (default this one); give it twice, e.g. this one and "
+        "main, to compare: each round then runs both, one after the other",
+    )
     ap.add_argument("--override", nargs="+", action="extend", default=[], help="config overrides (k=v …)")
     args = ap.parse_args()
-    print(
-        f"# {args.root or ROOT}; load average before: {os.getloadavg()}, cpus: {os.cpu_count()}", flush=True
-    )
+    roots = [Path(r).resolve() for r in args.root] or [ROOT]
+    print(f"# load average before: {os.getloadavg()}, cpus: {os.cpu_count()}", flush=True)
     results = []
     for i in range(args.runs):
-        for faulty in (False, True):
-            r = one_run(args, i, faulty)
-            results.append(r)
-            print(json.dumps(r), flush=True)
+        for root in roots:
+            for faulty in (False, True):
+                r = one_run(args, root, i, faulty)
+                results.append(r)
+                print(json.dumps(r), flush=True)
     print(f"# load average after: {os.getloadavg()}")
+    lost = sum(r["rows_lost"] for r in results)
+    for root in roots:
+        report([r for r in results if r["root"] == str(root)], root)
+    sys.exit(1 if lost else 0)
+
+
+def report(results: list[dict[str, Any]], root: Path) -> None:
+    """One checkout's table (a row per round) and totals."""
     clean = [r for r in results if not r["faulty"]]
     faulty = [r for r in results if r["faulty"]]
     head = (
         "| round | clean wall s | faulty wall s | ratio | requests | 429 | 500 | rows lost | rejected | exit"
     )
-    print("\n" + head + " |")
+    print(f"\n{root}\n\n" + head + " |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for i, (c, f) in enumerate(zip(clean, faulty, strict=True)):
         print(
@@ -147,14 +161,12 @@ def main() -> None:
         )
     med_c = statistics.median(r["wall_s"] for r in clean)
     med_f = statistics.median(r["wall_s"] for r in faulty)
-    lost = sum(r["rows_lost"] for r in results)
     lost_f, lost_c = sum(r["rows_lost"] for r in faulty), sum(r["rows_lost"] for r in clean)
     hit = sum(r["rows_lost"] > 0 for r in faulty)
     print(
         f"\nrows lost over {len(faulty)} faulty runs: {lost_f} (clean: {lost_c}); runs with a lost row: {hit}"
     )
     print(f"median wall: clean {med_c:.2f} s, faulty {med_f:.2f} s, faulty / clean {med_f / med_c:.2f}")
-    sys.exit(1 if lost else 0)
 
 
 if __name__ == "__main__":

@@ -281,21 +281,23 @@ class LiteLLMClient:
         return sum(int(e.limit.limit) for e in self.pool.endpoints if e.up)
 
     def _backoff(self, retry: int, after: float | None, streak: int) -> float:
-        """Retry-After if the server sent one. Else, a request's first failure among successes
-        (the endpoint's previous answer was a success: streak 1) is retried at once: our
-        concurrency limit already bounds what the server sees, so a delay would protect nothing
-        and only stretch the run's tail. Otherwise full jitter under base · 2^k, where k is the
-        larger of the request's own failures − 2 and the endpoint's streak − 2 (at most the
-        request's retries): a server that is down or overloaded is backed off from, and so is a
-        request that keeps failing while others succeed. Without the request's own count, every
-        retry of an unlucky request went at once (the others' successes keep the streak at 1),
-        so all its attempts were spent within a few latencies: one burst of errors lasting
-        that long (a flaky replica, a deploy) lost the row (issue 20, item 8)."""
+        """Retry-After if the server sent one. Else, a request's first two failures among
+        successes (the endpoint's previous answer was a success: streak 1) are retried at once:
+        our concurrency limit already bounds what the server sees, so a delay would protect
+        nothing and only stretch the run's tail. Otherwise full jitter under base · 2^k, where k
+        is the larger of the request's own failures − 3 and the endpoint's streak − 2 (at most
+        the request's retries): a server that is down or overloaded is backed off from, and so
+        is a request that keeps failing while others succeed. Three failures in a row of one
+        request are rare bad luck (0.1% of calls at 10% faults) and more likely something that
+        lasts (a burst of errors, a flaky replica). Without the request's own count, the
+        others' successes kept the streak at 1 and every retry of an unlucky request went at
+        once: all its attempts were spent within a few latencies, and one burst that long lost
+        the row (issue 20, item 8)."""
         if after is not None:
             return min(after, MAX_RETRY_AFTER_S) * random.uniform(1.0, 1.1)
-        if streak <= 1 and retry == 0:
+        if streak <= 1 and retry <= 1:
             return 0.0
-        exponent = max(0, retry - 1, min(retry, streak - 2))
+        exponent = max(0, retry - 2, min(retry, streak - 2))
         cap = min(self.cfg.backoff_max_s, self.cfg.backoff_base_s * 2**exponent)
         return random.uniform(0, cap)  # full jitter: spreads a burst of retries
 

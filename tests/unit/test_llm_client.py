@@ -132,14 +132,15 @@ def test_backoff_without_retry_after_is_capped_jitter(mock, transport, sleeps):
 
 
 def test_backoff_doubles_with_the_endpoints_or_the_requests_failures_in_a_row():
-    """A request's first failure among successes (streak 1) is retried at once; from its second
-    failure, or two failed answers of the endpoint in a row, full jitter under base · 2^k with k
-    the larger of (the request's failures − 2) and (streak − 2), at most its own retries."""
+    """A request's first two failures among successes (streak 1) are retried at once; from its
+    third failure, or two failed answers of the endpoint in a row, full jitter under base · 2^k
+    with k the larger of (the request's failures − 3) and (streak − 2), at most its own retries."""
     cfg = ModelConfig(
         provider="litellm", name="m", api_base="http://127.0.0.1:9/v1", backoff_base_s=1.0, backoff_max_s=60.0
     )
     client = LiteLLMClient(cfg)
-    cases = ((0, 1, 0.0), (0, 2, 1.0), (1, 1, 1.0), (3, 1, 4.0), (3, 2, 4.0), (3, 9, 8.0), (9, 9, 60.0))
+    cases = ((0, 1, 0.0), (1, 1, 0.0), (0, 2, 1.0), (2, 1, 1.0), (3, 1, 2.0), (3, 3, 2.0), (3, 9, 8.0))
+    cases += ((4, 1, 4.0), (9, 9, 60.0))
     for retry, streak, cap in cases:
         asked = [client._backoff(retry, None, streak) for _ in range(300)]
         if cap == 0:
@@ -177,9 +178,9 @@ class BurstSender:
 def test_a_request_failing_among_successes_backs_off_and_outlives_a_burst(monkeypatch):
     """Issue 20, item 8: with the endpoint's streak reset by the others' successes, every retry
     of an unlucky request went at once, so its 6 attempts (max_retries=5) were spent in 0.6 s
-    and a 2 s burst of errors lost the row ("gave up after 6 attempts: HTTP 500"). Now its own
-    failures back it off: retries at 0.1, then after waits of about 0.5, 1 and 2 s (jitter fixed
-    at the middle), the 5th attempt lands after the burst."""
+    and a 1.5 s burst of errors lost the row ("gave up after 6 attempts: HTTP 500"). Now, after
+    two retries at once, its own failures back it off: waits of 0.5 then 1 s (jitter fixed at
+    the middle), and the 5th attempt lands after the burst."""
     clock = [0.0]
 
     class VirtualSleep(SleepRecorder):
@@ -200,12 +201,12 @@ def test_a_request_failing_among_successes_backs_off_and_outlives_a_burst(monkey
     )
     client = LiteLLMClient(cfg, transport="direct")
     ep = client.pool.endpoints[0]
-    ep.send = sender = BurstSender(clock, ep, burst_s=2.0)
+    ep.send = sender = BurstSender(clock, ep, burst_s=1.5)
     r = call(client, req())
     assert r.ok, r.error
     assert r.attempts == 5 and len(sender.sent) == 5
-    assert sender.sent[1] == pytest.approx(0.1)  # the first failure among successes: at once
-    assert recorder.asked == pytest.approx([0.5, 1.0, 2.0])  # then its own failures back it off
+    assert sender.sent[:3] == pytest.approx([0.0, 0.1, 0.2])  # two failures among successes: at once
+    assert recorder.asked == pytest.approx([0.5, 1.0])  # then its own failures back it off
 
 
 def test_the_endpoint_streak_counts_failed_answers_in_a_row(mock, transport, sleeps):
