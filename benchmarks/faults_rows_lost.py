@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -130,6 +131,7 @@ def main() -> None:
     ap.add_argument("--override", nargs="+", action="extend", default=[], help="config overrides (k=v …)")
     args = ap.parse_args()
     roots = [Path(r).resolve() for r in args.root] or [ROOT]
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the run and the mock are stopped too
     print(f"# load average before: {os.getloadavg()}, cpus: {os.cpu_count()}", flush=True)
     results = []
     for i in range(args.runs):
