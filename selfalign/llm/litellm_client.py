@@ -355,7 +355,10 @@ class LiteLLMClient:
                     text=None, error=error, attempts=retry + 1, retries=retry, latency_s=latency
                 )
             if retry < self.cfg.max_retries:
-                await self._pause(self._backoff(retry, failure.retry_after, ep.streak), failure)
+                delay = self._backoff(retry, failure.retry_after, ep.streak)
+                # Another request's success ends a wait the endpoint's streak asked for (it answers
+                # again), not one this request's own failures among successes asked for.
+                await self._pause(delay, failure, early=ep.streak >= retry)
         attempts = self.cfg.max_retries + 1
         return ChatResult(
             text=None,
@@ -371,12 +374,12 @@ class LiteLLMClient:
             self._room = (loop, asyncio.Event())
         return self._room[1]
 
-    async def _pause(self, delay: float, failure: TransportError) -> None:
+    async def _pause(self, delay: float, failure: TransportError, early: bool = True) -> None:
         """A retry's backoff. One the server asked for (Retry-After) is waited out; our own
-        ends early when another request succeeds while slots are idle: the endpoint is
-        answering and has room, so waiting on would only leave the slots empty (the run's tail,
-        once no new rows are left to send, is mostly such waits)."""
-        if failure.retry_after is not None:
+        ends early (if `early`) when another request succeeds while slots are idle: the endpoint
+        is answering and has room, so waiting on would only leave the slots empty (the run's
+        tail, once no new rows are left to send, is mostly such waits)."""
+        if failure.retry_after is not None or not early:
             await asyncio.sleep(delay)
             return
         if delay <= 0:

@@ -209,6 +209,46 @@ def test_a_request_failing_among_successes_backs_off_and_outlives_a_burst(monkey
     assert recorder.asked == pytest.approx([0.5, 1.0])  # then its own failures back it off
 
 
+def test_a_wait_for_the_requests_own_failures_is_not_ended_by_the_others_successes(monkeypatch):
+    """The early end of a backoff (another request succeeds with slots idle) says the endpoint
+    answers again: it ends a wait the endpoint's streak asked for, not the wait of a request
+    that failed three times while the others succeeded (that would send it back into the burst
+    at once, in the run's tail where slots are idle)."""
+    clock = [0.0]
+    gate = asyncio.Event()
+
+    class GatedSleep(SleepRecorder):
+        async def sleep(self, delay: float, result: Any = None) -> Any:
+            self.asked.append(delay)
+            await gate.wait()  # the backoff lasts until the test opens the gate
+            clock[0] += delay
+            return result
+
+    recorder = GatedSleep()
+    monkeypatch.setattr(litellm_client, "asyncio", recorder)
+    cfg = ModelConfig(provider="litellm", name="m", api_base="http://127.0.0.1:9/v1", max_retries=5)
+    client = LiteLLMClient(cfg, transport="direct")
+    ep = client.pool.endpoints[0]
+    ep.send = sender = BurstSender(clock, ep, burst_s=0.25)
+
+    async def main() -> Any:
+        task = asyncio.ensure_future(client.complete(req()))
+        while not recorder.asked:  # three failures at once, then its own backoff
+            await asyncio.sleep(0)
+        room = client._room_event()
+        room.set()  # the pulse another request's success with slots idle sends
+        room.clear()
+        for _ in range(20):
+            await asyncio.sleep(0)
+        waited = len(sender.sent), task.done()
+        gate.set()
+        return waited, await task
+
+    (sent, done), r = asyncio.run(main())
+    assert (sent, done) == (3, False)  # still waiting out its backoff after the pulse
+    assert r.ok and r.attempts == 4
+
+
 def test_the_endpoint_streak_counts_failed_answers_in_a_row(mock, transport, sleeps):
     client = make(mock, transport)
     ep = client.pool.endpoints[0]
