@@ -87,7 +87,7 @@ class Walk:
     def __iter__(self) -> Iterator[Leg]:
         held: StageRun | None = None  # a chunked source waiting to head the next leg
         for k, seg in enumerate(self.segments):
-            todo = ([held] if held else []) + self._plan(seg)
+            todo = ([held] if held is not None else []) + self._plan(seg)
             self.ran_any = self.ran_any or bool(todo)
             if held is None and self._heads_next(todo, k):
                 held = todo[0]
@@ -120,7 +120,7 @@ class Walk:
 
     def _plan(self, seg: Segment) -> list[StageRun]:
         """Reuse the segment's leading stages whose checkpoint matches; the rest are to run."""
-        ctx, todo = self.built.ctx, []
+        ctx, todo = self.built.ctx, list[StageRun]()
         for i, stage in zip(seg.indexes, seg.stages, strict=True):
             self.fp = fingerprint(self.fp, stage, ctx)
             ck = Checkpoint(self.stage_dir, i, stage.name)
