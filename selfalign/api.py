@@ -15,13 +15,14 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from selfalign import aio, io
+from selfalign import aio, io, rundir_lock
 from selfalign.checkpoint import Stored
-from selfalign.errors import EXIT_BUDGET, RunFailed, SelfAlignError
+from selfalign.errors import EXIT_BUDGET, Interrupted, RunFailed, SelfAlignError
 from selfalign.executors.local import execute
 from selfalign.hydra_setup import compose_config
 from selfalign.llm.session import close_all
 from selfalign.outputs import prepare_run_dir, run_log, write_manifest, write_outputs
+from selfalign.redact import redact
 from selfalign.runner import Built, assess, build, check_endpoints
 
 log = logging.getLogger("selfalign")
@@ -65,8 +66,10 @@ def run_config(
     summary reads it) and raises the error with `.manifest` set. Model clients stay open: the
     caller closes them, so the jobs of one sweep share one embedded model server. Every run,
     failed or not, ends by writing report.html from what it left in the run dir (unless `report`
-    is False). frame=False: return no dataset (a streamed run's stays on disk; the CLI needs none)."""
-    with _few_gc_pauses():
+    is False). frame=False: return no dataset (a streamed run's stays on disk; the CLI needs none).
+    The run holds the run dir's lock throughout (rundir_lock.py): another live run into the
+    same dir raises RunDirLocked (exit 2) before anything is written."""
+    with rundir_lock.holding(run_dir), _few_gc_pauses():
         try:
             out, manifest = _run_config(cfg, run_dir, overrides, show_progress)
             if not frame:
@@ -140,7 +143,7 @@ def _run_config(
             )
             log.error("%s", exc)
             if built is None:
-                io.write_json(meta, run_dir / "manifest.json")
+                io.write_json(redact(meta), run_dir / "manifest.json")
             else:
                 if df is not None:  # the run finished, but emptier than asked: keep its files
                     write_outputs(built, df, meta)
@@ -149,6 +152,14 @@ def _run_config(
                 if df is not None:
                     _write_card(built, run_dir)
             raise
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (aio.run has stopped every call)
+            meta.update(status="interrupted", wall_s=round(time.perf_counter() - start, 2))
+            log.warning("interrupted; re-run the same command to resume")  # run.log
+            if built is None:
+                io.write_json(meta, run_dir / "manifest.json")
+            else:
+                write_manifest(built, meta, None)
+            raise Interrupted(getattr(exc, "signum", None), run_dir) from None
         meta.update(status="ok", wall_s=round(time.perf_counter() - start, 2), score_means=score_means(df))
         manifest = write_outputs(built, df, meta)
         _write_card(built, run_dir)

@@ -11,6 +11,7 @@ import yaml
 
 from selfalign import io
 from selfalign.citations import CITATIONS
+from selfalign.redact import redact
 from selfalign.stages.export import ViewFiles
 
 CARD = "README.md"
@@ -299,8 +300,9 @@ def body(run_dir: Path, views: list[ViewFiles], cfg: dict[str, Any], manifest: d
 
 def render(run_dir: Path, views: list[ViewFiles], license: str = DEFAULT_LICENSE) -> str:
     """The card for the run dir and these views (their files must exist)."""
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
-    manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+    # redacted again: the card is uploaded, and a run dir written before redaction may hold a key
+    cfg = redact(yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {})
+    manifest = redact(json.loads((run_dir / "manifest.json").read_text(encoding="utf-8")))
     pipeline = (cfg.get("pipeline") or {}).get("name", manifest.get("pipeline", "run"))
     head = yaml.safe_dump(header(run_dir, views, str(pipeline), license), sort_keys=False, allow_unicode=True)
     return f"---\n{head}---\n\n{body(run_dir, views, cfg, manifest)}"

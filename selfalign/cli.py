@@ -4,12 +4,14 @@ logic lives here."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
 
 from selfalign import __version__
 from selfalign.errors import SelfAlignError
+from selfalign.redact import redact_text
 
 OVERRIDES = """\
 overrides (Hydra syntax; any number, after the command):
@@ -78,14 +80,15 @@ exit codes: 0 ok (the dataset was produced within the failure limits); 2 bad con
 before any model call; every problem listed); 3 the run failed or is degraded: an endpoint is
 unreachable, a stage's failed calls exceeded its max_failure_rate, the dataset has 0 rows, or a
 sweep job failed (the message says which and how to fix it; re-run into the same run dir to
-retry); 4 stopped by the budget; 130 interrupted (re-run into the same run dir to resume)
+retry); 4 stopped by the budget; 130 interrupted by Ctrl-C, 143 by SIGTERM (re-run the same
+command to resume). One run at a time writes a run dir: a second run into a live one exits 2.
 """,
     "validate": f"""\
 usage: selfalign validate pipeline=NAME [--config-dir DIR] [overrides ...]
 
-Print the composed config, then build every stage, load every prompt, read the input file's
-header and check that every column a stage needs is produced before it. No model is called and
-nothing is written. Takes the same overrides as `selfalign run`.
+Print the composed config (any key in it shown as ***), then build every stage, load every
+prompt, read the input file's header and check that every column a stage needs is produced
+before it. No model is called and nothing is written. Takes the same overrides as `selfalign run`.
 
 options:
 {CONFIG_DIR}
@@ -226,19 +229,42 @@ def main(argv: list[str] | None = None) -> int:
 
             return report_command(rest)
     except SelfAlignError as exc:
-        console.print("[bold red]error:[/] " + escape(str(exc)), highlight=False)
+        console.print("[bold red]error:[/] " + escape(redact_text(str(exc))), highlight=False)
         return exc.exit_code
-    except KeyboardInterrupt:
-        console.print(
-            "[yellow]interrupted: finished stage outputs and cached responses are "
-            "kept; run the same command again to resume."
-        )
-        return 130
+    except KeyboardInterrupt as exc:
+        return _interrupted(exc, command, rest)
     from selfalign.registry import did_you_mean
 
     hint = did_you_mean(command, [*COMMAND_USAGE, "push"])
     console.print("[bold red]error:[/] " + escape(f"unknown command '{command}'.{hint}\n{USAGE}"))
     return 2
+
+
+def _interrupted(exc: KeyboardInterrupt, command: str, args: list[str]) -> int:
+    """Ctrl-C or SIGTERM: one line, exit 130 (SIGTERM: 143). What a run finished (stage outputs,
+    cached replies, the budget) is kept and its manifest says "interrupted" (api.run_config).
+    Plain print: rich would wrap the line at 80 columns when stderr is not a terminal."""
+    from selfalign.errors import EXIT_INTERRUPTED
+
+    run_dir = getattr(exc, "run_dir", None)
+    if command != "run":  # e.g. estimate's dry run: its run dir is a temporary one
+        line = "interrupted"
+    elif run_dir is None:  # stopped before a run dir was chosen
+        line = "interrupted; re-run the same command to resume"
+    else:
+        line = _resume_line(Path(run_dir), args)
+    print(line, file=sys.stderr, flush=True)
+    return getattr(exc, "exit_code", EXIT_INTERRUPTED)
+
+
+def _resume_line(run_dir: Path, args: list[str]) -> str:
+    """Name the run dir, or the override that sends the re-run into it where the command has
+    none: the default dir has the time in its name, so the same command would start afresh."""
+    sweep = "-m" in args or "--multirun" in args
+    key = "hydra.sweep.dir" if sweep else "hydra.run.dir"
+    if any(a.lstrip("+").startswith(key + "=") for a in args):
+        return f"interrupted; re-run the same command to resume (run dir {run_dir})"
+    return f"interrupted; re-run the same command with {key}={run_dir.parent if sweep else run_dir} to resume"
 
 
 def _push(args: list[str], console: Console) -> int:
@@ -247,7 +273,7 @@ def _push(args: list[str], console: Console) -> int:
     try:
         return push_command(args)
     except SelfAlignError as exc:
-        console.print("[bold red]error:[/] " + escape(str(exc)), highlight=False)
+        console.print("[bold red]error:[/] " + escape(redact_text(str(exc))), highlight=False)
         return exc.exit_code
 
 

@@ -7,6 +7,7 @@ EXIT_OK = 0  # the dataset was produced within the failure limits
 EXIT_CONFIG = 2  # bad config or input: found before any model call
 EXIT_RUN_FAILED = 3  # the run failed or is degraded (endpoint down, too many failures, no rows)
 EXIT_BUDGET = 4  # stopped by the budget cap; a re-run with a higher budget continues
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT); SIGTERM gives 143: 128 + the signal, as a shell does
 
 
 class SelfAlignError(Exception):
@@ -73,3 +74,17 @@ class PreflightFailed(SelfAlignError):
         self.problems = problems
         body = "\n".join(f"  - {p}" for p in problems)
         super().__init__(f"preflight: {len(problems)} model endpoint problem(s), nothing was called:\n{body}")
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM stopped the run; its manifest says "interrupted". A
+    KeyboardInterrupt, so that code which lets Ctrl-C through lets this through too."""
+
+    def __init__(self, signum: int | None = None, run_dir: object = None) -> None:
+        super().__init__()
+        self.signum = signum
+        self.run_dir = run_dir  # the run dir it stopped, for the message (None: none yet)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum if self.signum else EXIT_INTERRUPTED

@@ -10,12 +10,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from selfalign import io
 from selfalign.checkpoint import Stored
 from selfalign.context import Rejected
 from selfalign.manifest import versions
+from selfalign.redact import LogFilter, config_yaml, redact
 from selfalign.runner import Built, build
 
 
@@ -67,6 +68,7 @@ def write_manifest(built: Built, meta: dict[str, Any], rows: int | None) -> dict
     if ctx.llm.budget.active:
         manifest["budget"] = ctx.llm.budget.to_json()
         ctx.llm.budget.save()
+    manifest = redact(manifest)  # overrides, errors and model identities may carry a key
     io.write_json(manifest, ctx.run_dir / "manifest.json")
     return manifest
 
@@ -96,7 +98,7 @@ def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> Built:
     built.attempt = _previous_attempt(run_dir) + 1
     built.ctx.rejected = Rejected(run_dir / "rejected.jsonl", built.attempt)
     (run_dir / "rejected.jsonl").touch()
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (run_dir / "config.yaml").write_text(config_yaml(cfg))  # resolved, secrets redacted
     io.write_json({"status": "running", "attempt": built.attempt}, run_dir / "manifest.json")
     return built
 
@@ -113,6 +115,7 @@ def run_log(run_dir: Path) -> Iterator[None]:
     """run.log in the run dir holds the `selfalign` logger's lines while the run lasts."""
     handler = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s] %(message)s"))
+    handler.addFilter(LogFilter())
     logger = logging.getLogger("selfalign")
     logger.addHandler(handler)
     if logger.level == logging.NOTSET or logger.level > logging.INFO:

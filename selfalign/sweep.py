@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from selfalign.redact import redact
+
 log = logging.getLogger("selfalign")
 # the jobs of the last sweep whose status is not ok: read from the manifests in this (the
 # parent) process, so a job that ran in a worker process of a parallel launcher counts too
@@ -22,13 +24,14 @@ FAILED: list[str] = []
 
 
 def _manifest(job_dir: Path) -> dict[str, Any]:
-    """A job's manifest; a job that left none (its process died) shows as "no manifest"."""
+    """A job's manifest; a job that left none (its process died) shows as "no manifest".
+    Redacted again: a run dir written before redaction existed may hold a key."""
     path = job_dir / "manifest.json"
     if path.is_file():
-        return json.loads(path.read_text())
+        return redact(json.loads(path.read_text()))
     overrides = job_dir / ".hydra" / "overrides.yaml"
     listed = OmegaConf.to_container(OmegaConf.load(overrides)) if overrides.is_file() else []
-    return {"status": "no manifest", "overrides": listed}
+    return {"status": "no manifest", "overrides": redact(listed)}
 
 
 def summarize(sweep_dir: Path) -> pd.DataFrame:

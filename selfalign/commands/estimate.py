@@ -15,6 +15,7 @@ from selfalign.api import check
 from selfalign.errors import ConfigError
 from selfalign.hydra_setup import compose_config
 from selfalign.llm import estimate as est
+from selfalign.redact import redact
 
 
 def estimate(
@@ -32,6 +33,7 @@ def estimate(
         _pilot(cfg, stages, pilot)
     result = est.finish(stages, models, est.price(models))
     result.update(pipeline=str(cfg.pipeline.name), overrides=list(overrides), pilot=pilot)
+    result = redact(result)  # the overrides may carry a key; the table is printed from this
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 import pandas as pd
-from omegaconf import OmegaConf
 from rich.console import Console
 from rich.panel import Panel
 from rich.syntax import Syntax
@@ -15,6 +14,7 @@ from selfalign import aio
 from selfalign.api import check
 from selfalign.commands import reject_flags
 from selfalign.hydra_setup import compose_config
+from selfalign.redact import config_yaml, redact_text
 from selfalign.runner import check_endpoints
 
 
@@ -22,7 +22,7 @@ def validate_command(overrides: list[str], config_dirs: list[str]) -> int:
     reject_flags("validate", overrides)
     cfg = compose_config(overrides, config_dirs)
     out = Console()
-    out.print(Syntax(OmegaConf.to_yaml(cfg), "yaml", theme="ansi_dark"))
+    out.print(Syntax(config_yaml(cfg, resolve=False), "yaml", theme="ansi_dark"))  # never a key on screen
     built = check(cfg)  # raises ValidationFailed (exit 2)
     table = Table(title=f"pipeline {cfg.pipeline.name}: {len(built.stages)} stages")
     for col in ("#", "stage", "kind", "LLM", "columns after"):
@@ -51,9 +51,8 @@ def preview_command(args: list[str], config_dirs: list[str]) -> int:
             out.print(f"[bold]{stage.name}[/] ({stage.kind}): first {len(shown)} request(s), not sent")
             for i, msgs in enumerate(shown):
                 for m in msgs:
-                    out.print(
-                        Panel(m["content"], title=f"row {i} · {m['role']}", title_align="left"), markup=False
-                    )
+                    text = redact_text(m["content"])  # printed: a key in a stage's vars stays off screen
+                    out.print(Panel(text, title=f"row {i} · {m['role']}", title_align="left"), markup=False)
             return 0
         df = aio.run(stage.run(df))  # non-LLM stages (load, filters) run for real
     out.print("this pipeline has no LLM stage")

@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,7 +47,12 @@ def ray_session(address: str | None, num_cpus: int | None) -> Iterator[None]:
 
     started = not ray.is_initialized()
     if started:
+        keep = signal.getsignal(signal.SIGTERM)
         ray.init(address=address, num_cpus=None if address else num_cpus, log_to_driver=False)
+        if keep is not None and threading.current_thread() is threading.main_thread():
+            # ray.init's SIGTERM handler aborts the driver (a C++ stack dump, the manifest left
+            # "running"); SIGTERM ends the run like Ctrl-C (aio.run), exit 143
+            signal.signal(signal.SIGTERM, keep)
     try:
         yield
     finally:

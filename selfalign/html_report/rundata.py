@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from omegaconf import OmegaConf
 
 from selfalign import io
 from selfalign.errors import SelfAlignError
+from selfalign.redact import config_yaml, redact, redact_text
 
 # Rows read per file at most: enough for histograms and samples; a report of a million-row run
 # must not take as long as the run.
@@ -48,6 +50,7 @@ class RunData:
             ) from None
         if not isinstance(manifest, dict):
             raise SelfAlignError(f"{path}: not a run manifest (a JSON object is expected).")
+        manifest = redact(manifest)  # a run dir written before redaction existed may hold a key
         stages = manifest.get("stages") or _stages_from_stats(run_dir)
         return cls(run_dir, manifest, stages)
 
@@ -76,7 +79,12 @@ class RunData:
     @cached_property
     def config_text(self) -> str | None:
         path = self.run_dir / "config.yaml"
-        return path.read_text(encoding="utf-8") if path.is_file() else None
+        if not path.is_file():
+            return None
+        try:
+            return config_yaml(OmegaConf.load(path), resolve=False)  # redacted, as it is written
+        except Exception:  # noqa: BLE001 — not YAML (hand-edited): show it, key-shaped text masked
+            return redact_text(path.read_text(encoding="utf-8"))
 
 
 def _missing(v: Any) -> bool:

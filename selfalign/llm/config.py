@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from selfalign.config import FieldError, doc
-
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-
-
-def looks_like_secret(value: str) -> bool:
-    """An env var name is short and [A-Za-z0-9_]; a key has dashes, is long, or starts sk-."""
-    return (
-        value.startswith(("sk-", "sk_", "key-"))
-        or not _ENV_NAME.match(value)
-        or (len(value) >= 32 and any(c.isdigit() for c in value) and any(c.islower() for c in value))
-    )
+from selfalign.redact import looks_like_secret
 
 
 def endpoint_urls(api_base: str | list[str] | None) -> list[str]:

@@ -30,6 +30,7 @@ from selfalign.llm.transport import (
     retry_after_from,
     unreachable,
 )
+from selfalign.redact import redact_text
 
 # Without this, importing litellm fetches a price list from the internet.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -44,7 +45,6 @@ __all__ = [
 ]
 NO_KEY = "no-key"  # OpenAI-compatible local servers ignore the key, but some clients want one
 MAX_RETRY_AFTER_S = 600.0  # a Retry-After beyond this is a server bug, not a plan
-_SECRETS = (re.compile(r"(Bearer\s+)\S+", re.I), re.compile(r"\b(sk-)[A-Za-z0-9_\-]{6,}"))
 # litellm stacks class names in front of the server's words ("litellm.BadRequestError:
 # ContextWindowExceededError: OpenAIException - request (1530 tokens) exceeds …"): keep the words.
 _PREFIXES = re.compile(r"^(?:litellm\.\w+:\s*|\w+(?:Error|Exception)(?::|\s+-)\s*)+")
@@ -242,9 +242,7 @@ class LiteLLMClient:
         key = self._key()
         if key and key != NO_KEY:
             text = text.replace(key, "***")
-        for pattern in _SECRETS:
-            text = pattern.sub(r"\1***", text)
-        return _PREFIXES.sub("", text)[:600]
+        return _PREFIXES.sub("", redact_text(text))[:600]  # key-shaped strings too
 
     @property
     def limit(self) -> AdaptiveLimit:

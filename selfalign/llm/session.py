@@ -16,6 +16,7 @@ from selfalign.llm.budget import Budget, BudgetSettings, completion_bound, promp
 from selfalign.llm.cache import ResponseCache
 from selfalign.llm.config import ModelConfig, Price, cache_url
 from selfalign.llm.local import SHA256 as EMBEDDED_SHA256
+from selfalign.redact import redact_text
 from selfalign.registry import did_you_mean
 
 DEFAULT = "default"
@@ -105,7 +106,8 @@ class LLMSession:
     def identity(self, ref: str | None) -> str:
         """Part of every cache key: what decides the outputs, never a port or a secret."""
         cfg = self.model_config(ref)
-        ident = f"{cfg.provider}:{cfg.name}@{cache_url(cfg.api_base)}:{cfg.path or ''}"
+        url = redact_text(cache_url(cfg.api_base))  # a token in the URL is no part of the answer
+        ident = f"{cfg.provider}:{cfg.name}@{url}:{cfg.path or ''}"
         if cfg.provider == "local" and not cfg.path:
             ident += f"sha256={EMBEDDED_SHA256[:16]}"  # new bundled weights → new answers
         if cfg.extra_params:  # they change outputs; hashed, so nothing in them gets written

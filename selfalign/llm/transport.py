@@ -152,6 +152,18 @@ def _close_at_exit() -> None:
             http.detach()
 
 
+def split_headers(params: dict[str, Any], key: str | None) -> tuple[dict[str, Any], dict[str, str]]:
+    """(body params, HTTP headers), as litellm reads `model.extra_params`: `api_key` is the key
+    (the one from `api_key_env` wins, as there) and `headers` / `extra_headers` are HTTP
+    headers, not body fields (which the server would log with the rest of the body)."""
+    body = {k: v for k, v in params.items() if k not in ("api_key", "headers", "extra_headers")}
+    key = key or params.get("api_key")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    for name in ("headers", "extra_headers"):
+        headers.update({str(k): str(v) for k, v in (params.get(name) or {}).items()})
+    return body, headers
+
+
 class DirectTransport:
     """POST {api_base}/chat/completions with aiohttp; one connection pool per event loop."""
 
@@ -175,8 +187,8 @@ class DirectTransport:
     async def send(
         self, messages: list[dict[str, str]], params: dict[str, Any], key: str | None, timeout_s: float
     ) -> Reply:
+        params, headers = split_headers(params, key)
         body = {"model": self.model, "messages": messages, **params}
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
         try:
             async with self._session().post(
                 self.url,
