@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from selfalign import __version__
+from selfalign import __version__, terminal
 from selfalign.errors import SelfAlignError
 from selfalign.redact import redact_text
 
@@ -123,7 +123,8 @@ usage: selfalign estimate pipeline=NAME [--pilot K] [--out FILE] [--config-dir D
 Count the calls of `selfalign run` with the same overrides exactly (a dry run on the real input
 with the offline test model standing in for every model), their prompt tokens (litellm's offline
 tokenizer for the model you named) and completion tokens (worst case: max_tokens), and price
-them with litellm's price map (or model.price). Prints a table per stage and writes FILE.
+them with litellm's price map (or model.price). Prints a table per stage and writes it as JSON
+to FILE; the last line printed is that file's path.
 No key is needed and nothing is sent, unless --pilot K.
 
 options:
@@ -164,8 +165,9 @@ Write DIR/report.html: one self-contained page (no network needed) that shows a 
 rows through the stages with the drop reasons, per stage the model calls, cache hits, retries,
 failures, tokens, cost, latency and time, a histogram of every score column, sample rows kept
 and dropped with the raw model text, and the config and prompts. Every run writes it at its end;
-this rebuilds it. DIR may also be a sweep dir (multirun/<pipeline>/<time>): one row per job,
-charts comparing the jobs, links to each job's report.
+this rebuilds it. DIR may also be a sweep dir (multirun/<pipeline>/<time>, the one holding
+Hydra's multirun.yaml or sweep_summary.csv): one row per job, charts comparing the jobs, links to
+each job's report.
 
 options:
   -o, --output FILE              write the page to FILE instead of DIR/report.html
@@ -174,14 +176,15 @@ examples:
   selfalign report outputs/wizardlm_aaa/2025-01-01_12-00-00
   selfalign report multirun/realign/2025-01-01_12-00-00
 
-exit codes: 0 written; 2 DIR is neither a run dir nor a sweep dir
+exit codes: 0 written; 2 DIR is neither a run dir nor a sweep dir, or FILE is a folder or in a
+folder that does not exist (nothing is written)
 """,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    console = Console(stderr=True)
+    console = terminal.console(stderr=True)
     if not args or args[0] in ("-h", "--help"):
         print(USAGE)
         return 0

@@ -47,6 +47,20 @@ class RunFailed(SelfAlignError):
     exit_code = EXIT_RUN_FAILED
 
 
+def decode_problem(path: object, data: bytes, fix: str) -> str | None:
+    """None when `data` (the bytes of the user's file `path`) is UTF-8; else one line naming the
+    file, the line and the byte offset of the first bad byte, and `fix`."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        return (
+            f"{path}:{line}: not valid utf-8 text (line {line}, byte {exc.start} of the file: "
+            f"0x{data[exc.start]:02X}). {fix}"
+        )
+    return None
+
+
 class ParseError(Exception):
     """A parser could not read a model output; `reason` is a short machine-friendly label."""
 

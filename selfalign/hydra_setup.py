@@ -8,7 +8,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from selfalign.errors import ConfigError
+from selfalign.errors import ConfigError, decode_problem
 from selfalign.paths import resource_dir, sample_path
 from selfalign.registry import did_you_mean
 
@@ -69,10 +69,22 @@ def searchpath_override(config_dirs: list[str]) -> list[str]:
 
 
 def check_config_dirs(config_dirs: list[str]) -> None:
-    """Hydra only warns about a missing search-path folder; we fail, naming it."""
+    """Hydra only warns about a missing search-path folder; we fail, naming it. A YAML file in
+    it that is not UTF-8 would be a UnicodeDecodeError deep in Hydra that names no file."""
     for d in config_dirs:
         if not Path(d).expanduser().is_dir():
             raise ConfigError(f"--config-dir: folder not found: {d}")
+        for path in _config_files(Path(d).expanduser()):
+            problem = decode_problem(path, path.read_bytes(), "Re-save the file as UTF-8.")
+            if problem:
+                raise ConfigError(problem)
+
+
+def _config_files(folder: Path) -> list[Path]:
+    """The YAML files Hydra may read from a config dir: DIR/*.yaml and DIR/GROUP[/SUB]/*.yaml
+    (not a deep walk: `--config-dir .` may sit on a large tree)."""
+    depths = ("*", "*/*", "*/*/*")
+    return sorted(p for d in depths for ext in ("yaml", "yml") for p in folder.glob(f"{d}.{ext}"))
 
 
 def _compose(overrides: list[str], config_dirs: list[str]) -> DictConfig:

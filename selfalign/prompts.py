@@ -10,7 +10,7 @@ from typing import Any
 import jinja2
 from jinja2 import meta
 
-from selfalign.errors import PromptError
+from selfalign.errors import PromptError, decode_problem
 from selfalign.registry import did_you_mean
 
 SUFFIX = ".j2"
@@ -73,9 +73,29 @@ class PromptLibrary:
             raise PromptError(
                 f"{at}template syntax error in {exc.filename or file} line {exc.lineno}: {exc.message}"
             ) from None
-        variables, sources = self._scan(file, set())
+        except UnicodeDecodeError:
+            raise self._undecodable(file, at) from None
+        try:
+            variables, sources = self._scan(file, set())
+        except UnicodeDecodeError:  # an included template: find which
+            raise self._undecodable(None, at) from None
         digest = hashlib.sha256("\0".join(sources).encode()).hexdigest()
         return Prompt(name, template, frozenset(variables), digest, template.filename or file)
+
+    def _undecodable(self, file: str | None, at: str) -> PromptError:
+        """The template (`file`, or any template when None) that is not UTF-8, with the line and
+        byte (Jinja's loader reads templates as UTF-8 and names no file)."""
+        files = (
+            [d / file for d in self.search_path]
+            if file
+            else [d / f for d in self.search_path for f in self.env.list_templates(extensions=["j2"])]
+        )
+        for path in files:
+            if path.is_file() and (
+                problem := decode_problem(path, path.read_bytes(), "Re-save the template as UTF-8.")
+            ):
+                return PromptError(at + problem)
+        return PromptError(f"{at}a prompt template is not valid utf-8 text. Re-save it as UTF-8.")
 
     def _scan(self, file: str, seen: set[str]) -> tuple[set[str], list[str]]:
         """Variables and sources of `file` and every template it statically includes."""

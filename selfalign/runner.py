@@ -118,15 +118,16 @@ def build(cfg: DictConfig, run_dir: Path | None, show_progress: bool = True) -> 
             break
         built.columns.append(cols)
         problems += found
-    problems = _merge_missing(problems, stages)
+    problems = _merge_missing(problems, stages, built.columns)
     if problems:
         raise ValidationFailed(problems)
     return built
 
 
-def _merge_missing(problems: list[str], stages: list[Stage]) -> list[str]:
+def _merge_missing(problems: list[str], stages: list[Stage], columns: list[set[str]]) -> list[str]:
     """One message per missing column, naming every stage that needs it (not one per stage),
-    with the rename hint when the pipeline loads a file."""
+    with the rename hint when the pipeline loads a file. When a load stage comes first, they are
+    the input file's to have: one message for all of them, naming the file."""
     by_col: dict[str, list[MissingColumn]] = {}
     for p in problems:
         if isinstance(p, MissingColumn):
@@ -134,6 +135,13 @@ def _merge_missing(problems: list[str], stages: list[Stage]) -> list[str]:
     if not by_col:
         return problems
     load = next((s for s in stages if s.kind == "load"), None)
+    if load is not None and load in stages[: len(columns)]:
+        # needed after the file is loaded, and made by no stage before: the file's to have
+        at = stages.index(load)
+        lacking = {c: ms for c, ms in by_col.items() if at < stages.index(ms[0].stage)}
+        if lacking:
+            problems = [p for p in problems if getattr(p, "column", None) not in lacking]
+            problems.insert(0, _input_lacks(load, lacking, columns[at] - {"row_id"}))
     out, done = [], set()
     for p in problems:
         if not isinstance(p, MissingColumn):
@@ -156,6 +164,20 @@ def _merge_missing(problems: list[str], stages: list[Stage]) -> list[str]:
                 f"{', '.join(sorted(p.available)) or '(none)'}.{hint}"
             )
     return out
+
+
+def _input_lacks(load: Stage, needs: dict[str, list[MissingColumn]], found: set[str]) -> str:
+    """The README's "bad input" message: the file, the missing columns and who needs them, the
+    columns it has, and the rename that fixes it."""
+    what = "; ".join(f"'{c}' (needed by {', '.join(m.stage.name for m in ms)})" for c, ms in needs.items())
+    first, many = next(iter(needs)), len(needs) > 1
+    return (
+        f"{load.where}: {load.params.path}: the input lacks column{'s' if many else ''} "
+        f"{what}, and no earlier stage produces {'them' if many else 'it'}. Columns found: "
+        f"{', '.join(sorted(found)) or '(none)'}. If the file has {'them' if many else 'it'} under "
+        f"another name, map it with {load.where}.rename={{YOUR_COLUMN: {first}}}"
+        f"{' (one entry per column)' if many else ''}; else add it to the file."
+    )
 
 
 def endpoints(built: Built) -> list[tuple[str, ModelConfig]]:

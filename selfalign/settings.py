@@ -51,7 +51,11 @@ def _container(cfg: DictConfig, key: str, where: str) -> Any:
 
 @dataclass
 class RaySettings:
-    address: str | None = doc("a Ray cluster to join (ray.init address); null = start a local Ray", None)
+    address: str | None = doc(
+        "a Ray cluster to join (ray.init address; auto = the one `ray start` left here); "
+        "null = start a local Ray of our own",
+        None,
+    )
     num_cpus: int | None = doc("CPUs of the local Ray started when address is null; null = all", None)
     num_workers: int | None = doc("worker actors, each with its own model client; null = Ray's CPUs", None)
     block_rows: int = doc("rows per block sent to a worker (a parent_id group is never split)", 64)
@@ -171,4 +175,9 @@ def import_plugins(cfg: DictConfig) -> None:
             raise ConfigError(
                 f"plugins[{i}]: cannot import '{mod}': {exc}. Make sure the module "
                 "is on PYTHONPATH (e.g. run from its folder)."
+            ) from None
+        except SyntaxError as exc:  # also a file that is not UTF-8 and declares no coding
+            raise ConfigError(
+                f"plugins[{i}]: cannot import '{mod}': {exc.filename}:{exc.lineno}: {exc.msg}. "
+                "Fix the module (Python reads it as UTF-8 unless it declares a `# coding:` line)."
             ) from None

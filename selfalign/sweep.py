@@ -15,12 +15,22 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from selfalign import terminal
 from selfalign.redact import redact
 
 log = logging.getLogger("selfalign")
 # the jobs of the last sweep whose status is not ok: read from the manifests in this (the
 # parent) process, so a job that ran in a worker process of a parallel launcher counts too
 FAILED: list[str] = []
+
+
+# what marks a sweep dir: Hydra writes multirun.yaml when a sweep starts, we write the summary
+# at its end. A folder that merely holds run dirs (a shared temp folder) is not a sweep.
+SWEEP_MARKS = ("multirun.yaml", "sweep_summary.csv")
+
+
+def is_sweep_dir(path: Path) -> bool:
+    return any((path / mark).is_file() for mark in SWEEP_MARKS)
 
 
 def _manifest(job_dir: Path) -> dict[str, Any]:
@@ -139,7 +149,7 @@ class SweepSummary(Callback):
         df.to_csv(sweep_dir / "sweep_summary.csv", index=False)
         (sweep_dir / "sweep_summary.md").write_text(to_markdown(df))
         report = try_write_sweep_report(sweep_dir)
-        console = Console()
+        console = terminal.console()
         render(df, console)
         console.print(
             f"sweep summary written to {sweep_dir / 'sweep_summary.csv'}"

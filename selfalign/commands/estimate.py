@@ -7,10 +7,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
-from selfalign import aio
+from selfalign import aio, terminal
 from selfalign.api import check
 from selfalign.errors import ConfigError
 from selfalign.hydra_setup import compose_config
@@ -104,7 +103,7 @@ def _duration(seconds: float) -> str:
 def estimate_command(args: list[str], config_dirs: list[str]) -> int:
     pilot, out, overrides = _flags(args)
     result = estimate(overrides, config_dirs, pilot, out)
-    console = Console()
+    console = terminal.console()
     console.print(table(result))
     if result["unpriced_models"]:
         console.print(
@@ -116,9 +115,9 @@ def estimate_command(args: list[str], config_dirs: list[str]) -> int:
             "expected completion tokens are unknown: add --pilot K to send K real "
             "calls per stage (they are cached, so the run reuses them)."
         )
-    console.print(
-        f"time assumes {est.DEFAULT_LATENCY_S:g}s per call unless a pilot measured it; written to {out}"
-    )
+    console.print(f"time assumes {est.DEFAULT_LATENCY_S:g}s per call unless a pilot measured it.")
+    # its own line, the last one: `selfalign estimate … | tail -1` finds the JSON
+    console.print(f"this table as JSON: {out.resolve()}", highlight=False, markup=False)
     return 0
 
 

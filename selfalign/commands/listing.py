@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from selfalign import terminal
 from selfalign.commands import reject_flags
 from selfalign.errors import ConfigError
 from selfalign.paths import resource_dir
@@ -44,7 +45,7 @@ def list_command(args: list[str], config_dirs: list[str]) -> int:
             f"list {what}: unexpected '{words[-1]}'. Usage: selfalign {usage} "
             "[key=value ...]; see `selfalign list --help`."
         )
-    out = Console()
+    out = terminal.console()
     if what == "stages":
         # Without overrides or --config-dir no plugin can be named (conf/config.yaml has
         # `plugins: []`), so no config is composed: Hydra and the model layer are not imported.

@@ -109,11 +109,36 @@ def upload(repo_id: str, private: bool, paths: list[Path], readme: str, message:
     try:
         api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
         info = api.create_commit(repo_id, ops, commit_message=message, repo_type="dataset")
-    except (hub.errors.HfHubHTTPError, OSError, ValueError) as exc:  # ValueError: the card's YAML
-        # the message is the Hub's answer (status, reason); the token is never part of it
+    except (hub.errors.HfHubHTTPError, OSError, ValueError, *_transport_errors()) as exc:
+        # ValueError: the card's YAML. The message is the Hub's answer (status, reason) or the
+        # connection's error; the token is never part of it
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise PushFailed(f"push {repo_id}: the Hub refused or could not be reached: {first}") from None
+        endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+        raise PushFailed(
+            f"push {repo_id}: the Hub refused or could not be reached ({endpoint}): "
+            f"{first.rstrip('.')}. Check the network, HF_ENDPOINT and the token's write access, "
+            "then push again."
+        ) from None
     return str(info.commit_url)
+
+
+def _transport_errors() -> tuple[type[Exception], ...]:
+    """The HTTP clients' own connection errors (no network, a closed port, TLS), which are not
+    OSError: httpx's in huggingface_hub 1.x, requests' before it."""
+    found: list[type[Exception]] = []
+    try:
+        import httpx
+
+        found.append(httpx.HTTPError)
+    except ImportError:
+        pass
+    try:
+        import requests
+
+        found.append(requests.RequestException)
+    except ImportError:
+        pass
+    return tuple(found)
 
 
 def push_command(args: list[str]) -> int:

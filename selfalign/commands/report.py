@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from rich.console import Console
 from rich.markup import escape
 
+from selfalign import terminal
 from selfalign.errors import ConfigError
 from selfalign.html_report import write_report
 
@@ -28,5 +28,5 @@ def report_command(args: list[str]) -> int:
             "`selfalign report outputs/wizardlm_aaa/2025-01-01_12-00-00`."
         )
     path = write_report(dirs[0], out)
-    Console().print(f"report: [bold]{escape(str(path))}[/] (open it in a browser)", highlight=False)
+    terminal.console().print(f"report: [bold]{escape(str(path))}[/] (open it in a browser)", highlight=False)
     return 0

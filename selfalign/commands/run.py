@@ -18,7 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 from rich.markup import escape
 
-from selfalign import aio
+from selfalign import aio, terminal
 from selfalign.api import check, run_config
 from selfalign.commands import split_config_dirs
 from selfalign.errors import EXIT_RUN_FAILED, SelfAlignError
@@ -47,7 +47,7 @@ def _job(cfg: DictConfig) -> None:
     _redact_hydra_files(hc, run_dir)  # first: whatever happens next, no key stays on disk
     setup()  # a launcher's worker process imports this module afresh
     job_setup(hc)
-    console = Console(stderr=True)
+    console = terminal.console(stderr=True)
     try:
         _, manifest = run_config(cfg, run_dir, list(hc.overrides.task), show_progress=True, frame=False)
     except SelfAlignError as exc:

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from selfalign.checkpoint import Stored
 from selfalign.context import RunContext
+from selfalign.errors import ConfigError, RunFailed
 from selfalign.executors.local import check_failures, run_whole
 from selfalign.executors.ray_budget import SharedBudget, shared_budget
 from selfalign.executors.ray_worker import Attached, Worker
@@ -37,6 +39,7 @@ from selfalign.segments import Segment, chunks, split
 from selfalign.walk import Leg, Walk
 
 log = logging.getLogger("selfalign")
+CONNECT_TIMEOUT_S = 5.0  # to the cluster's port, before ray.init (which retries for minutes)
 
 
 @contextmanager
@@ -47,8 +50,15 @@ def ray_session(address: str | None, num_cpus: int | None) -> Iterator[None]:
 
     started = not ray.is_initialized()
     if started:
+        check_address(address)
+        # no address: a Ray of our own ("local"), never one that happens to run on this machine
+        # (ray.init(None) joins the last `ray start` cluster it finds in /tmp/ray)
+        target = address or os.environ.get("RAY_ADDRESS") or "local"
         keep = signal.getsignal(signal.SIGTERM)
-        ray.init(address=address, num_cpus=None if address else num_cpus, log_to_driver=False)
+        try:
+            ray.init(address=target, num_cpus=num_cpus if target == "local" else None, log_to_driver=False)
+        except (ConnectionError, TimeoutError, RuntimeError) as exc:
+            raise RunFailed(f"ray.address={address}: cannot join the Ray cluster: {exc}") from None
         if keep is not None and threading.current_thread() is threading.main_thread():
             # ray.init's SIGTERM handler aborts the driver (a C++ stack dump, the manifest left
             # "running"); SIGTERM ends the run like Ctrl-C (aio.run), exit 143
@@ -58,6 +68,29 @@ def ray_session(address: str | None, num_cpus: int | None) -> Iterator[None]:
     finally:
         if started:
             ray.shutdown()
+
+
+def check_address(address: str | None) -> None:
+    """Before ray.init: the host of `address` resolves and its port answers. Ray itself retries
+    an unreachable address for minutes, printing warnings, and the run would hang in "running"."""
+    if address in (None, "", "auto", "local"):  # a local Ray, or the one `ray start` left
+        return
+    host, _, port = str(address).split("://", 1)[-1].rpartition(":")
+    host = host.strip("[]")  # an IPv6 address: [::1]:6379
+    if not host or not port.isdigit():
+        raise ConfigError(
+            f"ray.address={address}: expected HOST:PORT (the head's GCS, e.g. head:6379), "
+            "ray://HOST:PORT (Ray client, e.g. ray://head:10001), auto, or null for a local Ray."
+        )
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:  # socket.gaierror (no such host) is an OSError too
+        why = "no such host" if isinstance(exc, socket.gaierror) else "nothing answers at that port"
+        raise RunFailed(
+            f"ray.address={address}: cannot reach the Ray cluster ({why}: {exc.strerror or exc}). "
+            "Start it (`ray start --head` on the head node), fix ray.address, or drop it to run "
+            "on a local Ray."
+        ) from None
 
 
 async def execute_ray(built: Built, cfg: DictConfig) -> Stored:

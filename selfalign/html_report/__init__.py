@@ -50,8 +50,22 @@ def fmt_secs(v: Any) -> str:
 
 def _write(path: Path, html: str) -> Path:
     tmp = path.with_suffix(".html.tmp")  # temp + rename: a reader never sees half a page
-    tmp.write_text(html, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(html, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:  # a full disk, no permission: say so, and leave no .tmp behind
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"{path}: cannot write the report ({exc.strerror or exc}).") from None
+    return path
+
+
+def check_output(out: str | Path) -> Path:
+    """`-o FILE` must name a file in a folder that exists: checked before any page is built."""
+    path = Path(out).expanduser()
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; give a file name, e.g. -o {path / REPORT}.")
+    if not path.parent.is_dir():
+        raise InputError(f"{path}: the folder {path.parent} does not exist; create it first.")
     return path
 
 
@@ -77,16 +91,21 @@ def write_sweep_report(sweep_dir: str | Path, out: str | Path | None = None) -> 
 
 
 def write_report(path: str | Path, out: str | Path | None = None) -> Path:
-    """A run dir (manifest.json) or a sweep dir (*/manifest.json): write its report."""
+    """A run dir (manifest.json) or a sweep dir (multirun.yaml or sweep_summary.csv): write its
+    report; `out` (-o) is checked first."""
+    from selfalign.sweep import is_sweep_dir
+
     p = Path(path)
+    out = check_output(out) if out else None
     if (p / "manifest.json").is_file():
         return write_run_report(p, out)
-    if any(p.glob("*/manifest.json")):
+    if is_sweep_dir(p):
         return write_sweep_report(p, out)
     raise InputError(
-        f"{p}: neither a run dir (no manifest.json) nor a sweep dir (no <job>/manifest.json). "
-        "Give the folder that `selfalign run` printed, e.g. outputs/<pipeline>/<time>, or a "
-        "sweep's multirun/<pipeline>/<time>."
+        f"{p}: neither a run dir (no manifest.json) nor a sweep dir (no multirun.yaml, which "
+        "Hydra writes when a sweep starts, nor sweep_summary.csv). Give the folder that "
+        "`selfalign run` printed, e.g. outputs/<pipeline>/<time>, or a sweep's "
+        "multirun/<pipeline>/<time>."
     )
 
 

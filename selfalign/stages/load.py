@@ -21,6 +21,9 @@ from selfalign.errors import ConfigError, InputError
 from selfalign.stages.base import ROW_ID, Stage, register_stage
 from selfalign.stages.load_rows import _EXAMPLES, LoadRows
 
+# a previous run's output (chaining pipelines): where each row came from
+SOURCE_ROW_ID, SOURCE_RUN = "source_row_id", "source_run"
+
 
 @dataclass
 class LoadParams:
@@ -163,7 +166,7 @@ class Load(LoadRows, Stage):
                 f"{p.path}: column '{col}' is used as text but its Parquet type is {tp}. Write it "
                 f"as strings, or set {self.where}.non_text=coerce (or drop)."
             )
-        found = [p.rename.get(c, c) for c in scan.columns]
+        found = self._provenance_names([p.rename.get(c, c) for c in scan.columns])
         missing = self._missing(found)
         if missing:  # an InputError stops the column check here
             raise InputError(" ".join([missing, *(f"Also: {m}" for m in problems)]))
@@ -233,7 +236,7 @@ class Load(LoadRows, Stage):
         p: LoadParams = self.params
         kept, seen, first = 0, dict[str, None](), True
         for chunk in chunks:
-            chunk = chunk.rename(columns=p.rename)
+            chunk = self._provenance(chunk.rename(columns=p.rename))
             seen.update(dict.fromkeys(map(str, chunk.columns)))
             if first:
                 self._raise_missing(list(seen), partial=partial)
@@ -244,6 +247,34 @@ class Load(LoadRows, Stage):
             if stop is not None and kept >= stop:
                 break
         self._raise_missing(list(seen), partial=False)
+
+    # -- chaining: a previous run's dataset as input -------------------------------------------
+
+    def _source_run(self) -> str | None:
+        """The run dir's name when the input file sits in one (beside its manifest.json)."""
+        if self._hf():
+            return None
+        folder = Path(self.params.path).expanduser().parent
+        return folder.name if (folder / "manifest.json").is_file() else None
+
+    def _provenance_names(self, cols: list[str]) -> list[str]:
+        """The columns `_provenance` makes of `cols` (for the check before any model call)."""
+        if ROW_ID not in cols:
+            return cols
+        kept = [SOURCE_ROW_ID if c == ROW_ID else c for c in cols if c not in (SOURCE_ROW_ID, SOURCE_RUN)]
+        return kept + ([SOURCE_RUN] if self._source_run() else [])
+
+    def _provenance(self, chunk: pd.DataFrame) -> pd.DataFrame:
+        """An input that has a row_id (a previous run's dataset.jsonl): that id becomes
+        source_row_id, with source_run, and this run assigns its own row ids. A chain of runs
+        keeps the latest link: an older source_row_id / source_run is replaced."""
+        if ROW_ID not in chunk.columns:
+            return chunk
+        older = [c for c in (SOURCE_ROW_ID, SOURCE_RUN) if c in chunk.columns]
+        chunk = chunk.drop(columns=older).rename(columns={ROW_ID: SOURCE_ROW_ID})
+        if run := self._source_run():
+            chunk.insert(chunk.columns.get_loc(SOURCE_ROW_ID) + 1, SOURCE_RUN, run)
+        return chunk
 
     def _row_ids(self, df: pd.DataFrame, seen: set[str]) -> list[str]:
         """Row ids: the `id_column` (unique across `seen`, the ids of earlier chunks, which this

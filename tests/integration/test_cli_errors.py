@@ -100,9 +100,7 @@ def test_unknown_prompt(capsys):
 
 def test_prompt_variable_nobody_produces(capsys):
     msg = err(capsys, "pipeline.order=[load,clean,judge]")
-    assert (
-        "pipeline.stages.judge (generate_text) needs column 'answer', but no earlier stage produces it" in msg
-    )
+    assert "the input lacks column 'answer' (needed by judge), and no earlier stage produces it" in msg
 
 
 def test_template_syntax_error_names_file_and_line(capsys, tmp_path):
@@ -123,7 +121,7 @@ def test_all_problems_listed_at_once(capsys):
     assert "4 problem(s) found before any model call" in msg
     assert "unknown stage kind 'nope'" in msg and "unknown prompt 'tiny/x'" in msg
     assert "unknown parser 'scroe'. Did you mean 'score'?" in msg
-    assert "pipeline.stages.clean (filter_rows) needs column 'missing_col'" in msg
+    assert "the input lacks column 'missing_col' (needed by clean)" in msg
 
 
 def test_unknown_named_model(capsys):

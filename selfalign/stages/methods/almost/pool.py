@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from selfalign.errors import ConfigError
+from selfalign.errors import ConfigError, decode_problem
 from selfalign.stages.neighbours import CosineIndex, MinHashIndex
 from selfalign.text import words
 
@@ -35,7 +35,10 @@ def read_seed_file(path: str, where: str) -> tuple[str, list[str]]:
             f"{where}: seed prompt file '{p}' not found. Point it at a .txt file "
             "whose first line is the instruction and each later line one seed."
         )
-    lines = p.read_text(encoding="utf-8").split("\n")
+    data = p.read_bytes()
+    if problem := decode_problem(p, data, "Re-save the file as UTF-8."):
+        raise ConfigError(f"{where}: {problem}")
+    lines = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n").split("\n")  # as read_text()
     instruction = lines[0].strip()
     seeds = [s.strip() for s in lines[1:] if s.strip()]
     if not instruction or not seeds:
