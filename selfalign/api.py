@@ -154,7 +154,7 @@ def _run_config(
             raise
         except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (aio.run has stopped every call)
             meta.update(status="interrupted", wall_s=round(time.perf_counter() - start, 2))
-            log.warning("interrupted; re-run the same command to resume")  # run.log
+            log.warning("interrupted; re-run the same command to resume", extra={"file_only": True})
             if built is None:
                 io.write_json(meta, run_dir / "manifest.json")
             else:

@@ -25,8 +25,12 @@ def console(stderr: bool = False) -> Console:
 def log_handler(show_path: bool = False) -> logging.Handler:
     """The log handler of `selfalign run` (conf/hydra/job_logging/rich.yaml): rich on a terminal;
     piped, one plain line per message (rich would fold it at 80 columns and pad every line)."""
+    handler: logging.Handler
     if console(stderr=True).is_terminal:
-        return RichHandler(show_path=show_path)
-    handler = logging.StreamHandler()  # stderr
-    handler.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)-7s %(message)s", "%H:%M:%S"))
+        handler = RichHandler(show_path=show_path)
+    else:
+        handler = logging.StreamHandler()  # stderr
+        handler.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)-7s %(message)s", "%H:%M:%S"))
+    # a record logged with extra={"file_only": True} is for run.log: the CLI says it its own way
+    handler.addFilter(lambda record: not getattr(record, "file_only", False))
     return handler
