@@ -37,7 +37,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 from mockserver import MockServer  # noqa: E402
 
 
-def selfalign_run(root: Path, tmp: Path, tag: str, rows: int, model: list[str], cache: Path) -> tuple[float, float]:
+def selfalign_run(
+    root: Path, tmp: Path, tag: str, rows: int, model: list[str], cache: Path
+) -> tuple[float, float]:
     """(wall, CPU) seconds of one whole `selfalign run` process of the 2-stage pipeline, which must
     exit 0. CPU (user + sys) says more than wall on a loaded machine, where a process waits for a
     core."""
