@@ -8,6 +8,7 @@ import asyncio
 from dataclasses import replace
 
 import pandas as pd
+import pytest
 
 import selfalign.llm.session as session_mod
 from selfalign.llm.base import ChatRequest
@@ -48,3 +49,22 @@ def test_out_frame_keeping_every_row_matches_the_general_path():
     assert str(fast["n"].dtype) == "int64" and fast["text"].tolist() == ["X", "y", "Z"]
     fast.loc[0, "n"] = 99  # the output is its own frame: the input is left as it was
     assert df["n"].tolist() == [1, 2, 3] and df["text"].tolist() == ["x", "y", "z"]
+
+
+def test_pipelines_are_registered_as_omegaconf_reads_them():
+    """setup() parses the shipped pipelines with libyaml under OmegaConf's rules: the same
+    configs, and a repeated key is still refused."""
+    from omegaconf import OmegaConf
+
+    from selfalign.hydra_setup import load_yaml
+    from selfalign.paths import resource_dir
+
+    paths = sorted(resource_dir("pipelines").glob("*.yaml"))
+    assert paths
+    for path in paths:
+        text = path.read_text(encoding="utf-8")
+        assert OmegaConf.structured(load_yaml(text)) == OmegaConf.create(text), path.name
+    text = "a: 1e3\nb: 2001-01-01\nc: 1_000\nd: ${oc.env:X}\n"
+    assert load_yaml(text) == OmegaConf.to_container(OmegaConf.create(text))
+    with pytest.raises(Exception, match="duplicate key a"):
+        load_yaml("a: 1\na: 2\n")
