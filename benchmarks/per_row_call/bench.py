@@ -36,6 +36,8 @@ BENCH = ROOT / "benchmarks" / "llm_client"
 sys.path.insert(0, str(ROOT / "tests"))
 from mockserver import MockServer  # noqa: E402
 
+EXTRA: list[str] = []  # --override: more config overrides for every run
+
 
 def selfalign_run(
     root: Path, tmp: Path, tag: str, rows: int, model: list[str], cache: Path
@@ -55,6 +57,7 @@ def selfalign_run(
         f"prompts.search_path=[{BENCH / 'prompts'}]",
         f"hydra.run.dir={tmp / tag}",
         f"cache.path={cache}",
+        *EXTRA,
     ]
     env = {**os.environ, "PYTHONPATH": str(root), "BENCH_DATA": str(data)}
     before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
@@ -93,7 +96,9 @@ def main() -> None:
     ap.add_argument("--small", type=int, default=200)
     ap.add_argument("--tiny", type=int, default=2)
     ap.add_argument("--root", type=Path, nargs="+", default=[ROOT], help="checkout(s) whose code runs")
+    ap.add_argument("--override", nargs="*", default=[], help="config overrides for every run")
     args = ap.parse_args()
+    EXTRA.extend(args.override)
     roots = [r.resolve() for r in args.root]
     got: dict[Path, list[dict[str, float]]] = {r: [] for r in roots}
     load = os.getloadavg()[0]
@@ -113,7 +118,7 @@ def main() -> None:
             f"{args.tiny}-row run (start-up + shutdown) {med['start_stop_s']:.2f} s / "
             f"{med['start_stop_cpu_s']:.2f} s CPU"
         )
-    print(f"repeat={args.repeat} n={args.n} load before={load:.2f} after={os.getloadavg()[0]:.2f}")
+    print(f"repeat={args.repeat} n={args.n} overrides={args.override} load before={load:.2f} after={os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
