@@ -118,7 +118,8 @@ def main() -> None:
             f"{args.tiny}-row run (start-up + shutdown) {med['start_stop_s']:.2f} s / "
             f"{med['start_stop_cpu_s']:.2f} s CPU"
         )
-    print(f"repeat={args.repeat} n={args.n} overrides={args.override} load before={load:.2f} after={os.getloadavg()[0]:.2f}")
+    print(f"repeat={args.repeat} n={args.n} overrides={args.override}", end=" ")
+    print(f"load before={load:.2f} after={os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
