@@ -1,4 +1,6 @@
-"""Build → validate → run a pipeline; owns stage outputs, resume, the manifest and the final files."""
+"""Build and check a pipeline before any model call (`build`), then run it on the local executor
+(`execute`: the segments, reused checkpoints, streaming) and apply the failure limits. The run
+dir's files are outputs.py's, the checkpoints checkpoint.py's."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""What a run report shows, read from a run dir: manifest.json, rejected.jsonl, stages/, dataset."""
+"""What a run report shows, read from a run dir: manifest.json, rejected.jsonl, stages/, dataset,
+config.yaml (and its pipeline.citation)."""
 
 from __future__ import annotations
 
