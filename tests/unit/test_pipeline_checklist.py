@@ -39,6 +39,7 @@ def test_every_pipeline_file_is_covered_by_the_golden_tests() -> None:
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_a_shipped_pipeline_has_everything_on_the_checklist(name: str) -> None:
+    assert (ROOT / "pipelines" / f"{name}.yaml").read_text().startswith("# @package _global_\n")
     pipe = pipeline_settings(compose_config([f"pipeline={name}"]))
     assert pipe.name == name and pipe.description
     assert pipe.citation is not None, f"pipelines/{name}.yaml: add pipeline.citation (docs/architecture.md)"
@@ -53,6 +54,8 @@ def test_a_shipped_pipeline_has_everything_on_the_checklist(name: str) -> None:
         f"tests/golden/config/{name}.yaml",  # the composed config (below)
     ]
     assert [p for p in must_exist if not (ROOT / p).exists()] == []
+    assert f"| `{name}` |" in (ROOT / "README.md").read_text()  # a row in README's pipeline table
+    assert f"| {name} |" in (ROOT / "docs" / "train.md").read_text()  # its views in train.md's table
 
 
 def _own_config(name: str) -> dict[str, Any]:
