@@ -122,3 +122,15 @@ def test_every_shipped_prompt_is_used_by_a_pipeline() -> None:
     texts = "".join(p.read_text() for p in Path(ROOT / "pipelines").glob("*.yaml"))
     others = [p.relative_to(PROMPTS) for p in PROMPTS.rglob("*") if p.is_file() and p.suffix != ".j2"]
     assert [str(p) for p in others if str(p) not in texts] == []
+
+
+def test_a_bad_citation_is_a_config_error_naming_its_key() -> None:
+    """A user's pipeline.citation is checked like any param: before a call, with the key."""
+    from selfalign.errors import ConfigError
+
+    for override, key in [
+        ("~pipeline.citation.bibtex", "pipeline.citation.bibtex: required key is missing"),
+        ("+pipeline.citation.doi=x", "pipeline.citation.doi: unknown key"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(key)):
+            pipeline_settings(compose_config(["pipeline=almost", override]))
