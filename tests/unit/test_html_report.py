@@ -145,6 +145,6 @@ def test_report_shows_the_pipelines_citation(run_pipeline, tmp_path):
     _, _, run_dir = run_pipeline("pipeline=almost", run_dir=tmp_path / "almost")
     html = (run_dir / "report.html").read_text()
     assert '<p id="citation">' in html and "Aligning Large Language Models through Synthetic Feedback" in html
-    assert "@inproceedings{kim2023aligning," in html and "arxiv.org/abs/2305.13735" in html
+    assert "@inproceedings{kim2023aligning," in html and "aclanthology.org/2023.emnlp-main.844" in html
     _, _, run_dir = run_pipeline(*TINY, config_dirs=DIRS, run_dir=tmp_path / "tiny")
     assert 'id="citation"' not in (run_dir / "report.html").read_text()
