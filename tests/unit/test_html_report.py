@@ -138,3 +138,13 @@ def test_sweep_table_fits_80_columns():
     assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
     assert "++pipeline.stages.gen_instructions.n=3" in text and "temperature=0.8" in text
     assert "every job: pipeline=wizardlm_aaa model=test" in text
+
+
+def test_report_shows_the_pipelines_citation(run_pipeline, tmp_path):
+    """pipeline.citation in the pipeline's YAML is on the page; a pipeline without one has none."""
+    _, _, run_dir = run_pipeline("pipeline=almost", run_dir=tmp_path / "almost")
+    html = (run_dir / "report.html").read_text()
+    assert '<p id="citation">' in html and "Aligning Large Language Models through Synthetic Feedback" in html
+    assert "@inproceedings{kim2023aligning," in html and "aclanthology.org/2023.emnlp-main.844" in html
+    _, _, run_dir = run_pipeline(*TINY, config_dirs=DIRS, run_dir=tmp_path / "tiny")
+    assert 'id="citation"' not in (run_dir / "report.html").read_text()
