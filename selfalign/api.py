@@ -18,11 +18,12 @@ from omegaconf import DictConfig, OmegaConf
 from selfalign import aio, io, rundir_lock
 from selfalign.checkpoint import Stored
 from selfalign.errors import EXIT_BUDGET, Interrupted, RunFailed, SelfAlignError
+from selfalign.executors.local import execute
 from selfalign.hydra_setup import compose_config
 from selfalign.llm.session import close_all
 from selfalign.outputs import prepare_run_dir, run_log, write_manifest, write_outputs
 from selfalign.redact import redact
-from selfalign.runner import Built, Output, assess, build, check_endpoints, execute
+from selfalign.runner import Built, assess, build, check_endpoints
 
 log = logging.getLogger("selfalign")
 
@@ -38,11 +39,11 @@ def validate(overrides: list[str], config_dirs: list[str] | None = None) -> Buil
     return check(compose_config(overrides, config_dirs))
 
 
-def score_means(out: Output) -> dict[str, float]:
+def score_means(out: Stored) -> dict[str, float]:
     """Mean of every score-like column, for the manifest and the sweep summary's mean_* columns
     (a dataset left on disk is read chunk by chunk)."""
     sums: dict[str, list[float]] = {}
-    for df in [out] if isinstance(out, pd.DataFrame) else out.frames():
+    for df in out.frames():
         for col in df.columns:
             if "score" in str(col).lower() or str(col).lower().startswith("composite"):
                 vals = pd.to_numeric(df[col], errors="coerce").dropna()
@@ -73,7 +74,7 @@ def run_config(
             out, manifest = _run_config(cfg, run_dir, overrides, show_progress)
             if not frame:
                 return None, manifest
-            return (out.frame() if isinstance(out, Stored) else out), manifest
+            return out.frame(), manifest
         finally:
             if report:  # False for a throw-away run (the estimate's dry run)
                 from selfalign.html_report import try_write_run_report  # after the calls
@@ -104,7 +105,7 @@ def _few_gc_pauses() -> Iterator[None]:
 
 def _run_config(
     cfg: DictConfig, run_dir: Path, overrides: list[str], show_progress: bool
-) -> tuple[Output, dict[str, Any]]:
+) -> tuple[Stored, dict[str, Any]]:
     meta: dict[str, Any] = {
         "pipeline": OmegaConf.select(cfg, "pipeline.name"),
         "overrides": list(overrides),
@@ -114,7 +115,7 @@ def _run_config(
     start = time.perf_counter()
     run_dir.mkdir(parents=True, exist_ok=True)
     built: Built | None = None
-    df: Output | None = None
+    df: Stored | None = None
     with run_log(run_dir):
         try:
             built = prepare_run_dir(cfg, run_dir)

@@ -138,20 +138,46 @@ class Checkpoint:
 
 @dataclass
 class Stored:
-    """A streamed stage's output left on disk: the dataset is written from it chunk by chunk,
-    so a run never holds its whole output in memory."""
+    """What every step yields, and so what a run returns: a stage's output, which is always in
+    its checkpoint file, with the frame the stage returned while it is still in memory.
 
-    ck: Checkpoint
+    One type rather than `DataFrame | Stored`: every executor writes every step's checkpoint,
+    so the file is the one thing all outputs have, and the frame is an optional copy that
+    spares reading it back (a barrier's output, one a later stage needs). A streamed pipeline's
+    last output stays on disk only (`df` None): the dataset is written from it chunk by chunk,
+    so a run never holds its whole output in memory. When both exist the frame is the truth
+    (the dtypes the stage made; the file holds the same rows through JSON)."""
+
+    ck: Checkpoint | None  # None only for the empty output of a pipeline with no stages
     rows: int
+    df: pd.DataFrame | None = None
+
+    @classmethod
+    def kept(cls, ck: Checkpoint | None, df: pd.DataFrame) -> Stored:
+        """An output still in memory (and, but for an empty pipeline, in `ck`'s file)."""
+        return cls(ck, len(df), df)
 
     def __len__(self) -> int:
         return self.rows
 
     def frame(self) -> pd.DataFrame:
+        """All rows: the frame in memory, else read from the file."""
+        if self.df is not None:
+            return self.df
+        assert self.ck is not None
         return self.ck.read()
 
+    def loaded(self) -> Stored:
+        """The same output with its rows in memory."""
+        return self if self.df is not None else Stored.kept(self.ck, self.frame())
+
     def frames(self, rows: int = 10_000) -> Iterator[pd.DataFrame]:
-        return self.ck.frames(rows)
+        """The rows chunk by chunk: from the file `rows` at a time, or the frame in memory whole."""
+        if self.df is not None:
+            yield self.df
+            return
+        assert self.ck is not None
+        yield from self.ck.frames(rows)
 
 
 def restore(ctx: RunContext, name: str, saved: dict[str, Any]) -> StageStats:

@@ -10,15 +10,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from omegaconf import DictConfig
 
 from selfalign import io
+from selfalign.checkpoint import Stored
 from selfalign.context import Rejected
 from selfalign.manifest import versions
 from selfalign.prompts import RUN_COPY
 from selfalign.redact import LogFilter, config_yaml, redact
-from selfalign.runner import Built, Output, build
+from selfalign.runner import Built, build
 
 
 def stage_report(built: Built) -> list[dict[str, Any]]:
@@ -74,12 +74,12 @@ def write_manifest(built: Built, meta: dict[str, Any], rows: int | None) -> dict
     return manifest
 
 
-def write_outputs(built: Built, out: Output, meta: dict[str, Any]) -> dict[str, Any]:
+def write_outputs(built: Built, out: Stored, meta: dict[str, Any]) -> dict[str, Any]:
     ctx = built.ctx
     assert ctx.run_dir is not None
-    if isinstance(out, pd.DataFrame):
-        io.write_jsonl(out, ctx.run_dir / "dataset.jsonl")
-        io.write_parquet(out, ctx.run_dir / "dataset.parquet")
+    if out.df is not None:
+        io.write_jsonl(out.df, ctx.run_dir / "dataset.jsonl")
+        io.write_parquet(out.df, ctx.run_dir / "dataset.parquet")
     else:  # a streamed run's output, from its stage file chunk by chunk
         with (
             io.TableWriter(ctx.run_dir / "dataset.jsonl", "jsonl") as rows,

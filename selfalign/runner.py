@@ -1,28 +1,25 @@
-"""Build → validate → run a pipeline; owns stage outputs, resume, the manifest and the final files."""
+"""Build and check a pipeline before any paid call: the stages with their typed params, the column
+flow, the preflight of every endpoint; and `assess`, whether a finished run is what was asked.
+Running it is an executor's job (executors/local.py, executors/ray_executor.py)."""
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from omegaconf import DictConfig
 
 from selfalign import aio
-from selfalign.checkpoint import Checkpoint, Stored, fingerprint, restore
-from selfalign.context import RunContext, StageStats
-from selfalign.errors import PreflightFailed, RunFailed, SelfAlignError, ValidationFailed
+from selfalign.checkpoint import Stored
+from selfalign.context import RunContext
+from selfalign.errors import PreflightFailed, SelfAlignError, ValidationFailed
 from selfalign.llm.budget import Budget, prices
 from selfalign.llm.cache import ResponseCache
 from selfalign.llm.config import ModelConfig
 from selfalign.llm.preflight import preflight
 from selfalign.llm.session import DEFAULT, LLMSession
 from selfalign.prompts import PromptLibrary
-from selfalign.segments import Segment, chunks, split
 from selfalign.settings import (
     RunSettings,
     budget_settings,
@@ -36,12 +33,6 @@ from selfalign.settings import (
 from selfalign.specs import BROKEN, make_stage, parse_stage
 from selfalign.stages import Stage
 from selfalign.stages.base import MissingColumn, StageSpec
-from selfalign.stages.llm import LLMParams
-from selfalign.stream import Step, run_segment, window_for
-
-log = logging.getLogger("selfalign")
-# for stages whose params have no max_failure_rate: the same default as every LLM stage
-DEFAULT_MAX_FAILURE_RATE = LLMParams.max_failure_rate
 
 
 @dataclass
@@ -189,158 +180,6 @@ def _input_lacks(load: Stage, needs: dict[str, list[MissingColumn]], found: set[
     )
 
 
-Output = pd.DataFrame | Stored  # a run's dataset: in memory, or a streamed stage's file
-SOURCE_ROWS = 4096  # a streamed load reads its file this many rows at a time
-
-
-async def execute(built: Built) -> Output:
-    """Run the pipeline segment by segment, writing each stage's output; reuse leading stages
-    whose checkpoint matches. Once a stage has run, every later stage runs too (its input may
-    have changed). Row-local stages stream chunk by chunk (stream.py) unless `stream=false`; a
-    load stage before them then reads its file chunk by chunk, and a streamed last segment's
-    output stays on disk (Stored) — memory holds only the chunks in flight."""
-    ctx = built.ctx
-    assert ctx.run_dir is not None
-    stage_dir = ctx.run_dir / "stages"
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    df: pd.DataFrame = pd.DataFrame()
-    fp, ran = "", False
-    final: Output | None = None
-    out: Output = df
-    segs = (
-        split(built.stages)
-        if built.settings.stream
-        else [Segment(i, [s]) for i, s in enumerate(built.stages)]
-    )
-    source: Step | None = None
-    try:
-        for k, seg in enumerate(segs):
-            todo: list[Step] = [source] if source is not None else []
-            source = None
-            for i in seg.indexes:
-                stage = built.stages[i]
-                fp = fingerprint(fp, stage, ctx)
-                ck = Checkpoint(stage_dir, i, stage.name)
-                saved = None if ran or todo else ck.load(fp, built.settings.retry_failed)
-                if saved is None:
-                    todo.append(Step(stage, ck, fp))
-                    continue
-                restore(ctx, stage.name, saved[1])
-                # an empty checkpoint keeps its columns; one written before it did has none
-                df = out = saved[0] if len(saved[0].columns) else df.iloc[0:0]
-                log.info("%s: reused %d rows from %s", stage.name, len(df), ck.rows.name)
-                if stage.name == built.output:
-                    final = df
-            if todo and _feeds_next(todo, segs, k):
-                source, ran = todo[0], True  # it heads the next segment
-                source.source = True
-                continue
-            if todo:
-                ran = True
-                out, got = await _run_steps(built, todo, df, last=k == len(segs) - 1)
-                df = out if isinstance(out, pd.DataFrame) else df.iloc[0:0]
-                final = got if got is not None else final
-            if not len(out) and seg.indexes[-1] < len(built.stages) - 1:
-                log.warning("%s left no rows; later stages get none.", built.stages[seg.indexes[-1]].name)
-            ctx.end_progress()
-    finally:
-        ctx.end_progress()
-    return final if final is not None else out
-
-
-def _feeds_next(todo: list[Step], segs: list[Segment], k: int) -> bool:
-    """A load stage that can read its file chunk by chunk, before a streamed segment."""
-    stage = todo[0].stage
-    streamable = getattr(stage, "streamable", None)
-    return (
-        len(todo) == 1
-        and streamable is not None
-        and streamable()
-        and k + 1 < len(segs)
-        and segs[k + 1].streams
-    )
-
-
-async def _run_steps(
-    built: Built, steps: list[Step], df: pd.DataFrame, last: bool
-) -> tuple[Output, Output | None]:
-    """(the last step's output, the pipeline's output stage's if it is one of them)."""
-    ctx, start = built.ctx, time.perf_counter()
-    names = [s.stage.name for s in steps]
-    out_at = names.index(built.output) if built.output in names else None
-    for j, s in enumerate(steps):
-        s.ck.begin()
-        came = f"{len(df)} rows in" if j == 0 else f"streaming from {steps[j - 1].stage.name}"
-        log.info("%s (%s): %s", s.stage.name, s.stage.kind, "reading its input" if s.source else came)
-    rows = built.settings.chunk_rows
-    barrier = len(steps) == 1 and not steps[0].stage.is_row_local()
-    if barrier:
-        parts: Iterable[pd.DataFrame] = [df]  # all rows at once
-        window = 1
-    else:
-        head = steps[0].stage.stream(SOURCE_ROWS) if steps[0].source else [df]  # type: ignore[attr-defined]
-        parts = (c for big in head for c in chunks(big, rows))
-        window = window_for(max((m.concurrency for m in ctx.llm.models.values()), default=1), rows)
-    kept = await run_segment(steps, parts, window, {0} if barrier else set(), ctx.llm.spare)
-    _finish(ctx, steps, round(time.perf_counter() - start, 3))
-    if barrier:
-        got = kept[0][0]  # one part, so one output (a failure raises)
-        return got, got if out_at is not None else None
-    # streamed: the rows are in the checkpoints; read back only what a later stage needs
-    end = steps[-1]
-    tail: Output = Stored(end.ck, ctx.stats.stage(end.stage.name).rows_out) if last else end.ck.read()
-    if out_at is None:
-        return tail, None
-    return tail, tail if out_at == len(steps) - 1 else steps[out_at].ck.read()
-
-
-async def _run_stage(stage: Stage, df: pd.DataFrame, ck: Checkpoint, fp: str) -> pd.DataFrame:
-    """One stage on all its rows at once, checkpointed (the Ray executor's barriers)."""
-    start, step = time.perf_counter(), Step(stage, ck, fp)
-    ck.begin()
-    kept = await run_segment([step], [df], 1, {0})
-    _finish(stage.ctx, [step], round(time.perf_counter() - start, 3))
-    return kept[0][0]  # one part, so one output (a failure raises)
-
-
-def _finish(ctx: RunContext, steps: list[Step], wall: float) -> None:
-    """Close the steps' checkpoints (rows, stats, marker) and log them; then stop the run if a
-    stage had too many failed calls."""
-    for s in steps:
-        st = ctx.stats.stage(s.stage.name)
-        st.wall_s, st.finished = wall, True
-        s.ck.finish(s.fp, st, ctx.llm.accounting.dump_stage(s.stage.name))
-        drops = ", ".join(f"{k}={v}" for k, v in st.drops.items())
-        log.info(
-            "%s: %d rows out (of %d in)%s in %.1fs",
-            s.stage.name,
-            st.rows_out,
-            st.rows_in,
-            f" (dropped: {drops})" if drops else "",
-            wall,
-        )
-    for s in steps:
-        _check_failures(s.stage, ctx.stats.stage(s.stage.name))
-
-
-def _check_failures(stage: Stage, st: StageStats) -> None:
-    """Too many failed calls: stop before later stages spend tokens on a broken run."""
-    limit = getattr(stage.params, "max_failure_rate", DEFAULT_MAX_FAILURE_RATE)
-    if not st.jobs or st.failed / st.jobs <= limit:
-        return
-    retry = (
-        " Re-running into the same run dir sends the failed calls again (the cache answers the rest)."
-        if st.llm_failed
-        else ""
-    )
-    raise RunFailed(
-        f"{stage.where}: {st.failed} of {st.jobs} model calls failed "
-        f"({st.failed / st.jobs:.0%} > max_failure_rate {limit:.0%}). First error: "
-        f"{st.first_error}.{retry} To accept more failures set "
-        f"{stage.where}.max_failure_rate."
-    )
-
-
 def endpoints(built: Built) -> list[tuple[str, ModelConfig]]:
     """(label, config) of every model the run may call: those its stages name, and every
     model defined under `models:` (defined to be used)."""
@@ -365,7 +204,7 @@ def check_endpoints(built: Built) -> None:
         raise PreflightFailed(problems)
 
 
-def assess(built: Built, out: Output) -> list[str]:
+def assess(built: Built, out: Stored) -> list[str]:
     """Why a finished run is not what the user asked for (empty = it is)."""
     if not len(out) and not built.settings.allow_empty:
         return [

@@ -22,25 +22,16 @@ import asyncio
 import contextlib
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 import pandas as pd
 
-from selfalign.checkpoint import Checkpoint
 from selfalign.llm.budget import BudgetExceeded
 from selfalign.llm.limits import PRIORITY
 from selfalign.stages import Stage
+from selfalign.walk import StageRun
 
 MAX_WINDOW_FACTOR = 8  # chunks held (in flight or waiting to be written) ≤ this × window
 SPARE_POLL_S = 0.02  # how often the clients' spare slots are asked again (no signal when one frees)
-
-
-@dataclass
-class Step:
-    stage: Stage
-    ck: Checkpoint
-    fp: str
-    source: bool = False  # a load stage reading its file chunk by chunk: the chunks are its output
 
 
 def window_for(concurrency: int, chunk_rows: int) -> int:
@@ -49,16 +40,18 @@ def window_for(concurrency: int, chunk_rows: int) -> int:
 
 
 async def run_segment(
-    steps: list[Step],
+    steps: list[StageRun],
     parts: Iterable[pd.DataFrame],
     window: int,
     keep: set[int],
     spare: Callable[[], int] | None = None,
+    source: bool = False,
 ) -> dict[int, list[pd.DataFrame]]:
     """Run every chunk of `parts` through the steps; every step's output is appended to its
     checkpoint. Returns the output chunks (in input order) of the steps whose positions are
     in `keep`. `spare`: how many more requests the model clients could send now than want a
-    slot (rows beyond the window are admitted up to that many)."""
+    slot (rows beyond the window are admitted up to that many). `source`: steps[0] is a load
+    reading its file chunk by chunk, so the parts are its output (it is not run on them)."""
     kept: dict[int, list[pd.DataFrame]] = {j: [] for j in keep}
     stats = [s.stage.ctx.stats.stage(s.stage.name) for s in steps]
     done: list[dict[int, pd.DataFrame]] = [{} for _ in steps]  # step → chunk index → output
@@ -77,7 +70,7 @@ async def run_segment(
     async def through(index: int, chunk: pd.DataFrame) -> None:
         for j, step in enumerate(steps):
             PRIORITY.set(j)  # this task's context only: its calls at stage j rank by j
-            if not step.source:
+            if not (source and j == 0):
                 stats[j].rows_in += len(chunk)
                 chunk = _keep_columns(await step.stage.run(chunk), step.stage, chunk)
             stats[j].rows_out += len(chunk)

@@ -1,1 +1,1 @@
-"""Executors other than the local one (runner.execute): ray_executor runs the same stages on Ray."""
+"""Executors run the legs of the segment walk (walk.py): local (this process) and ray_executor."""

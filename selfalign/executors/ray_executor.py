@@ -1,11 +1,12 @@
 """executor=ray: the same stage objects, the streaming segments spread over Ray worker actors.
 
-The driver (this process) walks the segments like runner.execute: a barrier runs here, on all
-rows, as in a local run; a streaming segment is cut into blocks (segments.chunks, so a parent_id
-group stays whole) that worker actors (ray_worker.Worker, one model client each) run through the
-segment's stages. The driver puts the blocks back in order, writes each stage's checkpoint and
-merges the workers' stats, LLM accounting and rejected rows into its own context, so the
-manifest, rejected table and resume behave as after a local run. Why actors and not Ray Data:
+The driver (this process) runs the legs of the segment walk (walk.py) that the local executor
+runs too: a barrier runs here, on all rows, with the local executor's code; a streaming segment
+is cut into blocks (segments.chunks, so a parent_id group stays whole) that worker actors
+(ray_worker.Worker, one model client each) run through the segment's stages. The driver puts
+the blocks back in order, writes each stage's checkpoint and merges the workers' stats, LLM
+accounting and rejected rows into its own context, so the manifest, rejected table and resume
+behave as after a local run. Why actors and not Ray Data:
 docs/execution.md, "Ray executor".
 """
 
@@ -25,15 +26,17 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from selfalign.checkpoint import Checkpoint, fingerprint, restore
+from selfalign.checkpoint import Stored
 from selfalign.context import RunContext
 from selfalign.errors import ConfigError, RunFailed
+from selfalign.executors.local import check_failures, run_whole
 from selfalign.executors.ray_budget import SharedBudget, shared_budget
 from selfalign.executors.ray_worker import Attached, Worker
 from selfalign.llm.budget import BudgetExceeded
 from selfalign.llm.session import DEFAULT
-from selfalign.runner import Built, _check_failures, _run_stage
+from selfalign.runner import Built
 from selfalign.segments import Segment, chunks, split
+from selfalign.walk import Leg, Walk
 
 log = logging.getLogger("selfalign")
 CONNECT_TIMEOUT_S = 5.0  # to the cluster's port, before ray.init (which retries for minutes)
@@ -90,8 +93,8 @@ def check_address(address: str | None) -> None:
         ) from None
 
 
-async def execute_ray(built: Built, cfg: DictConfig) -> pd.DataFrame:
-    """runner.execute's contract (stage files, reuse of matching checkpoints, the final
+async def execute_ray(built: Built, cfg: DictConfig) -> Stored:
+    """executors.local.execute's contract (stage files, reuse of matching checkpoints, the final
     dataset) with the streaming segments run by Ray workers."""
     rs = built.settings.ray
     with ray_session(rs.address, rs.num_cpus), shared_budget(built.ctx) as budget:
@@ -104,47 +107,34 @@ async def execute_ray(built: Built, cfg: DictConfig) -> pd.DataFrame:
             await pool.close()
 
 
-async def _execute(built: Built, pool: Pool) -> pd.DataFrame:
+async def _execute(built: Built, pool: Pool) -> Stored:
+    walk = Walk(built, split(built.stages), sources=False)  # a load runs on the driver
+    for leg in walk:
+        walk.ran(leg, await _run_leg(built, pool, leg))
+    return walk.output()
+
+
+async def _run_leg(built: Built, pool: Pool, leg: Leg) -> list[Stored]:
+    """A streamed leg's rows through the workers; a barrier, or a stage that no rows reached,
+    on the driver as in a local run."""
     ctx = built.ctx
-    assert ctx.run_dir is not None
-    stage_dir = ctx.run_dir / "stages"
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    df, fp, final, ran = pd.DataFrame(), "", None, False
-    for seg in split(built.stages):
-        todo: list[tuple[int, Checkpoint, str]] = []
-        for i, stage in zip(seg.indexes, seg.stages, strict=True):
-            fp = fingerprint(fp, stage, ctx)
-            ck = Checkpoint(stage_dir, i, stage.name)
-            saved = None if ran or todo else ck.load(fp, built.settings.retry_failed)
-            if saved is None:
-                todo.append((i, ck, fp))
-                continue
-            restore(ctx, stage.name, saved[1])
-            # an empty checkpoint keeps its columns; one written before it did has none
-            df = saved[0] if len(saved[0].columns) else df.iloc[0:0]
-            log.info("%s: reused %d rows from %s", stage.name, len(df), ck.rows.name)
-            final = df if stage.name == built.output else final
-        if not todo:
-            continue
-        ran = True
-        first = todo[0][0]
-        if seg.streams and len(df):
-            outs = await pool.run(Segment(first, built.stages[first : seg.indexes[-1] + 1]), df)
+    outs = await pool.run(leg.segment, leg.input) if leg.streams and len(leg.input) else {}
+    df, got = leg.input, []
+    for step in leg.steps:
+        out = outs.get(step.index)
+        if out is None:  # a barrier, or no rows left to send
+            stored = await run_whole(ctx, step, df)
         else:
-            outs = None
-        for i, ck, stage_fp in todo:
-            stage = built.stages[i]
-            if outs is None or outs[i] is None:  # a barrier, or no rows left to send
-                df = await _run_stage(stage, df, ck, stage_fp)
-            else:
-                df = outs[i]
-                st = ctx.stats.stage(stage.name)
-                st.finished = True
-                ck.save(df, stage_fp, st, ctx.llm.accounting.dump_stage(stage.name))
-                log.info("%s: %d rows in, %d out on Ray in %.1fs", stage.name, st.rows_in, len(df), st.wall_s)
-                _check_failures(stage, st)
-            final = df if stage.name == built.output else final
-    return final if final is not None else df
+            st = ctx.stats.stage(step.stage.name)
+            st.finished = True
+            step.ck.save(out, step.fp, st, ctx.llm.accounting.dump_stage(step.stage.name))
+            name = step.stage.name
+            log.info("%s: %d rows in, %d out on Ray in %.1fs", name, st.rows_in, len(out), st.wall_s)
+            check_failures(step.stage, st)
+            stored = Stored.kept(step.ck, out)
+        got.append(stored)
+        df = stored.frame()
+    return got
 
 
 class Pool:

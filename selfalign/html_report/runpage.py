@@ -40,6 +40,7 @@ def run_context(data: RunData) -> dict[str, Any]:
         "stage_samples": samples.stage_samples(data),
         "config": data.config_text,
         "config_sha": _sha(data.config_text),
+        "citation": data.citation,
         "prompts": prompt_sources(data),
     }
 

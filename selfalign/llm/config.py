@@ -95,8 +95,8 @@ class ModelConfig:
     timeout_s: float = doc("per-request timeout in seconds", 120.0)
     max_retries: int = doc("retries on 429/5xx/timeouts/connection errors", 5)
     backoff_base_s: float = doc(
-        "backoff once the endpoint fails answers in a row (a lone failure is retried at once); "
-        "doubles with the streak, with jitter",
+        "backoff once the endpoint fails answers in a row or a request fails a third time (a "
+        "request's first two failures among successes are retried at once); doubles with either, with jitter",
         1.0,
     )
     backoff_max_s: float = doc("cap on one backoff delay", 60.0)

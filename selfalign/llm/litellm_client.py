@@ -279,17 +279,23 @@ class LiteLLMClient:
         return sum(int(e.limit.limit) for e in self.pool.endpoints if e.up)
 
     def _backoff(self, retry: int, after: float | None, streak: int) -> float:
-        """Retry-After if the server sent one. Else, a failure among successes (the endpoint's
-        previous answer was a success: streak 1) is retried at once: our concurrency limit
-        already bounds what the server sees, so a delay would protect nothing and only stretch
-        the run's tail. Once the endpoint fails several in a row, full jitter under base · 2^k
-        with k = that streak − 2, at most the request's own retries: a server that is down or
-        overloaded is backed off from as usual."""
+        """Retry-After if the server sent one. Else, a request's first two failures among
+        successes (the endpoint's previous answer was a success: streak 1) are retried at once:
+        our concurrency limit already bounds what the server sees, so a delay would protect
+        nothing and only stretch the run's tail. Otherwise full jitter under base · 2^k, where k
+        is the larger of the request's own failures − 3 and the endpoint's streak − 2 (at most
+        the request's retries): a server that is down or overloaded is backed off from, and so
+        is a request that keeps failing while others succeed. Three failures in a row of one
+        request are rare bad luck (0.1% of calls at 10% faults) and more likely something that
+        lasts (a burst of errors, a flaky replica). Without the request's own count, the
+        others' successes kept the streak at 1 and every retry of an unlucky request went at
+        once: all its attempts were spent within a few latencies, and one burst that long lost
+        the row (issue 20, item 8)."""
         if after is not None:
             return min(after, MAX_RETRY_AFTER_S) * random.uniform(1.0, 1.1)
-        if streak <= 1:
+        if streak <= 1 and retry <= 1:
             return 0.0
-        exponent = max(0, min(retry, streak - 2))
+        exponent = max(0, retry - 2, min(retry, streak - 2))
         cap = min(self.cfg.backoff_max_s, self.cfg.backoff_base_s * 2**exponent)
         return random.uniform(0, cap)  # full jitter: spreads a burst of retries
 
@@ -347,7 +353,10 @@ class LiteLLMClient:
                     text=None, error=error, attempts=retry + 1, retries=retry, latency_s=latency
                 )
             if retry < self.cfg.max_retries:
-                await self._pause(self._backoff(retry, failure.retry_after, ep.streak), failure)
+                delay = self._backoff(retry, failure.retry_after, ep.streak)
+                # Another request's success ends a wait the endpoint's streak asked for (it answers
+                # again), not one this request's own failures among successes asked for.
+                await self._pause(delay, failure, early=ep.streak >= retry)
         attempts = self.cfg.max_retries + 1
         return ChatResult(
             text=None,
@@ -364,12 +373,12 @@ class LiteLLMClient:
             self._room = (loop, asyncio.Event())
         return self._room[1]
 
-    async def _pause(self, delay: float, failure: TransportError) -> None:
+    async def _pause(self, delay: float, failure: TransportError, early: bool = True) -> None:
         """A retry's backoff. One the server asked for (Retry-After) is waited out; our own
-        ends early when another request succeeds while slots are idle: the endpoint is
-        answering and has room, so waiting on would only leave the slots empty (the run's tail,
-        once no new rows are left to send, is mostly such waits)."""
-        if failure.retry_after is not None:
+        ends early (if `early`) when another request succeeds while slots are idle: the endpoint
+        is answering and has room, so waiting on would only leave the slots empty (the run's
+        tail, once no new rows are left to send, is mostly such waits)."""
+        if failure.retry_after is not None or not early:
             await asyncio.sleep(delay)
             return
         if delay <= 0:

@@ -1,4 +1,4 @@
-"""LLMSession: named model clients for a run, wrapped with the response cache and accounting."""
+"""LLMSession: a run's named model clients behind the response cache, the budget and the accounting."""
 
 from __future__ import annotations
 
@@ -67,7 +67,8 @@ def _checked(result: ChatResult) -> ChatResult:
 
 
 class LLMSession:
-    """What stages call: `await session.complete(stage, model_ref, requests, on_result)`."""
+    """What the engine (selfalign/engine.py) calls for each request, `await session.call(stage,
+    model_ref, request)`; stages never call it. `complete` sends a list at once (the estimate)."""
 
     def __init__(
         self,

@@ -5,8 +5,8 @@ params field naming the template) and the variables it fills in itself (`injecte
 stage subclasses `RowLLMStage` and says what one row asks (`jobs(row)`) and what each reply adds
 (`columns(row, outcome)`); the base owns the row loop. A chain stage (calls that depend on
 earlier replies, or on other rows) subclasses `LLMStage` and implements `process(df)`. Either
-way `self.engine` (selfalign/engine.py) sends, retries, counts and rejects: no LLM stage renders,
-retries or writes rejected rows itself.
+way the base renders (`self.render`) and `self.engine` (selfalign/engine.py) sends, retries,
+counts and rejects: no LLM stage has its own retry loop or writes rejected rows itself.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ LLM_KEYS = ("requests", "cache_hits", "sent", "retries", "failures", "prompt_tok
 
 @pytest.fixture(scope="module")
 def local_ray() -> Any:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 

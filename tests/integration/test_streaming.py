@@ -142,7 +142,8 @@ def test_a_failing_chunk_stops_the_segment_instead_of_hanging(tmp_path):
 
     from selfalign.checkpoint import Checkpoint
     from selfalign.context import Stats
-    from selfalign.stream import Step, run_segment
+    from selfalign.stream import run_segment
+    from selfalign.walk import StageRun
 
     class Flaky:
         name, calls = "flaky", 0
@@ -161,7 +162,7 @@ def test_a_failing_chunk_stops_the_segment_instead_of_hanging(tmp_path):
     ck.begin()
     parts = [pd.DataFrame({"x": [i]}) for i in range(20)]
     with pytest.raises(RuntimeError, match="chunk 3 broke"):
-        asyncio.run(asyncio.wait_for(run_segment([Step(stage, ck, "fp")], parts, 2, set()), 60))
+        asyncio.run(asyncio.wait_for(run_segment([StageRun(0, stage, ck, "fp")], parts, 2, set()), 60))
     assert stage.calls < 20  # no chunk was started after the failure was seen
 
 
@@ -226,7 +227,8 @@ def _gated_run(tmp_path: Path, spare: int | None) -> tuple[_Gated, list[int], li
     import pandas as pd
 
     from selfalign.checkpoint import Checkpoint
-    from selfalign.stream import Step, run_segment
+    from selfalign.stream import run_segment
+    from selfalign.walk import StageRun
 
     stage, ck = _Gated(), Checkpoint(tmp_path, 0, "gated")
     ck.begin()
@@ -235,7 +237,7 @@ def _gated_run(tmp_path: Path, spare: int | None) -> tuple[_Gated, list[int], li
     async def go() -> None:
         parts = [pd.DataFrame({"x": [i]}) for i in range(40)]
         task = asyncio.create_task(
-            run_segment([Step(stage, ck, "fp")], parts, 2, set(), (lambda: spare) if spare else None)
+            run_segment([StageRun(0, stage, ck, "fp")], parts, 2, set(), (lambda: spare) if spare else None)
         )
         for _ in range(200):
             await asyncio.sleep(0.005)

@@ -167,3 +167,13 @@ def test_a_run_dir_without_its_prompts_says_so(run_pipeline):
     (run_dir / "prompts.json").unlink()  # a run dir written before runs kept their prompts
     html = write_run_report(run_dir).read_text()
     assert "the run dir holds no copy of this prompt" in html and "Question: {{ question }}" not in html
+
+
+def test_report_shows_the_pipelines_citation(run_pipeline, tmp_path):
+    """pipeline.citation in the pipeline's YAML is on the page; a pipeline without one has none."""
+    _, _, run_dir = run_pipeline("pipeline=almost", run_dir=tmp_path / "almost")
+    html = (run_dir / "report.html").read_text()
+    assert '<p id="citation">' in html and "Aligning Large Language Models through Synthetic Feedback" in html
+    assert "@inproceedings{kim2023aligning," in html and "aclanthology.org/2023.emnlp-main.844" in html
+    _, _, run_dir = run_pipeline(*TINY, config_dirs=DIRS, run_dir=tmp_path / "tiny")
+    assert 'id="citation"' not in (run_dir / "report.html").read_text()

@@ -131,21 +131,122 @@ def test_backoff_without_retry_after_is_capped_jitter(mock, transport, sleeps):
         assert 0 <= delay <= cap
 
 
-def test_backoff_doubles_with_the_endpoints_failures_in_a_row_not_the_requests_bad_luck():
-    """A failure among successes (streak 1) is retried at once, however often the request was
-    retried; from two failed answers in a row, full jitter under base · 2^k with k = streak − 2,
-    at most the request's own retries: a server that fails everything is backed off from."""
+def test_backoff_doubles_with_the_endpoints_or_the_requests_failures_in_a_row():
+    """A request's first two failures among successes (streak 1) are retried at once; from its
+    third failure, or two failed answers of the endpoint in a row, full jitter under base · 2^k
+    with k the larger of (the request's failures − 3) and (streak − 2), at most its own retries."""
     cfg = ModelConfig(
         provider="litellm", name="m", api_base="http://127.0.0.1:9/v1", backoff_base_s=1.0, backoff_max_s=60.0
     )
     client = LiteLLMClient(cfg)
-    for retry, streak, cap in ((0, 1, 0.0), (3, 1, 0.0), (3, 2, 1.0), (3, 3, 2.0), (3, 9, 8.0), (9, 9, 60.0)):
+    cases = ((0, 1, 0.0), (1, 1, 0.0), (0, 2, 1.0), (2, 1, 1.0), (3, 1, 2.0), (3, 3, 2.0), (3, 9, 8.0))
+    cases += ((4, 1, 4.0), (9, 9, 60.0))
+    for retry, streak, cap in cases:
         asked = [client._backoff(retry, None, streak) for _ in range(300)]
         if cap == 0:
             assert set(asked) == {0.0}
         else:
             assert cap * 0.8 < max(asked) <= cap  # full jitter under the cap (300 draws near it)
     assert client._backoff(0, 5.0, 1) >= 5.0  # a Retry-After is waited out, streak or not
+
+
+class BurstSender:
+    """Stands in for an endpoint's transport, on a virtual clock: this request's attempts fail
+    with HTTP 500 until `burst_s` (a flaky replica, a deploy), each taking `latency_s`, while the
+    endpoint answers the other requests in flight: at concurrency 64 and 90% success the ~60
+    answers between two of its attempts leave the endpoint's streak at 0."""
+
+    def __init__(self, clock: list[float], ep: Any, burst_s: float, latency_s: float = 0.1) -> None:
+        self.clock, self.ep, self.burst_s, self.latency_s = clock, ep, burst_s, latency_s
+        self.sent: list[float] = []
+
+    async def send(self, messages: Any, params: Any, key: Any, timeout_s: float) -> Any:
+        from selfalign.llm.transport import Reply, TransportError
+
+        at = self.clock[0]
+        self.sent.append(at)
+        self.clock[0] += self.latency_s
+        self.ep.streak = 0  # the others' answers meanwhile were successes
+        if at < self.burst_s:
+            raise TransportError("retry", "mock error 500", 500)
+        return Reply(text="ok", prompt_tokens=1, completion_tokens=1)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def test_a_request_failing_among_successes_backs_off_and_outlives_a_burst(monkeypatch):
+    """Issue 20, item 8: with the endpoint's streak reset by the others' successes, every retry
+    of an unlucky request went at once, so its 6 attempts (max_retries=5) were spent in 0.6 s
+    and a 1.5 s burst of errors lost the row ("gave up after 6 attempts: HTTP 500"). Now, after
+    two retries at once, its own failures back it off: waits of 0.5 then 1 s (jitter fixed at
+    the middle), and the 5th attempt lands after the burst."""
+    clock = [0.0]
+
+    class VirtualSleep(SleepRecorder):
+        async def sleep(self, delay: float, result: Any = None) -> Any:
+            clock[0] += delay
+            return await super().sleep(delay, result)
+
+    recorder = VirtualSleep()
+    monkeypatch.setattr(litellm_client, "asyncio", recorder)
+    monkeypatch.setattr(litellm_client.random, "uniform", lambda lo, hi: (lo + hi) / 2)
+    cfg = ModelConfig(
+        provider="litellm",
+        name="m",
+        api_base="http://127.0.0.1:9/v1",
+        max_retries=5,
+        backoff_base_s=1.0,
+        backoff_max_s=60.0,
+    )
+    client = LiteLLMClient(cfg, transport="direct")
+    ep = client.pool.endpoints[0]
+    ep.send = sender = BurstSender(clock, ep, burst_s=1.5)
+    r = call(client, req())
+    assert r.ok, r.error
+    assert r.attempts == 5 and len(sender.sent) == 5
+    assert sender.sent[:3] == pytest.approx([0.0, 0.1, 0.2])  # two failures among successes: at once
+    assert recorder.asked == pytest.approx([0.5, 1.0])  # then its own failures back it off
+
+
+def test_a_wait_for_the_requests_own_failures_is_not_ended_by_the_others_successes(monkeypatch):
+    """The early end of a backoff (another request succeeds with slots idle) says the endpoint
+    answers again: it ends a wait the endpoint's streak asked for, not the wait of a request
+    that failed three times while the others succeeded (that would send it back into the burst
+    at once, in the run's tail where slots are idle)."""
+    clock = [0.0]
+    gate = asyncio.Event()
+
+    class GatedSleep(SleepRecorder):
+        async def sleep(self, delay: float, result: Any = None) -> Any:
+            self.asked.append(delay)
+            await gate.wait()  # the backoff lasts until the test opens the gate
+            clock[0] += delay
+            return result
+
+    recorder = GatedSleep()
+    monkeypatch.setattr(litellm_client, "asyncio", recorder)
+    cfg = ModelConfig(provider="litellm", name="m", api_base="http://127.0.0.1:9/v1", max_retries=5)
+    client = LiteLLMClient(cfg, transport="direct")
+    ep = client.pool.endpoints[0]
+    ep.send = sender = BurstSender(clock, ep, burst_s=0.25)
+
+    async def main() -> Any:
+        task = asyncio.ensure_future(client.complete(req()))
+        while not (recorder.asked or task.done()):  # three failures at once, then its own backoff
+            await asyncio.sleep(0)
+        room = client._room_event()
+        room.set()  # the pulse another request's success with slots idle sends
+        room.clear()
+        for _ in range(20):
+            await asyncio.sleep(0)
+        waited = len(sender.sent), task.done()
+        gate.set()
+        return waited, await task
+
+    (sent, done), r = asyncio.run(main())
+    assert (sent, done) == (3, False)  # still waiting out its backoff after the pulse
+    assert r.ok and r.attempts == 4
 
 
 def test_the_endpoint_streak_counts_failed_answers_in_a_row(mock, transport, sleeps):
