@@ -1,6 +1,7 @@
 """No import cycles among selfalign's modules, counting every import: module-level, inside
 functions, and under `if TYPE_CHECKING:`. A cycle makes the import order matter and hides which
-layer owns what (docs/architecture.md, "Layers"); a lazy import only hides the circle.
+layer owns what; a lazy import only hides the circle. And every module sits in one layer of
+docs/architecture.md ("Layers") and imports only what its layer may.
 
 The graph is read from the source with `ast` (nothing is imported), so the test is fast and sees
 imports that a run would never execute."""
@@ -160,3 +161,58 @@ def test_no_import_cycles_among_selfalign_modules() -> None:
     g = graph()
     cycles = [" → ".join(cycle_path(g, comp)) for comp in strongly_connected(g)]
     assert not cycles, "import cycles (move the shared name down a layer):\n" + "\n".join(cycles)
+
+
+# docs/architecture.md, "Layers": bottom to top, by module prefix; a layer may import its own and
+# those listed with it. The report reads run dirs only, so it stands on the base alone.
+LAYERS: dict[str, tuple[list[str], set[str]]] = {
+    "base": (
+        ["errors", "registry", "redact", "paths", "text", "terminal", "aio", "config", "prompts"]
+        + ["io", "parsers", "manifest", "hf", "selfalign"],
+        set(),
+    ),
+    "llm": (["llm"], {"base"}),
+    "engine": (["context", "engine"], {"base", "llm"}),
+    "stages": (["stages"], {"base", "llm", "engine"}),
+    "report": (["html_report", "sweep_summary", "report"], {"base"}),
+    "run": (
+        ["settings", "hydra_setup", "specs", "segments", "walk", "checkpoint", "stream", "runner"]
+        + ["executors", "outputs", "card", "rundir_lock", "api", "parallel", "sweep"],
+        {"base", "llm", "engine", "stages", "report"},
+    ),
+    "cli": (["cli", "__main__", "commands"], {"base", "llm", "engine", "stages", "report", "run"}),
+}
+# (importer, imported): upward imports that exist today, each with why; the list may only shrink
+LAYER_EXEMPT = {
+    # the cost estimate runs the pipeline on the test model (api.run_config) to count its tokens
+    ("selfalign.llm.estimate", "selfalign.api"),
+}
+
+
+def layer_of(mod: str) -> str | None:
+    for layer, (prefixes, _) in LAYERS.items():
+        for p in prefixes:
+            full = "selfalign" if p == "selfalign" else f"selfalign.{p}"
+            if mod == full or (p != "selfalign" and mod.startswith(full + ".")):
+                return layer
+    return None
+
+
+def test_every_module_has_a_layer() -> None:
+    missing = sorted(m for m in all_modules() if layer_of(m) is None)
+    assert not missing, f"put these in a layer (docs/architecture.md, 'Layers', and LAYERS here): {missing}"
+
+
+def test_each_layer_imports_only_what_it_may() -> None:
+    g = graph()
+    found = set()
+    for mod, deps in g.items():
+        mine = layer_of(mod)
+        if mine is None:
+            continue
+        allowed = LAYERS[mine][1] | {mine}
+        found |= {(mod, d) for d in deps if layer_of(d) not in allowed}
+    bad = sorted(f"{a} ({layer_of(a)}) imports {b} ({layer_of(b)})" for a, b in found - LAYER_EXEMPT)
+    assert not bad, "a layer imports one above it (docs/architecture.md, 'Layers'):\n" + "\n".join(bad)
+    stale = LAYER_EXEMPT - found
+    assert not stale, f"no longer happens, take it off LAYER_EXEMPT: {sorted(stale)}"
