@@ -91,6 +91,7 @@ class LLMSession:
         self._slots_loop: asyncio.AbstractEventLoop | None = None
         self.in_flight = 0  # calls sent (reserved) and not yet settled
         self.spent_usd = 0.0  # this attempt, for the progress bar
+        self._identities: dict[str, tuple[ModelConfig, str]] = {}  # ref → (its config, identity)
 
     def check_ref(self, ref: str | None, where: str) -> None:
         name = ref or DEFAULT
@@ -110,8 +111,17 @@ class LLMSession:
         return self._clients[name]
 
     def identity(self, ref: str | None) -> str:
-        """Part of every cache key: what decides the outputs, never a port or a secret."""
+        """Part of every cache key: what decides the outputs, never a port or a secret. Worked
+        out once per model config (every call asks, and redacting the URL was a tenth of a
+        cached call); a ref given a new config, as a Ray worker does, is worked out again."""
         cfg = self.model_config(ref)
+        known = self._identities.get(ref or DEFAULT)
+        if known is None or known[0] is not cfg:
+            known = self._identities[ref or DEFAULT] = (cfg, self._identity(cfg))
+        return known[1]
+
+    @staticmethod
+    def _identity(cfg: ModelConfig) -> str:
         url = redact_text(cache_url(cfg.api_base))  # a token in the URL is no part of the answer
         ident = f"{cfg.provider}:{cfg.name}@{url}:{cfg.path or ''}"
         if cfg.provider == "local" and not cfg.path:
