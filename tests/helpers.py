@@ -24,6 +24,31 @@ def make_stage(kind: str, ctx: Any, name: str = "s", **params: Any) -> Any:
     return cls(name, parse_params(cls.Params, params, f"pipeline.stages.{name}"), ctx)
 
 
+def make_ctx(tmp_path: Path, rules: list | None = None, **model: Any) -> Any:
+    """A RunContext on the test model (named after tmp_path, JSON schema on) and the shipped
+    prompts; `rules` are extra reply rules tried before the shipped ones (prefer the
+    `test_model` fixture's queue: it needs no text that happens to match)."""
+    from selfalign.context import Rejected, RunContext
+    from selfalign.llm.cache import ResponseCache
+    from selfalign.llm.config import ModelConfig
+    from selfalign.llm.session import LLMSession
+    from selfalign.paths import resource_dir
+    from selfalign.prompts import PromptLibrary
+
+    cfg = ModelConfig(
+        provider="test", name=tmp_path.name, rules=rules or [], supports_json_schema=True, **model
+    )  # type: ignore[arg-type]
+    session = LLMSession({"default": cfg}, tmp_path, ResponseCache(tmp_path / "c.sqlite"))
+    ctx = RunContext(
+        run_dir=tmp_path,
+        prompts=PromptLibrary([resource_dir("prompts")]),
+        llm=session,
+        show_progress=False,
+    )
+    ctx.rejected = Rejected(tmp_path / "rejected.jsonl")
+    return ctx
+
+
 def run_stage(stage: Any, df: pd.DataFrame) -> pd.DataFrame:
     """Run one stage on a frame in the process's event loop."""
     from selfalign import aio

@@ -4,8 +4,7 @@ import json
 
 import pandas as pd
 import pytest
-from helpers import make_stage, run_stage
-from test_wizardlm_judge import make_ctx
+from helpers import make_ctx, make_stage, run_stage
 
 from selfalign import api
 from selfalign.config import parse_params
