@@ -1,7 +1,6 @@
 """judge_pointwise: the composite formula, the score parser, the missing-dimension policy."""
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
