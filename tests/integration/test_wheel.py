@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from helpers import FIXTURES, ROOT
+from helpers import FIXTURES, ROOT, TINY_CLI
 
 
 def test_wheel_install_runs_outside_checkout(tmp_path):
@@ -57,11 +57,8 @@ def test_wheel_install_runs_outside_checkout(tmp_path):
     assert listed.returncode == 0, listed.stderr
     res = sa(
         "run",
-        "--config-dir",
-        str(FIXTURES / "conf"),
-        "pipeline=tiny",
+        *TINY_CLI,
         "model=test",
-        f"prompts.search_path=[{FIXTURES / 'prompts'}]",
         f"hydra.run.dir={tmp_path / 'r'}",
     )
     assert res.returncode == 0, res.stderr[-2000:]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import FIXTURES
+from helpers import TINY, TINY_DIRS
 from rich.console import Console
 
 from selfalign.cli import main
@@ -19,8 +19,6 @@ from selfalign.html_report.charts import Charts
 from selfalign.report import print_run_summary
 from selfalign.sweep import render
 
-TINY = ["pipeline=tiny", f"prompts.search_path=[{FIXTURES / 'prompts'}]"]
-DIRS = [str(FIXTURES / "conf")]
 EVIL = '<script>window.__xss = 1</script><img src=x onerror="alert(1)">'
 
 
@@ -29,12 +27,14 @@ def run_evil(run_pipeline, test_model, run_dir: Path) -> dict:
     rejected.jsonl with their raw text, no row is left and the run fails; returns its manifest."""
     test_model.queue(*[f"Answer {EVIL}"] * 10, *[f"No score. {EVIL}"] * 60)
     with pytest.raises(SelfAlignError) as err:
-        run_pipeline(*TINY, "pipeline.stages.judge.max_failure_rate=1.0", config_dirs=DIRS, run_dir=run_dir)
+        run_pipeline(
+            *TINY, "pipeline.stages.judge.max_failure_rate=1.0", config_dirs=TINY_DIRS, run_dir=run_dir
+        )
     return err.value.manifest  # type: ignore[attr-defined]
 
 
 def test_report_is_written_at_the_end_of_a_run_and_is_self_contained(run_pipeline):
-    _, manifest, run_dir = run_pipeline(*TINY, config_dirs=DIRS)
+    _, manifest, run_dir = run_pipeline(*TINY, config_dirs=TINY_DIRS)
     html = (run_dir / "report.html").read_text()
     assert "default-src 'none'" in html  # the page may load nothing and run no script
     assert not re.search(r"<(script|link|iframe|object|embed)\b", html, re.I)
@@ -66,7 +66,7 @@ def test_report_of_a_run_that_failed_before_any_stage(tmp_path):
 
 
 def test_report_of_an_interrupted_run_reads_the_stage_stats(run_pipeline):
-    _, manifest, run_dir = run_pipeline(*TINY, config_dirs=DIRS)
+    _, manifest, run_dir = run_pipeline(*TINY, config_dirs=TINY_DIRS)
     # what a killed run leaves: the manifest still says "running", the checkpoints are there
     (run_dir / "manifest.json").write_text(json.dumps({"status": "running", "attempt": 1}))
     html = write_run_report(run_dir).read_text()
@@ -77,7 +77,7 @@ def test_report_of_an_interrupted_run_reads_the_stage_stats(run_pipeline):
 
 
 def test_report_command(run_pipeline, tmp_path, capsys):
-    _, _, run_dir = run_pipeline(*TINY, config_dirs=DIRS)
+    _, _, run_dir = run_pipeline(*TINY, config_dirs=TINY_DIRS)
     (run_dir / "report.html").unlink()
     assert main(["report", str(run_dir)]) == 0
     assert (run_dir / "report.html").is_file() and "report.html" in capsys.readouterr().out

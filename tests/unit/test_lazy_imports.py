@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import FIXTURES, ROOT
+from helpers import ROOT, TINY_CLI, TINY_ON_MOCK
 
 sys.path.insert(0, str(ROOT / "tests"))
 from mockserver import MockServer  # noqa: E402
@@ -65,25 +65,18 @@ def test_the_shipped_config_names_no_plugin() -> None:
     assert list(compose_config(["~pipeline"]).plugins) == []
 
 
-def test_a_run_on_an_openai_compatible_endpoint_imports_no_litellm_nor_torch(tmp_path: Path) -> None:
-    mock = MockServer().start()
-    try:
-        got = loaded(
-            "run",
-            "--config-dir",
-            str(FIXTURES / "conf"),
-            "pipeline=tiny",
-            "pipeline.order=[load,clean,answer,export]",  # the mock answers no score: no judge
-            f"prompts.search_path=[{FIXTURES / 'prompts'}]",
-            "model=openai_compatible",
-            f"model.api_base={mock.url}",
-            "model.name=mock",
-            f"hydra.run.dir={tmp_path / 'run'}",
-            f"cache.path={tmp_path / 'cache.sqlite'}",
-        )
-        assert mock.requests > 0  # it did run its model calls
-    finally:
-        mock.stop()
+def test_a_run_on_an_openai_compatible_endpoint_imports_no_litellm_nor_torch(
+    tmp_path: Path, mock_server: MockServer
+) -> None:
+    got = loaded(
+        "run",
+        *TINY_CLI,
+        *TINY_ON_MOCK,  # the mock answers no score: no judge
+        f"model.api_base={mock_server.url}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"cache.path={tmp_path / 'cache.sqlite'}",
+    )
+    assert mock_server.requests > 0  # it did run its model calls
     assert "pandas" in got  # the rows are a DataFrame: the check is not vacuous
     assert not {"litellm", "torch", "sentence_transformers", "transformers"} & set(got)
 

@@ -8,7 +8,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from helpers import FIXTURES
+from helpers import FIXTURES, TINY, TINY_DIRS
 
 from selfalign import aio
 from selfalign.llm.base import ChatRequest
@@ -152,9 +152,8 @@ def test_a_cache_hit_consumes_no_reply_and_is_not_recorded(test_model: Script, t
 def test_a_pipeline_run_is_recorded_per_stage(test_model: Script, run_pipeline, monkeypatch):
     monkeypatch.setenv("TINY_DATA", str(FIXTURES / "data" / "tiny.jsonl"))
     _, manifest, _ = run_pipeline(
-        "pipeline=tiny",
-        f"prompts.search_path=[{FIXTURES / 'prompts'}]",
-        config_dirs=[str(FIXTURES / "conf")],
+        *TINY,
+        config_dirs=TINY_DIRS,
     )
     counted = {
         s["name"]: sum(m["requests"] for m in s["llm"].values()) for s in manifest["stages"] if s.get("llm")
