@@ -172,6 +172,7 @@ def test_list_and_the_run_summary_piped_are_whole(tmp_path: Path) -> None:
 # --- executor=ray with a cluster address nothing answers at ------------------------------------
 
 
+@pytest.mark.slow
 def test_ray_address_nothing_answers_at_is_exit_3_at_once(tmp_path: Path) -> None:
     pytest.importorskip("ray")
     address = f"127.0.0.1:{closed_port()}"

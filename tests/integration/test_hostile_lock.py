@@ -194,6 +194,7 @@ def test_a_sweep_into_a_live_sweep_dir_exits_2_before_any_job(tmp_path: Path) ->
     assert [p.name for p in sweep.iterdir()] == [".selfalign.lock"]  # no job started
 
 
+@pytest.mark.slow
 def test_sigterm_under_ray_is_the_same_clean_stop(
     tmp_path: Path, mock_server: MockServer, data: Path
 ) -> None:

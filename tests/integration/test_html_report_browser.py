@@ -16,6 +16,7 @@ from helpers import PIPELINES, ROOT, TINY, TINY_DIRS, cli
 
 from selfalign.errors import SelfAlignError
 
+pytestmark = pytest.mark.slow  # a headless browser
 EVIL = '<script>window.__xss = 1</script><img src=x onerror="alert(1)">'
 
 

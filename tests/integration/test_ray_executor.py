@@ -55,6 +55,7 @@ def _figures(manifest: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pipeline", PIPELINES)
 def test_ray_gives_the_local_dataset(pipeline: str, tmp_path: Path, local_ray: None) -> None:
     local = _run(pipeline, tmp_path / "local", tmp_path / "local.sqlite")
@@ -75,6 +76,7 @@ def test_ray_gives_the_local_dataset(pipeline: str, tmp_path: Path, local_ray: N
     assert again["llm_totals"]["cache_hits"] == local["llm_totals"]["requests"]
 
 
+@pytest.mark.slow
 def test_rerun_reuses_every_stage(tmp_path: Path, local_ray: None) -> None:
     first = _run("almost", tmp_path / "run", tmp_path / "c.sqlite", *RAY)
     again = _run("almost", tmp_path / "run", tmp_path / "c.sqlite", *RAY)
@@ -83,6 +85,7 @@ def test_rerun_reuses_every_stage(tmp_path: Path, local_ray: None) -> None:
     assert _figures(again)["totals"] == _figures(first)["totals"]
 
 
+@pytest.mark.slow
 def test_one_budget_for_all_workers(tmp_path: Path, local_ray: None) -> None:
     """A token cap below what the run needs stops it inside the segment the workers run; what
     every worker spent is settled in the one budget; a re-run with more finishes the dataset."""
@@ -144,6 +147,7 @@ def _two_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, run: s
     return tmp_path / run / "dataset.jsonl"
 
 
+@pytest.mark.slow
 @pytest.mark.mock_faults(latency_s=0.05)
 def test_workers_share_the_endpoints_concurrency(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local_ray: None, mock_server: MockServer
@@ -158,6 +162,7 @@ def test_workers_share_the_endpoints_concurrency(
     assert len(remote.read_text().splitlines()) == 40
 
 
+@pytest.mark.slow
 @pytest.mark.mock_faults(rate_500=1.0)
 def test_a_workers_error_is_the_runs_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local_ray: None, mock_server: MockServer

@@ -4,7 +4,10 @@ import os
 import subprocess
 import sys
 
+import pytest
 from helpers import FIXTURES, ROOT, TINY_CLI
+
+pytestmark = pytest.mark.slow  # builds and installs a wheel
 
 
 def test_wheel_install_runs_outside_checkout(tmp_path):
