@@ -1,7 +1,7 @@
 """Shared fixtures: an isolated response cache per test, no network, a RunContext on the test
 model, a runner of pipelines on the test model in-process, and the scripted test model
 (`test_model`). Plain helpers (make_stage, run_stage, cli, ROOT, FIXTURES) live in
-tests/helpers.py."""
+tests/helpers.py. `mock_server` is the OpenAI-compatible mock of tests/mockserver.py, started per test."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ import pytest
 from helpers import FIXTURES
 
 if TYPE_CHECKING:
+    from mockserver import MockServer
+
     from selfalign.llm.testmodel import Script
 
 
@@ -73,6 +75,22 @@ def ctx(tmp_path: Path):
     c = RunContext(run_dir=tmp_path, prompts=prompts, llm=session, show_progress=False)
     c.rejected = Rejected(tmp_path / "rejected.jsonl")
     return c
+
+
+@pytest.fixture
+def mock_server(request: pytest.FixtureRequest) -> Iterator[MockServer]:
+    """The OpenAI-compatible mock (tests/mockserver.py) on 127.0.0.1 for this test, in a thread.
+    Its faults (latency_s, replies, require_key …) come from a `mock_faults` marker on the test
+    or module (`pytestmark = pytest.mark.mock_faults(latency_s=0.3)`) or from
+    `mock_server.configure(...)`; helpers.mock_config/mock_client point a model at it."""
+    from mockserver import MockServer
+
+    marker = request.node.get_closest_marker("mock_faults")
+    server = MockServer(**(marker.kwargs if marker else {})).start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -14,7 +14,10 @@ every TestModel client:
 * answers from the script's queue first: `script.queue("a", "b")` makes the next two calls
   answer "a" then "b", in the order the calls reach the model; `queue(..., model="judge")`
   fills a queue only the test model named "judge" (`ModelConfig.name`) takes from, tried before
-  the shared one. When the queues are empty the rules answer, as without a script;
+  the shared one; `queue(..., stage="j", row="0")` fills a queue only the calls of stage "j"
+  for row "0" take from (either alone works too), so a test says what each row's calls get
+  whatever order the rows run in. A call takes from the most specific non-empty queue (model,
+  then stage, then row). When the queues are empty the rules answer, as without a script;
 * records every call in `script.requests`, in order: a `Recorded` with the model name, stage,
   row_id, sample index, the messages (role/content dicts), the sampling params, the reply and
   whether it came from the queue. `script.for_stage(name)` filters by stage.
@@ -130,19 +133,23 @@ class Script:
     """Queued replies for the test models and the history of their requests."""
 
     requests: list[Recorded] = field(default_factory=list)
-    _queues: dict[str | None, deque[str]] = field(default_factory=dict)
+    # keyed by (model, stage, row_id); None in a place = any
+    _queues: dict[tuple[str | None, str | None, str | None], deque[str]] = field(default_factory=dict)
 
-    def queue(self, *replies: str, model: str | None = None) -> Script:
-        """Answer the next calls with `replies`, in order; `model` limits them to that model."""
+    def queue(
+        self, *replies: str, model: str | None = None, stage: str | None = None, row: str | None = None
+    ) -> Script:
+        """Answer the next calls with `replies`, in order; `model`, `stage` and `row` (a row_id)
+        limit them to the calls of that model, stage and row."""
         for text in replies:
             if not isinstance(text, str):
                 raise TypeError(f"a scripted reply must be a str, not {type(text).__name__}")
-        self._queues.setdefault(model, deque()).extend(replies)
+        self._queues.setdefault((model, stage, row), deque()).extend(replies)
         return self
 
-    def pending(self, model: str | None = None) -> int:
-        """Replies still queued (for `model`'s own queue, or the shared one)."""
-        return len(self._queues.get(model, ()))
+    def pending(self, model: str | None = None, stage: str | None = None, row: str | None = None) -> int:
+        """Replies still queued in exactly that queue (the shared one by default)."""
+        return len(self._queues.get((model, stage, row), ()))
 
     def for_stage(self, stage: str) -> list[Recorded]:
         return [r for r in self.requests if r.stage == stage]
@@ -151,12 +158,15 @@ class Script:
         self.requests.clear()
         self._queues.clear()
 
-    def take(self, model: str) -> str | None:
-        """The next queued reply for `model`: its own queue first, then the shared one."""
-        for key in (model, None):
-            q = self._queues.get(key)
-            if q:
-                return q.popleft()
+    def take(self, model: str, stage: str = "", row: str = "") -> str | None:
+        """The next queued reply for this call: the most specific non-empty queue that matches
+        (the model's own before the shared ones, then by stage, then by row)."""
+        for m in (model, None):
+            for s in (stage, None):
+                for r in (row, None):
+                    q = self._queues.get((m, s, r))
+                    if q:
+                        return q.popleft()
         return None
 
 
@@ -230,7 +240,7 @@ class TestModel:
         # The script is read and the call recorded before any await: queued replies go out,
         # and `script.requests` lists the calls, in the order the calls were made.
         script = _ACTIVE
-        queued = script.take(self.cfg.name) if script is not None else None
+        queued = script.take(self.cfg.name, request.stage, request.row_id) if script is not None else None
         text = queued if queued is not None else self.reply(request)
         if script is not None:
             script.requests.append(

@@ -3,17 +3,11 @@
 from pathlib import Path
 
 import pytest
-from helpers import FIXTURES, cli
+from helpers import FIXTURES, TINY_CLI, cli
 
 from selfalign.cli import main
 
-TINY = [
-    "--config-dir",
-    str(FIXTURES / "conf"),
-    "pipeline=tiny",
-    "model=test",
-    f"prompts.search_path=[{FIXTURES / 'prompts'}]",
-]
+TINY = [*TINY_CLI, "model=test"]
 
 
 def err(capsys, *args: str, command: str = "validate") -> str:

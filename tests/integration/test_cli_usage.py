@@ -5,13 +5,12 @@ import json
 import os
 
 import pytest
-from helpers import FIXTURES, ROOT, cli
+from helpers import FIXTURES, ROOT, TINY_CLI, TINY_DIRS, TINY_PROMPTS, cli
 
 from selfalign import api
 
-CONF = ["--config-dir", str(FIXTURES / "conf")]
-PROMPTS = f"prompts.search_path=[{FIXTURES / 'prompts'}]"
-TINY = [*CONF, "pipeline=tiny", "model=test", PROMPTS]
+CONF = TINY_CLI[:2]  # --config-dir tests/fixtures/conf
+TINY = [*TINY_CLI, "model=test"]
 WIDE = {"COLUMNS": "200"}  # rich wraps tables at 80 columns when not on a terminal
 
 
@@ -89,7 +88,7 @@ def test_list_models_honours_config_dir(tmp_path):
 
 
 def test_list_prompts_honours_search_path():
-    res = cli("list", "prompts", PROMPTS, env=WIDE)
+    res = cli("list", "prompts", TINY_PROMPTS, env=WIDE)
     assert res.returncode == 0, res.stderr
     judge = next(line for line in res.stdout.splitlines() if "tiny/judge" in line)
     assert "answer, question" in judge and str(FIXTURES / "prompts") in judge
@@ -147,7 +146,7 @@ def test_cli_run_and_api_run_write_the_same_run_dir(tmp_path):
     res = cli("run", *TINY, f"hydra.run.dir={tmp_path / 'cli'}", cwd=ROOT)
     assert res.returncode == 0, res.stderr[-3000:]
     df, manifest = api.run(
-        ["pipeline=tiny", "model=test", PROMPTS], tmp_path / "api", config_dirs=[str(FIXTURES / "conf")]
+        ["pipeline=tiny", "model=test", TINY_PROMPTS], tmp_path / "api", config_dirs=TINY_DIRS
     )
     from_cli = json.loads((tmp_path / "cli" / "manifest.json").read_text())
     assert set(from_cli) == set(manifest) and from_cli["status"] == manifest["status"] == "ok"
@@ -168,12 +167,12 @@ def test_api_run_failure_writes_failed_manifest(tmp_path):
             [
                 "pipeline=tiny",
                 "model=test",
-                PROMPTS,
+                TINY_PROMPTS,
                 f"pipeline.stages.load.path={data}",
                 "pipeline.stages.load.on_missing=fail",
             ],
             tmp_path / "run",
-            config_dirs=[str(FIXTURES / "conf")],
+            config_dirs=TINY_DIRS,
         )
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["status"] == "failed" and "is empty in 1 row" in manifest["error"]
@@ -194,4 +193,4 @@ def test_run_takes_several_config_dirs_like_validate(tmp_path):
     res = cli("run", *args, "--cfg", "job")  # a Hydra flag after the overrides
     assert res.returncode == 0, res.stderr[-2000:]
     assert "name: tiny2" in res.stdout
-    assert cli("validate", *args, PROMPTS).returncode == 0
+    assert cli("validate", *args, TINY_PROMPTS).returncode == 0

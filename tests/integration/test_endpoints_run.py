@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import FIXTURES, ROOT, cli
+from helpers import ROOT, TINY_CLI, TINY_ON_MOCK, cli
 
 from selfalign.config import parse_params
 from selfalign.errors import ConfigError
@@ -23,15 +23,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from mockserver import MockServer  # noqa: E402
 
 # load → filter → one generate_text stage (the judge's score parser would not read mock replies)
-TINY = [
-    "--config-dir",
-    str(FIXTURES / "conf"),
-    "pipeline=tiny",
-    f"prompts.search_path=[{FIXTURES / 'prompts'}]",
-    "pipeline.order=[load,clean,answer,export]",
-    "model=openai_compatible",
-    "model.name=mock",
-]
+TINY = [*TINY_CLI, *TINY_ON_MOCK]
 DEAD = "http://127.0.0.1:9/v1"  # the discard port: nothing listens there
 
 

@@ -9,15 +9,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from helpers import FIXTURES, ROOT, cli
+from helpers import ROOT, TINY, TINY_DIRS, cli
 
 from selfalign.commands.estimate import estimate
 
 sys.path.insert(0, str(ROOT / "tests"))
 from mockserver import MockServer  # noqa: E402
-
-TINY = ["pipeline=tiny", f"prompts.search_path=[{FIXTURES / 'prompts'}]"]
-DIRS = [str(FIXTURES / "conf")]
 
 
 def calls(result: dict) -> dict[str, int]:
@@ -39,23 +36,19 @@ def test_counts_equal_a_real_test_model_run(run_pipeline, test_model, tmp_path: 
     assert json.loads(out.read_text())["totals"] == t
 
 
-def test_pilot_measures_completions_at_the_real_model(tmp_path: Path) -> None:
-    mock = MockServer().start()
-    try:
-        result = estimate(
-            [
-                *TINY,
-                "model=openai_compatible",
-                f"model.api_base={mock.url}",
-                "model.name=mock",
-                "model.price={input_per_mtok: 1, output_per_mtok: 2}",
-            ],
-            DIRS,
-            pilot=2,
-        )
-        assert mock.requests == 4  # 2 per LLM stage, no more
-    finally:
-        mock.stop()
+def test_pilot_measures_completions_at_the_real_model(tmp_path: Path, mock_server: MockServer) -> None:
+    result = estimate(
+        [
+            *TINY,
+            "model=openai_compatible",
+            f"model.api_base={mock_server.url}",
+            "model.name=mock",
+            "model.price={input_per_mtok: 1, output_per_mtok: 2}",
+        ],
+        TINY_DIRS,
+        pilot=2,
+    )
+    assert mock_server.requests == 4  # 2 per LLM stage, no more
     assert calls(result) == {"answer": 10, "judge": 10}
     for s in result["stages"]:
         assert s["pilot_calls"] == 2 and s["completion_expected"] is not None
@@ -66,7 +59,7 @@ def test_pilot_measures_completions_at_the_real_model(tmp_path: Path) -> None:
 
 
 def test_unpriced_model_is_said_and_rpm_bounds_the_time() -> None:
-    result = estimate([*TINY, "model=test", "+model.rpm=60"], DIRS)
+    result = estimate([*TINY, "model=test", "+model.rpm=60"], TINY_DIRS)
     assert result["unpriced_models"] == [] and result["totals"]["usd_high"] == 0.0  # free
     assert result["totals"]["wall_s"] == pytest.approx(20.0, abs=0.2)  # 20 calls at 1/s
 
@@ -76,7 +69,7 @@ def test_cli_prints_the_table_and_writes_json(tmp_path: Path) -> None:
     got = cli(
         "estimate",
         "--config-dir",
-        DIRS[0],
+        TINY_DIRS[0],
         *TINY,
         "model=test",
         "--out",

@@ -3,7 +3,7 @@ shipped sample), writes `dataset.jsonl` and training views byte-identical to the
 tests/golden/outputs/<pipeline>/.
 
 Compared: every *.jsonl / *.json file at the top of the run directory except manifest.json
-(versions, timings), rejected.jsonl and prompts.json. A view that appears or disappears fails too. The files
+(versions, timings) and rejected.jsonl. A view that appears or disappears fails too. The files
 were made by the code before the stages/runner refactor; a refactor that means to change no
 behaviour must leave them as they are. To accept an intended change, run
 `SELFALIGN_UPDATE_GOLDEN=1 pytest tests/integration/test_golden_outputs.py` and review the diff.
@@ -14,49 +14,21 @@ that one column is compared to 1e-6 and everything else must still be equal, key
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
-from typing import Any
 
 import pytest
-from helpers import GOLDEN, PIPELINES, check_golden, check_no_stale_golden, update_golden
+from helpers import (
+    NUMERIC_NOISE,
+    OUTPUTS,
+    PIPELINES,
+    check_golden,
+    check_no_stale_golden,
+    compared_files,
+    same_up_to_noise,
+    update_golden,
+)
 
 from selfalign import api
-
-# prompts.json: the run's copy of its prompt files (test_golden_prompts checks the prompts)
-SKIP = {"manifest.json", "rejected.jsonl", "prompts.json"}
-OUTPUTS = GOLDEN / "outputs"
-# columns computed by a float32 model on the CPU: equal to this tolerance is equal
-NUMERIC_NOISE = {"aligners": {"similarity"}}
-TOLERANCE = 1e-6
-
-
-def same_up_to_noise(expected: bytes, actual: bytes, columns: set[str]) -> bool:
-    """Line by line: the same JSON objects, keys in the same order, every value equal except
-    floats in `columns`, which may differ by TOLERANCE."""
-    exp_lines, act_lines = expected.splitlines(), actual.splitlines()
-    if len(exp_lines) != len(act_lines):
-        return False
-    for e_line, a_line in zip(exp_lines, act_lines, strict=True):
-        e, a = json.loads(e_line), json.loads(a_line)
-        if not isinstance(e, dict) or not isinstance(a, dict) or list(e) != list(a):
-            return False
-        for key, ev in e.items():
-            av: Any = a[key]
-            if key in columns and isinstance(ev, float) and isinstance(av, float):
-                if not math.isclose(ev, av, rel_tol=0, abs_tol=TOLERANCE):
-                    return False
-            elif ev != av or type(ev) is not type(av):
-                return False
-    return True
-
-
-def compared_files(run_dir: Path) -> list[Path]:
-    return sorted(
-        p for p in run_dir.iterdir() if p.is_file() and p.suffix in (".jsonl", ".json") and p.name not in SKIP
-    )
-
 
 # streamed one row per chunk, and stage by stage: the same bytes as the default (8-row chunks)
 EXECUTIONS = {"default": [], "chunk1": ["chunk_rows=1"], "stage_by_stage": ["stream=false"]}

@@ -18,6 +18,7 @@ datasets = pytest.importorskip("datasets")
 trl = pytest.importorskip("trl")
 from trl.data_utils import is_conversational, maybe_apply_chat_template  # noqa: E402
 
+pytestmark = pytest.mark.slow  # TRL, and every pipeline run first
 FORMATS = ["conversational", "standard"]
 SPECIALS = ["<pad>", "<unk>", "<eos>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
 TEMPLATE = (

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +29,7 @@ REALIGN = [
     "model.backoff_max_s=0.02",
 ]
 BROKEN_BODY = '{"id": "x", "choices": ['  # what tests/mockserver.py sends for "malformed"
-
-
-@pytest.fixture
-def mock() -> Iterator[MockServer]:
-    server = MockServer(replies="empty").start()  # HTTP 200, content "" for every call
-    yield server
-    server.stop()
+pytestmark = pytest.mark.mock_faults(replies="empty")  # HTTP 200, content "" for every call
 
 
 def run(run_dir: Path, *args: str) -> tuple[Any, dict[str, Any]]:
@@ -55,14 +48,14 @@ def rejected(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def test_empty_replies_fail_the_run_and_are_asked_again_once_the_server_is_fixed(
-    tmp_path: Path, mock: MockServer
+    tmp_path: Path, mock_server: MockServer
 ) -> None:
-    res, manifest = run(tmp_path / "r", f"model.api_base={mock.url}")
+    res, manifest = run(tmp_path / "r", f"model.api_base={mock_server.url}")
     assert res.returncode == 3 and "Traceback" not in res.stderr, res.stderr[-2000:]
     assert "failures 0" not in res.stdout and "empty reply (no text)" in " ".join(res.stderr.split())
     assert manifest["status"] == "failed" and manifest["exit_code"] == 3
     assert stage(manifest, "classify")["failed_calls"] == ROWS
-    assert mock.requests == ROWS * SAMPLES  # every empty reply was retried with a new sample
+    assert mock_server.requests == ROWS * SAMPLES  # every empty reply was retried with a new sample
     recs = rejected(tmp_path / "r")
     assert len(recs) == ROWS
     assert {(r["stage"], r["reason"], r["raw"], r["samples_tried"]) for r in recs} == {
@@ -71,17 +64,17 @@ def test_empty_replies_fail_the_run_and_are_asked_again_once_the_server_is_fixed
 
     # The server is fixed: the same command on the same cache sends the calls again (nothing
     # empty was cached) and succeeds; a later run in a new dir is then answered by the cache.
-    mock.configure(replies="test")
-    mock.reset()
-    res, manifest = run(tmp_path / "r", f"model.api_base={mock.url}")
+    mock_server.configure(replies="test")
+    mock_server.reset()
+    res, manifest = run(tmp_path / "r", f"model.api_base={mock_server.url}")
     assert res.returncode == 0, res.stderr[-2000:]
-    assert mock.requests >= ROWS and manifest["llm_attempt"]["sent"] == mock.requests
+    assert mock_server.requests >= ROWS and manifest["llm_attempt"]["sent"] == mock_server.requests
     assert manifest["status"] == "ok" and stage(manifest, "classify")["failed_calls"] == 0
     data = pd.read_json(tmp_path / "r" / "dataset.jsonl", lines=True)
     assert len(data) == ROWS and "error" not in set(data.category_match)
-    sent = mock.requests
-    res, manifest = run(tmp_path / "again", f"model.api_base={mock.url}")
-    assert res.returncode == 0 and manifest["llm_attempt"]["sent"] == 0 and mock.requests == sent
+    sent = mock_server.requests
+    res, manifest = run(tmp_path / "again", f"model.api_base={mock_server.url}")
+    assert res.returncode == 0 and manifest["llm_attempt"]["sent"] == 0 and mock_server.requests == sent
 
 
 @pytest.mark.parametrize(
@@ -92,10 +85,10 @@ def test_empty_replies_fail_the_run_and_are_asked_again_once_the_server_is_fixed
     ],
 )
 def test_unreadable_bodies_are_failures_with_the_body_kept(
-    tmp_path: Path, mock: MockServer, malformed: float, raws: set[str]
+    tmp_path: Path, mock_server: MockServer, malformed: float, raws: set[str]
 ) -> None:
-    mock.configure(rate_malformed=malformed, seed=3)
-    res, manifest = run(tmp_path / "r", f"model.api_base={mock.url}")
+    mock_server.configure(rate_malformed=malformed, seed=3)
+    res, manifest = run(tmp_path / "r", f"model.api_base={mock_server.url}")
     assert res.returncode == 3 and "Traceback" not in res.stderr, res.stderr[-2000:]
     assert stage(manifest, "classify")["failed_calls"] == ROWS
     recs = rejected(tmp_path / "r")

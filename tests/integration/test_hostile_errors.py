@@ -12,10 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from helpers import FIXTURES, cli
-
-TINY = ["pipeline=tiny", f"prompts.search_path=[{FIXTURES / 'prompts'}]"]
-DIRS = [str(FIXTURES / "conf")]
+from helpers import FIXTURES, TINY, TINY_DIRS, cli
 
 
 def flat(text: str) -> str:
@@ -26,7 +23,7 @@ def flat(text: str) -> str:
 @pytest.fixture
 def run_dir(run_pipeline) -> Path:
     """A finished run of the tiny pipeline on the test model."""
-    return run_pipeline(*TINY, config_dirs=DIRS)[2]
+    return run_pipeline(*TINY, config_dirs=TINY_DIRS)[2]
 
 
 # --- selfalign report: -o and what a sweep dir is ----------------------------------------------
@@ -175,10 +172,11 @@ def test_list_and_the_run_summary_piped_are_whole(tmp_path: Path) -> None:
 # --- executor=ray with a cluster address nothing answers at ------------------------------------
 
 
+@pytest.mark.slow
 def test_ray_address_nothing_answers_at_is_exit_3_at_once(tmp_path: Path) -> None:
     pytest.importorskip("ray")
     address = f"127.0.0.1:{closed_port()}"
-    args = ["--config-dir", *DIRS, *TINY, "model=test", "executor=ray", f"ray.address={address}"]
+    args = ["--config-dir", *TINY_DIRS, *TINY, "model=test", "executor=ray", f"ray.address={address}"]
     # the timeout is a hang guard only: Ray itself retried such an address for minutes
     res = subprocess.run(
         [sys.executable, "-m", "selfalign", "run", *args, f"hydra.run.dir={tmp_path / 'run'}"],
@@ -220,7 +218,7 @@ def test_load_reads_a_previous_runs_dataset_with_provenance(run_dir: Path, tmp_p
     first = [json.loads(line) for line in (run_dir / "dataset.jsonl").read_text().splitlines()]
     chained = [
         "--config-dir",
-        *DIRS,
+        *TINY_DIRS,
         *TINY,
         "model=test",
         f"pipeline.stages.load.path={run_dir / 'dataset.jsonl'}",

@@ -5,27 +5,18 @@ retries to spare no row may be lost and the run exits 0. Counts only, no timings
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 from helpers import ROOT, cli
 
-sys.path.insert(0, str(ROOT / "tests"))
-from mockserver import MockServer  # noqa: E402
-
 BENCH = ROOT / "benchmarks" / "llm_client"  # its 2-stage pipeline: an instruction, then a response
 N = 120
 
 
-@pytest.fixture
-def faulty_mock():
-    server = MockServer(latency_s=0.005, rate_429=0.05, rate_500=0.05, retry_after="0", seed=20).start()
-    yield server
-    server.stop()
-
-
-def test_ten_percent_faults_lose_no_row(tmp_path: Path, faulty_mock: MockServer) -> None:
+@pytest.mark.mock_faults(latency_s=0.005, rate_429=0.05, rate_500=0.05, retry_after="0", seed=20)
+def test_ten_percent_faults_lose_no_row(tmp_path: Path, mock_server) -> None:
+    faulty_mock = mock_server
     data = tmp_path / "topics.jsonl"
     data.write_text("".join(json.dumps({"topic": f"subject number {i}"}) + "\n" for i in range(N)))
     run_dir = tmp_path / "run"

@@ -17,19 +17,13 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import FIXTURES, ROOT, cli
+from helpers import ROOT, TINY_CLI, cli
 
 sys.path.insert(0, str(ROOT / "tests"))
 from mockserver import MockServer  # noqa: E402
 
 N = 24  # input questions; answer.n=1, so the dataset has one row per question
-
-
-@pytest.fixture
-def mock():
-    server = MockServer(latency_s=0.3).start()
-    yield server
-    server.stop()
+pytestmark = pytest.mark.mock_faults(latency_s=0.3)
 
 
 @pytest.fixture
@@ -40,30 +34,27 @@ def data(tmp_path: Path) -> Path:
     return path
 
 
-def command(mock: MockServer, run_dir: Path, *extra: str) -> list[str]:
+def command(mock_server: MockServer, run_dir: Path, *extra: str) -> list[str]:
     return [
         sys.executable,
         "-m",
         "selfalign",
         "run",
-        "--config-dir",
-        str(FIXTURES / "conf"),
-        "pipeline=tiny",
-        f"prompts.search_path=[{FIXTURES / 'prompts'}]",
+        *TINY_CLI,
         "pipeline.order=[load,clean,answer,export]",
         "pipeline.stages.answer.n=1",
         "model=openai_compatible",
         "model.name=mock",
-        f"model.api_base={mock.url}",
+        f"model.api_base={mock_server.url}",
         f"hydra.run.dir={run_dir}",
         *extra,
     ]
 
 
-def start(mock: MockServer, run_dir: Path, data: Path, *extra: str) -> subprocess.Popen:
+def start(mock_server: MockServer, run_dir: Path, data: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "TINY_DATA": str(data)}
     pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
-    return subprocess.Popen(command(mock, run_dir, *extra), cwd=ROOT, env=env, **pipes)
+    return subprocess.Popen(command(mock_server, run_dir, *extra), cwd=ROOT, env=env, **pipes)
 
 
 def finish(proc: subprocess.Popen) -> tuple[int, str]:
@@ -71,14 +62,14 @@ def finish(proc: subprocess.Popen) -> tuple[int, str]:
     return proc.returncode, err
 
 
-def wait_for_calls(mock: MockServer, proc: subprocess.Popen, n: int) -> None:
+def wait_for_calls(mock_server: MockServer, proc: subprocess.Popen, n: int) -> None:
     """Until the run has sent `n` model calls (it holds its run dir by then)."""
     for _ in range(1200):
-        if mock.requests >= n:
+        if mock_server.requests >= n:
             return
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         time.sleep(0.05)
-    raise AssertionError(f"the run sent {mock.requests} calls, not {n}")
+    raise AssertionError(f"the run sent {mock_server.requests} calls, not {n}")
 
 
 def questions(run_dir: Path) -> list[str]:
@@ -102,16 +93,16 @@ EXPECTED = sorted(f"Question number {i} about things?" for i in range(N))
 
 
 def test_second_run_into_a_live_dir_exits_2_and_writes_nothing(
-    tmp_path: Path, mock: MockServer, data: Path
+    tmp_path: Path, mock_server: MockServer, data: Path
 ) -> None:
     run_dir = tmp_path / "same"
-    first = start(mock, run_dir, data)
+    first = start(mock_server, run_dir, data)
     try:
-        wait_for_calls(mock, first, 1)
+        wait_for_calls(mock_server, first, 1)
         # The first run stands still while the second one tries: nothing in the dir may change.
         first.send_signal(signal.SIGSTOP)
         before = snapshot(run_dir)
-        second = start(mock, run_dir, data, "seed=7")  # an override the first run does not have
+        second = start(mock_server, run_dir, data, "seed=7")  # an override the first run does not have
         rc, err = finish(second)
         after = snapshot(run_dir)
         # reading a live dir needs no lock: its report, written elsewhere
@@ -133,17 +124,17 @@ def test_second_run_into_a_live_dir_exits_2_and_writes_nothing(
     assert (run_dir / ".selfalign.lock").read_text() == ""  # released: no pid left behind
 
 
-def test_kill_9_leaves_no_stale_lock(tmp_path: Path, mock: MockServer, data: Path) -> None:
+def test_kill_9_leaves_no_stale_lock(tmp_path: Path, mock_server: MockServer, data: Path) -> None:
     run_dir = tmp_path / "killed"
-    proc = start(mock, run_dir, data)
+    proc = start(mock_server, run_dir, data)
     try:
-        wait_for_calls(mock, proc, 4)
+        wait_for_calls(mock_server, proc, 4)
         proc.send_signal(signal.SIGKILL)
         proc.wait(60)
     finally:
         proc.kill()
     assert json.loads((run_dir / ".selfalign.lock").read_text())["pid"] == proc.pid  # a dead pid
-    rc, err = finish(start(mock, run_dir, data))
+    rc, err = finish(start(mock_server, run_dir, data))
     assert rc == 0, err[-3000:]
     assert questions(run_dir) == EXPECTED
     assert manifest(run_dir)["status"] == "ok"
@@ -151,12 +142,12 @@ def test_kill_9_leaves_no_stale_lock(tmp_path: Path, mock: MockServer, data: Pat
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupt_is_one_line_and_the_rerun_resumes(
-    tmp_path: Path, mock: MockServer, data: Path, sig: signal.Signals, code: int
+    tmp_path: Path, mock_server: MockServer, data: Path, sig: signal.Signals, code: int
 ) -> None:
     run_dir = tmp_path / "interrupted"
-    proc = start(mock, run_dir, data)
+    proc = start(mock_server, run_dir, data)
     try:
-        wait_for_calls(mock, proc, 8)  # calls in flight (concurrency 16, 0.3 s each)
+        wait_for_calls(mock_server, proc, 8)  # calls in flight (concurrency 16, 0.3 s each)
         proc.send_signal(sig)
         rc, err = finish(proc)
     finally:
@@ -169,14 +160,14 @@ def test_interrupt_is_one_line_and_the_rerun_resumes(
     assert manifest(run_dir)["status"] == "interrupted"
     assert not (run_dir / "dataset.jsonl").exists()
 
-    sent = mock.requests
-    rc, err = finish(start(mock, run_dir, data))
+    sent = mock_server.requests
+    rc, err = finish(start(mock_server, run_dir, data))
     assert rc == 0, err[-3000:]
     assert questions(run_dir) == EXPECTED  # what an uninterrupted run ends with
     assert manifest(run_dir)["status"] == "ok" and manifest(run_dir)["attempt"] == 2
     # the calls answered before the signal came from the cache, not from the server again
-    assert mock.requests - sent == N - manifest(run_dir)["llm_attempt"]["cache_hits"]
-    rc, err = finish(start(mock, tmp_path / "uninterrupted", data))
+    assert mock_server.requests - sent == N - manifest(run_dir)["llm_attempt"]["cache_hits"]
+    rc, err = finish(start(mock_server, tmp_path / "uninterrupted", data))
     assert rc == 0, err[-3000:]
     assert rows(run_dir) == rows(tmp_path / "uninterrupted")
 
@@ -192,8 +183,7 @@ def test_a_sweep_into_a_live_sweep_dir_exits_2_before_any_job(tmp_path: Path) ->
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(sweep)], cwd=ROOT, stdout=subprocess.PIPE)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == b"held"
-        args = ["run", "-m", "--config-dir", str(FIXTURES / "conf"), "pipeline=tiny", "model=test"]
-        args += [f"prompts.search_path=[{FIXTURES / 'prompts'}]", "temperature=0.2,0.8"]
+        args = ["run", "-m", *TINY_CLI, "model=test", "temperature=0.2,0.8"]
         res = cli(*args, f"hydra.sweep.dir={sweep}")
     finally:
         holder.kill()
@@ -204,14 +194,17 @@ def test_a_sweep_into_a_live_sweep_dir_exits_2_before_any_job(tmp_path: Path) ->
     assert [p.name for p in sweep.iterdir()] == [".selfalign.lock"]  # no job started
 
 
-def test_sigterm_under_ray_is_the_same_clean_stop(tmp_path: Path, mock: MockServer, data: Path) -> None:
+@pytest.mark.slow
+def test_sigterm_under_ray_is_the_same_clean_stop(
+    tmp_path: Path, mock_server: MockServer, data: Path
+) -> None:
     pytest.importorskip("ray")
     run_dir = tmp_path / "ray"
     # ray.init sets a SIGTERM handler that aborts the driver with a C++ stack dump (exit -6)
     ray = ["executor=ray", "ray.num_cpus=2", "ray.num_workers=1", "ray.block_rows=2"]
-    proc = start(mock, run_dir, data, *ray)
+    proc = start(mock_server, run_dir, data, *ray)
     try:
-        wait_for_calls(mock, proc, 4)
+        wait_for_calls(mock_server, proc, 4)
         proc.send_signal(signal.SIGTERM)
         rc, err = finish(proc)
     finally:

@@ -15,35 +15,20 @@ import uuid
 from pathlib import Path
 
 import pytest
-from helpers import FIXTURES, ROOT, cli
+from helpers import ROOT, TINY_CLI, TINY_ON_MOCK, cli
 
 sys.path.insert(0, str(ROOT / "tests"))
-from mockserver import MockServer  # noqa: E402
 
 CANARY = f"sk-canary-{uuid.uuid4().hex}"
 ENV = "SELFALIGN_CANARY_KEY"
-TINY = [
-    "--config-dir",
-    str(FIXTURES / "conf"),
-    "pipeline=tiny",
-    f"prompts.search_path=[{FIXTURES / 'prompts'}]",
-    "pipeline.order=[load,clean,answer,export]",
-    "model=openai_compatible",
-    "model.name=mock",
-]
+TINY = [*TINY_CLI, *TINY_ON_MOCK]
 # every documented and undocumented place a key can be put, all with the same canary
 KEYED = [
     f"model.api_key_env={ENV}",
     f"model.extra_params={{api_key: {CANARY}, headers: {{X-Api-Key: {CANARY}}}}}",
     f"pipeline.stages.answer.extra={{user: {CANARY}}}",  # a stage param that is sent as is
 ]
-
-
-@pytest.fixture
-def mock():
-    server = MockServer(require_key=CANARY).start()  # 401 unless `Authorization: Bearer CANARY`
-    yield server
-    server.stop()
+pytestmark = pytest.mark.mock_faults(require_key=CANARY)  # 401 unless `Authorization: Bearer CANARY`
 
 
 def _env() -> dict[str, str]:
@@ -59,16 +44,18 @@ def _said(res) -> str:
     return res.stdout + res.stderr
 
 
-def test_canary_key_is_sent_but_never_written_or_printed(tmp_path: Path, mock) -> None:
-    base = f"model.api_base={mock.url}"
+def test_canary_key_is_sent_but_never_written_or_printed(tmp_path: Path, mock_server) -> None:
+    base = f"model.api_base={mock_server.url}"
     run_dir = tmp_path / "run"
     budget = "budget.max_tokens=1000000"  # so that the budget's record is written and checked too
     res = cli("run", *TINY, base, *KEYED, budget, f"hydra.run.dir={run_dir}", env=_env())
     assert res.returncode == 0, res.stderr[-3000:]
     # the real key went out: as the bearer key (the mock answers 401 otherwise) and the header
-    assert mock.requests >= 10 and mock.outcomes.get("401", 0) == 0
-    assert all(h.get("X-Api-Key") == CANARY for h in mock.headers)
-    assert all(b.get("user") == CANARY and "api_key" not in b and "headers" not in b for b in mock.bodies)
+    assert mock_server.requests >= 10 and mock_server.outcomes.get("401", 0) == 0
+    assert all(h.get("X-Api-Key") == CANARY for h in mock_server.headers)
+    assert all(
+        b.get("user") == CANARY and "api_key" not in b and "headers" not in b for b in mock_server.bodies
+    )
     printed = [_said(res)]
     for name in ("config.yaml", ".hydra/config.yaml", ".hydra/overrides.yaml", ".hydra/hydra.yaml"):
         assert "***" in (run_dir / name).read_text(), name  # redacted, not dropped

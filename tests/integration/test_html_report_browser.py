@@ -12,12 +12,11 @@ from typing import Any
 
 import pytest
 from browser import Browser, Page, find_chromium
-from helpers import FIXTURES, PIPELINES, ROOT, cli
+from helpers import PIPELINES, ROOT, TINY, TINY_DIRS, cli
 
 from selfalign.errors import SelfAlignError
 
-TINY = ["pipeline=tiny", f"prompts.search_path=[{FIXTURES / 'prompts'}]"]
-DIRS = [str(FIXTURES / "conf")]
+pytestmark = pytest.mark.slow  # a headless browser
 EVIL = '<script>window.__xss = 1</script><img src=x onerror="alert(1)">'
 
 
@@ -120,7 +119,10 @@ def test_failed_run_with_markup_in_model_text(run_pipeline, test_model, browser,
     test_model.queue(*[f"Answer {EVIL}"] * 10, *[f"No score. {EVIL}"] * 60)
     with pytest.raises(SelfAlignError):
         run_pipeline(
-            *TINY, "pipeline.stages.judge.max_failure_rate=1.0", config_dirs=DIRS, run_dir=tmp_path / "evil"
+            *TINY,
+            "pipeline.stages.judge.max_failure_rate=1.0",
+            config_dirs=TINY_DIRS,
+            run_dir=tmp_path / "evil",
         )
     page = browser.open(tmp_path / "evil" / "report.html")
     assert page.errors == []  # an injected script would be blocked by the CSP, and logged
@@ -135,7 +137,7 @@ def test_sweep_report_2x2_in_browser(tmp_path, browser):
         "run",
         "-m",
         "--config-dir",
-        DIRS[0],
+        TINY_DIRS[0],
         *TINY,
         "model=test",
         "temperature=0.2,0.8",

@@ -12,14 +12,8 @@ import time
 
 import pandas as pd
 import pytest
-from helpers import FIXTURES, ROOT, cli
+from helpers import ROOT, TINY_CLI, cli
 
-CONF = [
-    "--config-dir",
-    str(FIXTURES / "conf"),
-    "pipeline=tiny",
-    f"prompts.search_path=[{FIXTURES / 'prompts'}]",
-]
 JOBLIB = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
 SWEEP_2X2 = ["temperature=0.2,0.8", "pipeline.stages.answer.n=2,3"]
 
@@ -29,7 +23,7 @@ def _sweep(
 ) -> tuple[subprocess.CompletedProcess, object]:
     sweep = tmp_path / name
     env = {"SELFALIGN_CACHE": str(tmp_path / f"{cache}.sqlite")}
-    res = cli("run", "-m", *CONF, *args, f"hydra.sweep.dir={sweep}", env=env, cwd=ROOT)
+    res = cli("run", "-m", *TINY_CLI, *args, f"hydra.sweep.dir={sweep}", env=env, cwd=ROOT)
     return res, sweep
 
 
@@ -65,7 +59,7 @@ def _standin_cmd(tmp_path, *args: str) -> list[str]:
     fake.write_bytes(b"not a model")  # a job that started its own server would fail on this
     cmd = [sys.executable, str(ROOT / "tests" / "standin_server.py"), str(tmp_path / "servers.log")]
     # no cache: which job's identical requests hit it would depend on the jobs' timing
-    cmd += ["run", "-m", *CONF, "model=local", f"model.path={fake}", "cache.enabled=false"]
+    cmd += ["run", "-m", *TINY_CLI, "model=local", f"model.path={fake}", "cache.enabled=false"]
     return [
         *cmd,
         "pipeline.order=[load,clean,answer,export]",
@@ -134,7 +128,9 @@ def test_real_embedded_model_one_server_for_two_jobs(tmp_path):
     sweep = tmp_path / "s"
     args = ["model=local", "model.n_ctx=512", "model.n_parallel=1", "pipeline.order=[load,answer,export]"]
     args += ["pipeline.stages.answer.n=1", "pipeline.stages.answer.max_tokens=4", "temperature=0.2,0.8"]
-    res = cli("run", "-m", *CONF, *args, *JOBLIB, f"hydra.sweep.dir={sweep}", env={"TINY_DATA": str(data)})
+    res = cli(
+        "run", "-m", *TINY_CLI, *args, *JOBLIB, f"hydra.sweep.dir={sweep}", env={"TINY_DATA": str(data)}
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert (sweep / "llama_server.log").is_file() and not list(sweep.glob("*/llama_server.log"))
     summary = pd.read_csv(sweep / "sweep_summary.csv")

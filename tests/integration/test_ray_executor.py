@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import PIPELINES, ROOT, cli
+from helpers import NUMERIC_NOISE, OUTPUTS, PIPELINES, ROOT, cli, compared_files, same_up_to_noise
 from mockserver import MockServer
-from test_golden_outputs import NUMERIC_NOISE, OUTPUTS, compared_files, same_up_to_noise
 
 from selfalign import api
 from selfalign.errors import EXIT_BUDGET, EXIT_CONFIG, EXIT_RUN_FAILED, ConfigError, RunFailed
@@ -56,6 +55,7 @@ def _figures(manifest: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pipeline", PIPELINES)
 def test_ray_gives_the_local_dataset(pipeline: str, tmp_path: Path, local_ray: None) -> None:
     local = _run(pipeline, tmp_path / "local", tmp_path / "local.sqlite")
@@ -76,6 +76,7 @@ def test_ray_gives_the_local_dataset(pipeline: str, tmp_path: Path, local_ray: N
     assert again["llm_totals"]["cache_hits"] == local["llm_totals"]["requests"]
 
 
+@pytest.mark.slow
 def test_rerun_reuses_every_stage(tmp_path: Path, local_ray: None) -> None:
     first = _run("almost", tmp_path / "run", tmp_path / "c.sqlite", *RAY)
     again = _run("almost", tmp_path / "run", tmp_path / "c.sqlite", *RAY)
@@ -84,6 +85,7 @@ def test_rerun_reuses_every_stage(tmp_path: Path, local_ray: None) -> None:
     assert _figures(again)["totals"] == _figures(first)["totals"]
 
 
+@pytest.mark.slow
 def test_one_budget_for_all_workers(tmp_path: Path, local_ray: None) -> None:
     """A token cap below what the run needs stops it inside the segment the workers run; what
     every worker spent is settled in the one budget; a re-run with more finishes the dataset."""
@@ -145,34 +147,32 @@ def _two_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, run: s
     return tmp_path / run / "dataset.jsonl"
 
 
+@pytest.mark.slow
+@pytest.mark.mock_faults(latency_s=0.05)
 def test_workers_share_the_endpoints_concurrency(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local_ray: None
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local_ray: None, mock_server: MockServer
 ) -> None:
     """model.concurrency=4 over 2 workers: 2 each, so the endpoint never sees more than 4 in
     flight, and it sees more than one worker's 2 (both work at once)."""
-    mock = MockServer(latency_s=0.05).start()
-    try:
-        local = _two_stage(tmp_path, monkeypatch, mock.url, "local", "model.concurrency=4")
-        mock.reset()
-        remote = _two_stage(tmp_path, monkeypatch, mock.url, "ray", "model.concurrency=4", *RAY)
-        assert 2 < mock.max_in_flight <= 4
-    finally:
-        mock.stop()
+    local = _two_stage(tmp_path, monkeypatch, mock_server.url, "local", "model.concurrency=4")
+    mock_server.reset()
+    remote = _two_stage(tmp_path, monkeypatch, mock_server.url, "ray", "model.concurrency=4", *RAY)
+    assert 2 < mock_server.max_in_flight <= 4
     assert remote.read_bytes() == local.read_bytes()
     assert len(remote.read_text().splitlines()) == 40
 
 
+@pytest.mark.slow
+@pytest.mark.mock_faults(rate_500=1.0)
 def test_a_workers_error_is_the_runs_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local_ray: None
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local_ray: None, mock_server: MockServer
 ) -> None:
     """Every call fails inside a worker: the driver raises the same RunFailed (exit 3, the
     stage and the fix named) and the manifest says failed."""
-    mock = MockServer(rate_500=1.0).start()
-    try:
-        with pytest.raises(RunFailed, match=r"pipeline.stages.instruction.max_failure_rate") as err:
-            _two_stage(tmp_path, monkeypatch, mock.url, "ray", "preflight=false", "model.max_retries=0", *RAY)
-    finally:
-        mock.stop()
+    with pytest.raises(RunFailed, match=r"pipeline.stages.instruction.max_failure_rate") as err:
+        _two_stage(
+            tmp_path, monkeypatch, mock_server.url, "ray", "preflight=false", "model.max_retries=0", *RAY
+        )
     assert err.value.exit_code == EXIT_RUN_FAILED
     manifest = json.loads((tmp_path / "ray" / "manifest.json").read_text())
     assert manifest["status"] == "failed" and manifest["exit_code"] == EXIT_RUN_FAILED

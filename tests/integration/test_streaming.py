@@ -8,15 +8,13 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import FIXTURES
-from test_golden_outputs import NUMERIC_NOISE, same_up_to_noise
+from helpers import NUMERIC_NOISE, TINY, TINY_DIRS, same_up_to_noise
 
 from selfalign import api
 from selfalign.llm.limits import PRIORITY, AdaptiveLimit
 from selfalign.segments import chunks, split
 
-TINY = ["pipeline=tiny", f"prompts.search_path=[{FIXTURES / 'prompts'}]", "model=test"]
-DIRS = [str(FIXTURES / "conf")]
+TEST_TINY = [*TINY, "model=test"]
 TWO_CALLS = "pipeline.order=[load,clean,answer,judge,best]"
 
 
@@ -34,7 +32,7 @@ def stage_order(test_model) -> list[str]:
 
 def test_rows_reach_the_next_stage_before_the_first_stage_is_done(tmp_path, questions, test_model):
     # 2 slots → 4 chunks in flight: row 4 cannot start before row 0 is through
-    api.run([*TINY, TWO_CALLS, "chunk_rows=1", "model.concurrency=2"], tmp_path / "run", DIRS)
+    api.run([*TEST_TINY, TWO_CALLS, "chunk_rows=1", "model.concurrency=2"], tmp_path / "run", TINY_DIRS)
     order = stage_order(test_model)
     assert order.count("answer") == 40 and order.count("judge") == 40  # 20 rows × n=2
     last_answer = len(order) - 1 - order[::-1].index("answer")
@@ -42,15 +40,15 @@ def test_rows_reach_the_next_stage_before_the_first_stage_is_done(tmp_path, ques
 
 
 def test_stage_by_stage_waits_for_every_row(tmp_path, questions, test_model):
-    api.run([*TINY, TWO_CALLS, "stream=false"], tmp_path / "run", DIRS)
+    api.run([*TEST_TINY, TWO_CALLS, "stream=false"], tmp_path / "run", TINY_DIRS)
     order = stage_order(test_model)
     assert order == ["answer"] * 40 + ["judge"] * 40
 
 
 def test_streamed_and_stage_by_stage_runs_agree_and_share_the_cache(tmp_path, questions, test_model):
-    _, streamed = api.run([*TINY, "chunk_rows=3"], tmp_path / "a", DIRS)
+    _, streamed = api.run([*TEST_TINY, "chunk_rows=3"], tmp_path / "a", TINY_DIRS)
     calls = len(test_model.requests)
-    _, staged = api.run([*TINY, "stream=false"], tmp_path / "b", DIRS)
+    _, staged = api.run([*TEST_TINY, "stream=false"], tmp_path / "b", TINY_DIRS)
     assert len(test_model.requests) == calls  # the same cache keys: the cache answered all
     for name in ("dataset.jsonl", "sft.jsonl"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
@@ -61,15 +59,15 @@ def test_streamed_and_stage_by_stage_runs_agree_and_share_the_cache(tmp_path, qu
 
 
 def test_a_resumed_streamed_run_reuses_every_stage(tmp_path, questions, test_model):
-    api.run([*TINY, "chunk_rows=4"], tmp_path / "run", DIRS)
+    api.run([*TEST_TINY, "chunk_rows=4"], tmp_path / "run", TINY_DIRS)
     calls = len(test_model.requests)
-    _, again = api.run([*TINY, "chunk_rows=4"], tmp_path / "run", DIRS)
+    _, again = api.run([*TEST_TINY, "chunk_rows=4"], tmp_path / "run", TINY_DIRS)
     assert len(test_model.requests) == calls
     assert all(s.get("reused") for s in again["stages"])
 
 
 def test_segments_of_the_tiny_pipeline(tmp_path, questions):
-    built = api.validate([*TINY], DIRS)
+    built = api.validate([*TEST_TINY], TINY_DIRS)
     shape = [[s.name for s in seg.stages] for seg in split(built.stages)]
     assert shape == [["load"], ["clean", "answer", "judge", "best"], ["export"]]
 
@@ -129,8 +127,8 @@ def test_shipped_pipelines_stream_to_the_same_files(pipeline: str, tmp_path: Pat
 
 
 def test_a_batched_stage_is_a_barrier(tmp_path, questions):
-    hosted = [*TINY[:2], "model=openai", "pipeline.stages.judge.batch=true"]
-    built = api.validate(hosted, DIRS)
+    hosted = [*TEST_TINY[:2], "model=openai", "pipeline.stages.judge.batch=true"]
+    built = api.validate(hosted, TINY_DIRS)
     shape = [[s.name for s in seg.stages] for seg in split(built.stages)]
     assert shape == [["load"], ["clean", "answer"], ["judge"], ["best"], ["export"]]
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import FIXTURES, ROOT, cli
+from helpers import ROOT, TINY, TINY_DIRS, cli
 
 from selfalign import api
 from selfalign.errors import (
@@ -25,17 +25,8 @@ from selfalign.errors import (
 sys.path.insert(0, str(ROOT / "tests"))
 from mockserver import MockServer  # noqa: E402
 
-TINY = ["pipeline=tiny", f"prompts.search_path=[{FIXTURES / 'prompts'}]"]
-DIRS = [str(FIXTURES / "conf")]
 DEAD = ["model=openai_compatible", "model.name=x", "model.api_base=http://127.0.0.1:1/v1"]
 FAST = ["model.max_retries=0", "model.backoff_base_s=0.01", "model.backoff_max_s=0.01"]
-
-
-@pytest.fixture
-def mock():
-    server = MockServer().start()
-    yield server
-    server.stop()
 
 
 def on_mock(server: MockServer) -> list[str]:
@@ -86,7 +77,7 @@ def test_too_many_failed_calls_stop_the_run(tmp_path, test_model):
                 "pipeline.order=[load,clean,answer,judge,export]",
             ],
             tmp_path / "run",
-            config_dirs=DIRS,
+            config_dirs=TINY_DIRS,
         )
     m = manifest(tmp_path / "run")
     stages = {s["name"]: s for s in m["stages"]}
@@ -103,7 +94,7 @@ def test_too_many_failed_calls_stop_the_run(tmp_path, test_model):
             "pipeline.order=[load,clean,answer,judge,export]",
         ],
         tmp_path / "run2",
-        config_dirs=DIRS,
+        config_dirs=TINY_DIRS,
     )
     assert ok["status"] == "ok"
 
@@ -111,10 +102,12 @@ def test_too_many_failed_calls_stop_the_run(tmp_path, test_model):
 def test_a_run_with_no_rows_is_not_a_success(tmp_path):
     drop_all = "pipeline.stages.clean.rules=[{column: question, op: min_words, value: 99}]"
     with pytest.raises(RunFailed, match="0 rows"):
-        api.run([*TINY, "model=test", drop_all], tmp_path / "run", config_dirs=DIRS)
+        api.run([*TINY, "model=test", drop_all], tmp_path / "run", config_dirs=TINY_DIRS)
     assert manifest(tmp_path / "run")["status"] == "failed"
     assert (tmp_path / "run" / "dataset.jsonl").exists()  # what it made is still written
-    _, m = api.run([*TINY, "model=test", drop_all, "allow_empty=true"], tmp_path / "ok", config_dirs=DIRS)
+    _, m = api.run(
+        [*TINY, "model=test", drop_all, "allow_empty=true"], tmp_path / "ok", config_dirs=TINY_DIRS
+    )
     assert m["status"] == "ok" and m["rows"] == 0
 
 
@@ -135,11 +128,11 @@ def test_a_stage_that_drops_every_row_passes_an_empty_table_on(tmp_path, stream)
 
 
 # ---- 2. re-runs keep the record and retry what failed ---------------------------------------
-def test_rerun_retries_only_the_failed_calls_and_keeps_the_history(tmp_path, mock):
-    mock.configure(fail_when={"plants": "500"})  # one of the five questions always fails
-    args = [*TINY, *on_mock(mock), "pipeline.order=[load,clean,answer]"]
+def test_rerun_retries_only_the_failed_calls_and_keeps_the_history(tmp_path, mock_server):
+    mock_server.configure(fail_when={"plants": "500"})  # one of the five questions always fails
+    args = [*TINY, *on_mock(mock_server), "pipeline.order=[load,clean,answer]"]
     run_dir = tmp_path / "run"
-    df, m1 = api.run(args, run_dir, config_dirs=DIRS)
+    df, m1 = api.run(args, run_dir, config_dirs=TINY_DIRS)
     answer = {s["name"]: s for s in m1["stages"]}["answer"]
     assert answer["failed_calls"] == 2 and answer["drops"] == {"llm_error": 2}
     assert len(df) == 8 and m1["attempt"] == 1  # 5 questions × 2 samples, 2 failed
@@ -147,29 +140,29 @@ def test_rerun_retries_only_the_failed_calls_and_keeps_the_history(tmp_path, moc
     assert len(first) == 2 and all(r["attempt"] == 1 for r in first)
     assert {r["sample"] for r in first} == {0, 1} and {r["row_id"] for r in first} == {"1"}
 
-    mock.configure(fail_when={})  # the endpoint recovered
-    mock.reset()
-    df2, m2 = api.run(args, run_dir, config_dirs=DIRS)
-    assert mock.requests == 2  # only the two failed calls; the cache answered the rest
+    mock_server.configure(fail_when={})  # the endpoint recovered
+    mock_server.reset()
+    df2, m2 = api.run(args, run_dir, config_dirs=TINY_DIRS)
+    assert mock_server.requests == 2  # only the two failed calls; the cache answered the rest
     assert len(df2) == 10 and m2["attempt"] == 2 and m2["llm_attempt"]["sent"] == 2
     assert [r["attempt"] for r in rejected(run_dir)] == [1, 1]  # history kept, nothing new
 
-    mock.reset()
-    _, m3 = api.run(args, run_dir, config_dirs=DIRS)  # nothing left to retry: all reused
-    assert mock.requests == 0 and all(s["reused"] for s in m3["stages"])
+    mock_server.reset()
+    _, m3 = api.run(args, run_dir, config_dirs=TINY_DIRS)  # nothing left to retry: all reused
+    assert mock_server.requests == 0 and all(s["reused"] for s in m3["stages"])
     kept = {s["name"]: s for s in m3["stages"]}
     assert kept["clean"]["drops"] == {"too_short": 1}  # reused stages keep their stats
     assert m3["llm_totals"]["requests"] >= 8
 
 
-def test_retry_failed_false_keeps_the_partial_stage(tmp_path, mock):
-    mock.configure(fail_when={"plants": "500"})
-    args = [*TINY, *on_mock(mock), "pipeline.order=[load,clean,answer]"]
-    api.run(args, tmp_path / "run", config_dirs=DIRS)
-    mock.configure(fail_when={})
-    mock.reset()
-    df, _ = api.run([*args, "retry_failed=false"], tmp_path / "run", config_dirs=DIRS)
-    assert mock.requests == 0 and len(df) == 8
+def test_retry_failed_false_keeps_the_partial_stage(tmp_path, mock_server):
+    mock_server.configure(fail_when={"plants": "500"})
+    args = [*TINY, *on_mock(mock_server), "pipeline.order=[load,clean,answer]"]
+    api.run(args, tmp_path / "run", config_dirs=TINY_DIRS)
+    mock_server.configure(fail_when={})
+    mock_server.reset()
+    df, _ = api.run([*args, "retry_failed=false"], tmp_path / "run", config_dirs=TINY_DIRS)
+    assert mock_server.requests == 0 and len(df) == 8
 
 
 def test_rejected_attempts_agree_with_the_reason(tmp_path, test_model):
@@ -184,7 +177,7 @@ def test_rejected_attempts_agree_with_the_reason(tmp_path, test_model):
             "pipeline.order=[load,clean,answer,judge]",
         ],
         tmp_path / "run",
-        config_dirs=DIRS,
+        config_dirs=TINY_DIRS,
     )
     recs = rejected(tmp_path / "run")
     assert recs and all(r["attempts"] == 3 and r["samples_tried"] == 3 for r in recs)
@@ -281,7 +274,7 @@ def test_run_log_holds_the_run_and_progress_lines_without_a_tty(tmp_path):
         "model=test",
         "progress_every_s=0",
         "--config-dir",
-        DIRS[0],
+        TINY_DIRS[0],
         f"hydra.run.dir={tmp_path / 'run'}",
     )
     assert res.returncode == 0, res.stderr
@@ -296,10 +289,10 @@ def test_checkpoints_store_a_long_text_once(tmp_path, monkeypatch):
     data = tmp_path / "big.jsonl"
     data.write_text(json.dumps({"question": "Why? " + text}) + "\n")
     monkeypatch.setenv("TINY_DATA", str(data))
-    df, _ = api.run([*TINY, "model=test"], tmp_path / "run", config_dirs=DIRS)
+    df, _ = api.run([*TINY, "model=test"], tmp_path / "run", config_dirs=TINY_DIRS)
     stage_bytes = sum(p.stat().st_size for p in (tmp_path / "run" / "stages").rglob("*") if p.is_file())
     assert stage_bytes < 2.5 * len(text)  # not six copies of it
-    again, m = api.run([*TINY, "model=test"], tmp_path / "run", config_dirs=DIRS)
+    again, m = api.run([*TINY, "model=test"], tmp_path / "run", config_dirs=TINY_DIRS)
     assert all(s["reused"] for s in m["stages"]) and again.equals(df)
 
 
@@ -308,7 +301,7 @@ def test_checkpoints_store_a_long_text_once(tmp_path, monkeypatch):
     [("[load,clean,answer]", 10), ("[load,clean,answer,judge]", 20)],  # one stage; a segment of two
     ids=["mid_stage", "mid_segment"],
 )
-def test_kill_9_then_resume_repeats_no_completed_call(tmp_path, mock, order, calls):
+def test_kill_9_then_resume_repeats_no_completed_call(tmp_path, mock_server, order, calls):
     # (the judge keeps the mock's reply as text: the score parser would reject it)
     import os
     import signal
@@ -316,7 +309,7 @@ def test_kill_9_then_resume_repeats_no_completed_call(tmp_path, mock, order, cal
     import subprocess
     import time
 
-    mock.configure(latency_s=0.3)
+    mock_server.configure(latency_s=0.3)
     cache = tmp_path / "cache.sqlite"
     env = {**os.environ, "SELFALIGN_CACHE": str(cache)}
     args = [
@@ -325,18 +318,18 @@ def test_kill_9_then_resume_repeats_no_completed_call(tmp_path, mock, order, cal
         "selfalign",
         "run",
         *TINY,
-        *on_mock(mock),
+        *on_mock(mock_server),
         "model.concurrency=2",
         f"pipeline.order={order}",
         "~pipeline.stages.judge.parser",
         "chunk_rows=1",
         "--config-dir",
-        DIRS[0],
+        TINY_DIRS[0],
         f"hydra.run.dir={tmp_path / 'run'}",
     ]
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(600):  # bounded wait (≤ 60 s) until some, not all, calls were answered
-        if mock.requests >= 5 or proc.poll() is not None:
+        if mock_server.requests >= 5 or proc.poll() is not None:
             break
         time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
@@ -344,11 +337,11 @@ def test_kill_9_then_resume_repeats_no_completed_call(tmp_path, mock, order, cal
     with sqlite3.connect(cache) as db:
         done = db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
     assert 0 < done < calls  # killed in the middle
-    mock.configure(latency_s=0.0)
-    mock.reset()
+    mock_server.configure(latency_s=0.0)
+    mock_server.reset()
     res = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
-    assert mock.requests == calls - done  # nothing that had completed was sent again
+    assert mock_server.requests == calls - done  # nothing that had completed was sent again
     m = manifest(tmp_path / "run")
     assert m["rows"] == 10 and m["attempt"] == 2
 

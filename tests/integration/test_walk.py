@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import FIXTURES, ROOT
+from helpers import ROOT, TINY_DIRS
+from helpers import TINY as TINY_ARGS
 
 from selfalign import aio, api
 from selfalign.checkpoint import Stored
@@ -17,8 +18,8 @@ from selfalign.hydra_setup import compose_config
 from selfalign.runner import Built, build
 from selfalign.segments import split
 
-TINY = ["pipeline=tiny", f"prompts.search_path=[{FIXTURES / 'prompts'}]", "model=test"]
-DIRS = [str(FIXTURES / "conf")]
+TINY = [*TINY_ARGS, "model=test"]
+DIRS = TINY_DIRS
 
 
 @pytest.fixture

@@ -4,7 +4,10 @@ import os
 import subprocess
 import sys
 
-from helpers import FIXTURES, ROOT
+import pytest
+from helpers import FIXTURES, ROOT, TINY_CLI
+
+pytestmark = pytest.mark.slow  # builds and installs a wheel
 
 
 def test_wheel_install_runs_outside_checkout(tmp_path):
@@ -57,11 +60,8 @@ def test_wheel_install_runs_outside_checkout(tmp_path):
     assert listed.returncode == 0, listed.stderr
     res = sa(
         "run",
-        "--config-dir",
-        str(FIXTURES / "conf"),
-        "pipeline=tiny",
+        *TINY_CLI,
         "model=test",
-        f"prompts.search_path=[{FIXTURES / 'prompts'}]",
         f"hydra.run.dir={tmp_path / 'r'}",
     )
     assert res.returncode == 0, res.stderr[-2000:]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import FIXTURES
+from helpers import TINY, TINY_DIRS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mock_batch import STEPS, MockBatchServer  # noqa: E402
@@ -27,7 +27,6 @@ from selfalign.llm.batch_api import BatchAPI, batch_api  # noqa: E402
 from selfalign.llm.budget import BudgetExceeded  # noqa: E402
 from selfalign.llm.config import ModelConfig  # noqa: E402
 
-DIRS = [str(FIXTURES / "conf")]
 KEY = "MOCK_BATCH_KEY"
 NAMES = {"openai": "openai/gpt-4o-mini", "anthropic": "anthropic/claude-haiku-4-5"}
 ROWS = 5  # tiny.jsonl: 5 rows → answer: 10 requests (n=2), judge: 10
@@ -49,8 +48,7 @@ def overrides(mock: MockBatchServer, provider: str = "openai", *extra: str) -> l
         f"model.api_base={mock.url}",
         f"model.api_key_env={KEY}",
         "model.price={input_per_mtok: 1000, output_per_mtok: 1000}",  # $0.001 per token
-        "pipeline=tiny",
-        f"prompts.search_path=[{FIXTURES / 'prompts'}]",
+        *TINY,
     ]
     for stage in STAGES:
         args += [f"pipeline.stages.{stage}.batch=true", f"pipeline.stages.{stage}.batch_poll_s=0.001"]
@@ -58,7 +56,7 @@ def overrides(mock: MockBatchServer, provider: str = "openai", *extra: str) -> l
 
 
 def run(mock: MockBatchServer, run_dir: Path, *extra: str, provider: str = "openai") -> dict[str, Any]:
-    return api.run(overrides(mock, provider, *extra), run_dir, config_dirs=DIRS, show_progress=False)[1]
+    return api.run(overrides(mock, provider, *extra), run_dir, config_dirs=TINY_DIRS, show_progress=False)[1]
 
 
 def sizes(mock: MockBatchServer) -> list[int]:
@@ -183,14 +181,14 @@ def test_the_budget_refuses_a_batch_before_it_is_submitted(mock, tmp_path: Path)
 
 
 def test_batch_on_a_model_without_a_batch_api_fails_before_any_call(tmp_path: Path) -> None:
-    args = ["model=test", "pipeline=tiny", f"prompts.search_path=[{FIXTURES / 'prompts'}]"]
+    args = ["model=test", *TINY]
     with pytest.raises(
         ValidationFailed, match=r"pipeline\.stages\.answer\.batch: model .* no batch API"
     ) as e:
-        api.run([*args, "pipeline.stages.answer.batch=true"], tmp_path / "a", config_dirs=DIRS)
+        api.run([*args, "pipeline.stages.answer.batch=true"], tmp_path / "a", config_dirs=TINY_DIRS)
     assert e.value.exit_code == EXIT_CONFIG
     with pytest.raises(ValidationFailed, match="batch_poll_s. must be > 0"):
-        api.run([*args, "pipeline.stages.answer.batch_poll_s=0"], tmp_path / "b", config_dirs=DIRS)
+        api.run([*args, "pipeline.stages.answer.batch_poll_s=0"], tmp_path / "b", config_dirs=TINY_DIRS)
 
 
 def test_a_reattached_batch_that_expired_resubmits_only_what_did_not_run(mock, tmp_path: Path) -> None:

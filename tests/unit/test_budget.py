@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import FIXTURES
+from helpers import TINY, TINY_DIRS
 
 from selfalign import api
 from selfalign.errors import EXIT_BUDGET, ConfigError, ValidationFailed
@@ -28,12 +28,10 @@ from selfalign.llm.budget import (
 )
 from selfalign.llm.config import ModelConfig, Price
 
-DIRS = [str(FIXTURES / "conf")]
 # $1 per 1000 tokens, so $ and tokens are the same figure / 1000
 PRICED = [
     "model=test",
-    "pipeline=tiny",
-    f"prompts.search_path=[{FIXTURES / 'prompts'}]",
+    *TINY,
     "model.price={input_per_mtok: 1000, output_per_mtok: 1000}",
 ]
 TINY_CALLS = 20  # 5 rows: 10 answers (n=2) + 10 judgements
@@ -147,13 +145,13 @@ def test_hosted_model_without_a_price_is_a_config_error() -> None:
 
 def _run(run_dir: Path, *extra: str, cache: Path | None = None) -> dict:
     args = [*PRICED, *extra] + ([f"cache.path={cache}"] if cache else [])
-    return api.run(args, run_dir, config_dirs=DIRS)[1]
+    return api.run(args, run_dir, config_dirs=TINY_DIRS)[1]
 
 
 @pytest.mark.parametrize("concurrency", [1, 16])
 def test_stop_then_resume_repeats_no_call(tmp_path: Path, test_model, concurrency: int) -> None:
     full_df, _ = api.run(
-        [*PRICED, f"cache.path={tmp_path / 'other.sqlite'}"], tmp_path / "full", config_dirs=DIRS
+        [*PRICED, f"cache.path={tmp_path / 'other.sqlite'}"], tmp_path / "full", config_dirs=TINY_DIRS
     )
     assert len(test_model.requests) == TINY_CALLS
     test_model.clear()
@@ -178,7 +176,7 @@ def test_stop_then_resume_repeats_no_call(tmp_path: Path, test_model, concurrenc
         _run(run_dir, conc, "budget.max_usd=0.5")
     assert len(test_model.requests) == first
 
-    df, manifest = api.run([*PRICED, conc, "budget.max_usd=100"], run_dir, config_dirs=DIRS)
+    df, manifest = api.run([*PRICED, conc, "budget.max_usd=100"], run_dir, config_dirs=TINY_DIRS)
     assert len(test_model.requests) == TINY_CALLS  # the rest, and no call twice
     assert manifest["status"] == "ok" and not manifest["budget"]["stopped"]
     assert list(df.answer) == list(full_df.answer)
@@ -196,13 +194,12 @@ def test_unpriced_hosted_model_fails_validation(tmp_path: Path) -> None:
     with pytest.raises(ValidationFailed, match="no price"):
         api.validate(
             [
-                "pipeline=tiny",
-                f"prompts.search_path=[{FIXTURES / 'prompts'}]",
+                *TINY,
                 "model=openai",
                 "model.name=no-such-hosted-model-xyz",
                 "budget.max_usd=1",
             ],
-            config_dirs=DIRS,
+            config_dirs=TINY_DIRS,
         )
 
 
@@ -212,7 +209,7 @@ def test_cli_exits_4_and_shows_the_spend(tmp_path: Path) -> None:
     got = cli(
         "run",
         "--config-dir",
-        DIRS[0],
+        TINY_DIRS[0],
         *PRICED,
         "budget.max_usd=0.5",
         f"hydra.run.dir={tmp_path / 'run'}",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import FIXTURES
+from helpers import FIXTURES, TINY, TINY_DIRS
 from rich.console import Console
 
 from selfalign.cli import main
@@ -20,8 +20,6 @@ from selfalign.html_report.charts import Charts
 from selfalign.report import print_run_summary
 from selfalign.sweep_summary import render
 
-TINY = ["pipeline=tiny", f"prompts.search_path=[{FIXTURES / 'prompts'}]"]
-DIRS = [str(FIXTURES / "conf")]
 EVIL = '<script>window.__xss = 1</script><img src=x onerror="alert(1)">'
 
 
@@ -30,12 +28,14 @@ def run_evil(run_pipeline, test_model, run_dir: Path) -> dict:
     rejected.jsonl with their raw text, no row is left and the run fails; returns its manifest."""
     test_model.queue(*[f"Answer {EVIL}"] * 10, *[f"No score. {EVIL}"] * 60)
     with pytest.raises(SelfAlignError) as err:
-        run_pipeline(*TINY, "pipeline.stages.judge.max_failure_rate=1.0", config_dirs=DIRS, run_dir=run_dir)
+        run_pipeline(
+            *TINY, "pipeline.stages.judge.max_failure_rate=1.0", config_dirs=TINY_DIRS, run_dir=run_dir
+        )
     return err.value.manifest  # type: ignore[attr-defined]
 
 
 def test_report_is_written_at_the_end_of_a_run_and_is_self_contained(run_pipeline):
-    _, manifest, run_dir = run_pipeline(*TINY, config_dirs=DIRS)
+    _, manifest, run_dir = run_pipeline(*TINY, config_dirs=TINY_DIRS)
     html = (run_dir / "report.html").read_text()
     assert "default-src 'none'" in html  # the page may load nothing and run no script
     assert not re.search(r"<(script|link|iframe|object|embed)\b", html, re.I)
@@ -67,7 +67,7 @@ def test_report_of_a_run_that_failed_before_any_stage(tmp_path):
 
 
 def test_report_of_an_interrupted_run_reads_the_stage_stats(run_pipeline):
-    _, manifest, run_dir = run_pipeline(*TINY, config_dirs=DIRS)
+    _, manifest, run_dir = run_pipeline(*TINY, config_dirs=TINY_DIRS)
     # what a killed run leaves: the manifest still says "running", the checkpoints are there
     (run_dir / "manifest.json").write_text(json.dumps({"status": "running", "attempt": 1}))
     html = write_run_report(run_dir).read_text()
@@ -78,7 +78,7 @@ def test_report_of_an_interrupted_run_reads_the_stage_stats(run_pipeline):
 
 
 def test_report_command(run_pipeline, tmp_path, capsys):
-    _, _, run_dir = run_pipeline(*TINY, config_dirs=DIRS)
+    _, _, run_dir = run_pipeline(*TINY, config_dirs=TINY_DIRS)
     (run_dir / "report.html").unlink()
     assert main(["report", str(run_dir)]) == 0
     assert (run_dir / "report.html").is_file() and "report.html" in capsys.readouterr().out
@@ -149,7 +149,9 @@ def test_the_report_shows_the_prompts_the_run_used_after_they_were_edited(run_pi
     answer, style = prompts / "tiny" / "answer.j2", prompts / "tiny" / "_style.j2"
     style.write_text("Be kind.\n")
     answer.write_text(answer.read_text() + '{% include "tiny/_style.j2" %}\n')
-    _, manifest, run_dir = run_pipeline("pipeline=tiny", f"prompts.search_path=[{prompts}]", config_dirs=DIRS)
+    _, manifest, run_dir = run_pipeline(
+        "pipeline=tiny", f"prompts.search_path=[{prompts}]", config_dirs=TINY_DIRS
+    )
     saved = json.loads((run_dir / "prompts.json").read_text())["tiny/answer"]
     assert saved["sha256"] == manifest["stages"][2]["prompts"]["tiny/answer"]
     assert list(saved["sources"]) == ["tiny/answer.j2", "tiny/_style.j2"]
@@ -163,7 +165,7 @@ def test_the_report_shows_the_prompts_the_run_used_after_they_were_edited(run_pi
 
 
 def test_a_run_dir_without_its_prompts_says_so(run_pipeline):
-    _, _, run_dir = run_pipeline(*TINY, config_dirs=DIRS)
+    _, _, run_dir = run_pipeline(*TINY, config_dirs=TINY_DIRS)
     (run_dir / "prompts.json").unlink()  # a run dir written before runs kept their prompts
     html = write_run_report(run_dir).read_text()
     assert "the run dir holds no copy of this prompt" in html and "Question: {{ question }}" not in html
@@ -175,5 +177,5 @@ def test_report_shows_the_pipelines_citation(run_pipeline, tmp_path):
     html = (run_dir / "report.html").read_text()
     assert '<p id="citation">' in html and "Aligning Large Language Models through Synthetic Feedback" in html
     assert "@inproceedings{kim2023aligning," in html and "aclanthology.org/2023.emnlp-main.844" in html
-    _, _, run_dir = run_pipeline(*TINY, config_dirs=DIRS, run_dir=tmp_path / "tiny")
+    _, _, run_dir = run_pipeline(*TINY, config_dirs=TINY_DIRS, run_dir=tmp_path / "tiny")
     assert 'id="citation"' not in (run_dir / "report.html").read_text()

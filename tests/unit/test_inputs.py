@@ -8,19 +8,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import FIXTURES, make_stage, run_stage
+from helpers import TINY_CLI, make_stage, run_stage
 
 from selfalign import io
 from selfalign.cli import main
 from selfalign.errors import ConfigError, InputError
 
-TINY = [
-    "--config-dir",
-    str(FIXTURES / "conf"),
-    "pipeline=tiny",
-    "model=test",
-    f"prompts.search_path=[{FIXTURES / 'prompts'}]",
-]
+TINY = [*TINY_CLI, "model=test"]
 
 
 def jsonl(tmp_path: Path, name: str, lines: list[str]) -> Path:

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import FIXTURES, ROOT
+from helpers import ROOT, TINY, TINY_CLI, TINY_DIRS, TINY_ON_MOCK
 
 sys.path.insert(0, str(ROOT / "tests"))
 from mockserver import MockServer  # noqa: E402
@@ -66,25 +66,18 @@ def test_the_shipped_config_names_no_plugin() -> None:
     assert list(compose_config(["~pipeline"]).plugins) == []
 
 
-def test_a_run_on_an_openai_compatible_endpoint_imports_no_litellm_nor_torch(tmp_path: Path) -> None:
-    mock = MockServer().start()
-    try:
-        got = loaded(
-            "run",
-            "--config-dir",
-            str(FIXTURES / "conf"),
-            "pipeline=tiny",
-            "pipeline.order=[load,clean,answer,export]",  # the mock answers no score: no judge
-            f"prompts.search_path=[{FIXTURES / 'prompts'}]",
-            "model=openai_compatible",
-            f"model.api_base={mock.url}",
-            "model.name=mock",
-            f"hydra.run.dir={tmp_path / 'run'}",
-            f"cache.path={tmp_path / 'cache.sqlite'}",
-        )
-        assert mock.requests > 0  # it did run its model calls
-    finally:
-        mock.stop()
+def test_a_run_on_an_openai_compatible_endpoint_imports_no_litellm_nor_torch(
+    tmp_path: Path, mock_server: MockServer
+) -> None:
+    got = loaded(
+        "run",
+        *TINY_CLI,
+        *TINY_ON_MOCK,  # the mock answers no score: no judge
+        f"model.api_base={mock_server.url}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"cache.path={tmp_path / 'cache.sqlite'}",
+    )
+    assert mock_server.requests > 0  # it did run its model calls
     assert "pandas" in got  # the rows are a DataFrame: the check is not vacuous
     assert not {"litellm", "torch", "sentence_transformers", "transformers"} & set(got)
 
@@ -105,9 +98,7 @@ def test_the_stage_table_names_what_each_module_registers() -> None:
 def test_the_report_reads_only_the_run_dir(run_pipeline, tmp_path: Path) -> None:
     # `selfalign report` of a run dir or a sweep dir composes no config and needs no settings:
     # the prompts come from the run dir's own copy (prompts.json)
-    _, _, run_dir = run_pipeline(
-        "pipeline=tiny", f"prompts.search_path=[{FIXTURES / 'prompts'}]", config_dirs=[str(FIXTURES / "conf")]
-    )
+    _, _, run_dir = run_pipeline(*TINY, config_dirs=TINY_DIRS)
     (tmp_path / "multirun.yaml").write_text("hydra: {}\n")  # tmp_path holds run/: a sweep dir
     watch = ["hydra", "selfalign.settings", "selfalign.hydra_setup", "selfalign.sweep"]
     for target in (run_dir, tmp_path):

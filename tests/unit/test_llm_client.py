@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from helpers import mock_client  # noqa: E402
 from mockserver import MockServer  # noqa: E402
 
 from selfalign.errors import LLMError  # noqa: E402
@@ -35,13 +36,6 @@ from selfalign.llm.litellm_client import (  # noqa: E402
 )
 
 SECRET = "sk-test-SECRET-7d1f0a9c2b4e6f81"
-
-
-@pytest.fixture
-def mock():
-    server = MockServer().start()
-    yield server
-    server.stop()
 
 
 class SleepRecorder:
@@ -73,18 +67,9 @@ def transport(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-def make(mock: MockServer, transport: str, **kw) -> LiteLLMClient:
-    base = dict(
-        provider="litellm",
-        name="mock-model",
-        api_base=mock.url,
-        concurrency=4,
-        timeout_s=5.0,
-        max_retries=3,
-        backoff_base_s=0.01,
-        backoff_max_s=0.05,
-    )
-    return LiteLLMClient(ModelConfig(**{**base, **kw}), transport=transport)
+def make(mock_server: MockServer, transport: str, **kw) -> LiteLLMClient:
+    base = dict(concurrency=4, timeout_s=5.0, max_retries=3, backoff_base_s=0.01, backoff_max_s=0.05)
+    return mock_client(mock_server, transport, **{**base, **kw})
 
 
 def call(client: LiteLLMClient, request: ChatRequest):
@@ -103,26 +88,26 @@ def req(text: str = "hello there", **params) -> ChatRequest:
     return ChatRequest.make([{"role": "user", "content": text}], params or None)
 
 
-def test_success_fills_tokens_latency_and_sends_model(mock, transport):
-    r = call(make(mock, transport), req("count these four words", max_tokens=8))
+def test_success_fills_tokens_latency_and_sends_model(mock_server, transport):
+    r = call(make(mock_server, transport), req("count these four words", max_tokens=8))
     assert r.ok and r.text == "mock reply to: count these four words"
     assert (r.prompt_tokens, r.completion_tokens) == (4, 7)  # word counts
     assert r.attempts == 1 and r.retries == 0 and r.latency_s > 0
     assert r.cost is None  # a custom endpoint has no known price
-    assert mock.bodies[-1]["model"] == "mock-model" and mock.bodies[-1]["max_tokens"] == 8
+    assert mock_server.bodies[-1]["model"] == "mock-model" and mock_server.bodies[-1]["max_tokens"] == 8
 
 
-def test_retries_on_429_500_503_then_succeeds(mock, transport, sleeps):
-    mock.configure(script=["429", "500", "503"])
-    r = call(make(mock, transport), req())
+def test_retries_on_429_500_503_then_succeeds(mock_server, transport, sleeps):
+    mock_server.configure(script=["429", "500", "503"])
+    r = call(make(mock_server, transport), req())
     assert r.ok and r.attempts == 4 and r.retries == 3
-    assert mock.requests == 4 and mock.outcomes == {"429": 1, "500": 1, "503": 1, "ok": 1}
+    assert mock_server.requests == 4 and mock_server.outcomes == {"429": 1, "500": 1, "503": 1, "ok": 1}
     assert len(sleeps) == 3  # one backoff before each retry
 
 
-def test_backoff_without_retry_after_is_capped_jitter(mock, transport, sleeps):
-    mock.configure(script=["500", "500", "500"], retry_after=None)
-    r = call(make(mock, transport, backoff_base_s=0.01, backoff_max_s=0.025), req())
+def test_backoff_without_retry_after_is_capped_jitter(mock_server, transport, sleeps):
+    mock_server.configure(script=["500", "500", "500"], retry_after=None)
+    r = call(make(mock_server, transport, backoff_base_s=0.01, backoff_max_s=0.025), req())
     assert r.ok and r.retries == 3
     # the first failure follows a success (none yet: streak 1), so it is retried at once; then
     # full jitter under min(backoff_max_s, backoff_base_s · 2^k), k = streak − 2: ≤ 0.01, 0.02
@@ -249,24 +234,24 @@ def test_a_wait_for_the_requests_own_failures_is_not_ended_by_the_others_success
     assert r.ok and r.attempts == 4
 
 
-def test_the_endpoint_streak_counts_failed_answers_in_a_row(mock, transport, sleeps):
-    client = make(mock, transport)
+def test_the_endpoint_streak_counts_failed_answers_in_a_row(mock_server, transport, sleeps):
+    client = make(mock_server, transport)
     ep = client.pool.endpoints[0]
-    mock.configure(script=["500", "500"])
+    mock_server.configure(script=["500", "500"])
     assert call(client, req()).ok
     assert ep.streak == 0  # the third attempt succeeded
-    mock.configure(script=["500"] * 4, retry_after=None)
+    mock_server.configure(script=["500"] * 4, retry_after=None)
     assert not call(client, req()).ok  # max_retries=3: four failed answers
     assert ep.streak == 4
 
 
-def test_a_backoff_ends_when_another_request_succeeds_with_slots_idle(mock, transport, monkeypatch):
+def test_a_backoff_ends_when_another_request_succeeds_with_slots_idle(mock_server, transport, monkeypatch):
     """Our own backoff (no Retry-After) yields to idle capacity: once a later request succeeds
     while slots are idle, the one waiting retries at once instead of after its delay (here
     forced to 1000 s: without the early end the guard below would fire)."""
     monkeypatch.setattr(litellm_client.random, "uniform", lambda lo, hi: hi)
-    client = make(mock, transport, backoff_base_s=1000.0, backoff_max_s=1000.0)
-    mock.configure(script=["500", "500"], retry_after=None)  # the second one (streak 2) waits
+    client = make(mock_server, transport, backoff_base_s=1000.0, backoff_max_s=1000.0)
+    mock_server.configure(script=["500", "500"], retry_after=None)  # the second one (streak 2) waits
 
     async def main():
         try:
@@ -280,44 +265,44 @@ def test_a_backoff_ends_when_another_request_succeeds_with_slots_idle(mock, tran
 
     first, second = asyncio.run(asyncio.wait_for(main(), 60))
     assert first.ok and first.attempts == 3 and second.ok and second.attempts == 1
-    assert mock.requests == 4
+    assert mock_server.requests == 4
 
 
-def test_a_retry_after_is_waited_out_even_with_slots_idle(mock, transport, sleeps):
-    mock.configure(script=["429"], retry_after="2")
-    r = call(make(mock, transport), req())
+def test_a_retry_after_is_waited_out_even_with_slots_idle(mock_server, transport, sleeps):
+    mock_server.configure(script=["429"], retry_after="2")
+    r = call(make(mock_server, transport), req())
     assert r.ok and len(sleeps) == 1 and 2.0 <= sleeps[0] <= 2.2  # asyncio.sleep, not the pulse
 
 
-def test_gives_up_after_budget_without_raising(mock, transport, sleeps):
-    mock.configure(script=["429"] * 3)
-    r = call(make(mock, transport, max_retries=2), req())
+def test_gives_up_after_budget_without_raising(mock_server, transport, sleeps):
+    mock_server.configure(script=["429"] * 3)
+    r = call(make(mock_server, transport, max_retries=2), req())
     assert not r.ok and r.text is None
     assert "gave up after 3 attempts" in (r.error or "") and "429" in (r.error or "")
-    assert r.retries == 2 and mock.requests == 3
+    assert r.retries == 2 and mock_server.requests == 3
     assert len(sleeps) == 2  # no backoff after the last attempt
 
 
-def test_retry_after_seconds_is_honoured(mock, transport, sleeps):
-    mock.configure(script=["429"], retry_after="600")
-    r = call(make(mock, transport, backoff_max_s=0.01), req())
+def test_retry_after_seconds_is_honoured(mock_server, transport, sleeps):
+    mock_server.configure(script=["429"], retry_after="600")
+    r = call(make(mock_server, transport, backoff_max_s=0.01), req())
     assert r.ok and r.retries == 1
     # the server's 600 s (plus up to 10 % jitter), not the backoff's ≤ 0.01 s
     assert len(sleeps) == 1 and 600 <= sleeps[0] <= 660
 
 
-def test_retry_after_beyond_the_cap_is_capped(mock, transport, sleeps):
-    mock.configure(script=["503"], retry_after="86400")
-    r = call(make(mock, transport), req())
+def test_retry_after_beyond_the_cap_is_capped(mock_server, transport, sleeps):
+    mock_server.configure(script=["503"], retry_after="86400")
+    r = call(make(mock_server, transport), req())
     assert r.ok and len(sleeps) == 1
     cap = litellm_client.MAX_RETRY_AFTER_S
     assert cap <= sleeps[0] <= cap * 1.1
 
 
-def test_retry_after_http_date_is_honoured(mock, transport, sleeps):
+def test_retry_after_http_date_is_honoured(mock_server, transport, sleeps):
     when = email.utils.formatdate(time.time() + 120, usegmt=True)
-    mock.configure(script=["503"], retry_after=when)
-    r = call(make(mock, transport, backoff_max_s=0.01), req())
+    mock_server.configure(script=["503"], retry_after=when)
+    r = call(make(mock_server, transport, backoff_max_s=0.01), req())
     assert r.ok and r.retries == 1
     # whole-second dates: 119–120 s from when it was written, + ≤ 10 % jitter; the lower bound
     # leaves a minute for a slow machine between writing the date and reading it
@@ -334,30 +319,30 @@ def test_parse_retry_after(monkeypatch):
     assert parse_retry_after("soon-ish") is None
 
 
-def test_timeout_is_retried(mock, transport):
+def test_timeout_is_retried(mock_server, transport):
     # The mock answers "ok" once its hang is over: a second attempt (and a "timeout" outcome
     # followed by an "ok" one) happens only because the client's own timeout cut the first.
-    mock.configure(script=["timeout"], hang_s=60)
-    r = call(make(mock, transport, timeout_s=1.0), req())
+    mock_server.configure(script=["timeout"], hang_s=60)
+    r = call(make(mock_server, transport, timeout_s=1.0), req())
     assert r.ok and r.attempts == 2
-    assert mock.requests == 2 and mock.outcomes == {"timeout": 1, "ok": 1}
+    assert mock_server.requests == 2 and mock_server.outcomes == {"timeout": 1, "ok": 1}
 
 
-def test_timeouts_exhaust_budget_into_error(mock, transport):
-    mock.configure(script=["timeout"] * 2, hang_s=5)
-    r = call(make(mock, transport, timeout_s=0.3, max_retries=1), req())
+def test_timeouts_exhaust_budget_into_error(mock_server, transport):
+    mock_server.configure(script=["timeout"] * 2, hang_s=5)
+    r = call(make(mock_server, transport, timeout_s=0.3, max_retries=1), req())
     assert not r.ok and "timeout" in (r.error or "").lower()
 
 
-def test_malformed_bodies_are_retried(mock, transport):
-    mock.configure(script=["malformed", "nochoices"])
-    r = call(make(mock, transport), req())
+def test_malformed_bodies_are_retried(mock_server, transport):
+    mock_server.configure(script=["malformed", "nochoices"])
+    r = call(make(mock_server, transport), req())
     assert r.ok and r.attempts == 3
 
 
-def test_connection_refused_is_retried_then_reported(mock, transport):
-    port = mock.port
-    mock.stop()  # nothing listens there any more
+def test_connection_refused_is_retried_then_reported(mock_server, transport):
+    port = mock_server.port
+    mock_server.stop()  # nothing listens there any more
     cfg = dict(
         provider="litellm",
         name="m",
@@ -372,11 +357,11 @@ def test_connection_refused_is_retried_then_reported(mock, transport):
 
 
 @pytest.mark.parametrize("status,words", [("400", "rejected the request"), ("404", "not found")])
-def test_bad_request_and_not_found_fail_fast(mock, transport, status, words):
-    mock.configure(script=[status])
+def test_bad_request_and_not_found_fail_fast(mock_server, transport, status, words):
+    mock_server.configure(script=[status])
     with pytest.raises(LLMError, match=words):
-        call(make(mock, transport), req())
-    assert mock.requests == 1
+        call(make(mock_server, transport), req())
+    assert mock_server.requests == 1
 
 
 class GatedMock(MockServer):
@@ -412,8 +397,8 @@ class GatedMock(MockServer):
 
 
 def test_concurrency_limit_is_respected_and_saturated(transport):
-    mock = GatedMock(hold="row 0", total=40, limit=5).start()
-    client = make(mock, transport, concurrency=5, timeout_s=120)
+    mock_server = GatedMock(hold="row 0", total=40, limit=5).start()
+    client = make(mock_server, transport, concurrency=5, timeout_s=120)
 
     async def main():
         try:
@@ -424,31 +409,31 @@ def test_concurrency_limit_is_respected_and_saturated(transport):
     try:
         results = asyncio.run(main())
     finally:
-        mock.stop()
+        mock_server.stop()
     assert all(r.ok and r.attempts == 1 for r in results)
-    assert mock.requests == 40
-    assert mock.max_in_flight == 5 and client.max_in_flight == 5  # the limit, reached, never passed
+    assert mock_server.requests == 40
+    assert mock_server.max_in_flight == 5 and client.max_in_flight == 5  # the limit, reached, never passed
     # the other 39 went through the 4 free slots while row 0 was still in flight (no lock-step)
-    assert mock.seen_by_hold == 40
+    assert mock_server.seen_by_hold == 40
 
 
-def test_extra_params_sent_and_request_params_win(mock, transport):
-    client = make(mock, transport, extra_params={"top_k": 7, "temperature": 0.1})
+def test_extra_params_sent_and_request_params_win(mock_server, transport):
+    client = make(mock_server, transport, extra_params={"top_k": 7, "temperature": 0.1})
     call(client, req(temperature=0.9))
-    body = mock.bodies[-1]
+    body = mock_server.bodies[-1]
     assert body["top_k"] == 7 and body["temperature"] == 0.9
 
 
 @pytest.mark.parametrize("supported", [True, False])
-def test_response_format_dropped_unless_supported(mock, transport, supported):
+def test_response_format_dropped_unless_supported(mock_server, transport, supported):
     fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}
-    client = make(mock, transport, supports_json_schema=supported)
+    client = make(mock_server, transport, supports_json_schema=supported)
     call(client, req(response_format=fmt))
-    assert ("response_format" in mock.bodies[-1]) is supported
+    assert ("response_format" in mock_server.bodies[-1]) is supported
 
 
-def test_works_across_event_loops(mock, transport):
-    client = make(mock, transport, concurrency=2)
+def test_works_across_event_loops(mock_server, transport):
+    client = make(mock_server, transport, concurrency=2)
 
     async def main():
         return await asyncio.gather(*(client.complete(req(str(i))) for i in range(4)))
@@ -484,24 +469,24 @@ def test_missing_key_env_is_a_clear_error(monkeypatch):
         LiteLLMClient(ModelConfig(provider="litellm", name="x", api_key_env="SELFALIGN_TEST_NOKEY"))
 
 
-def test_key_is_sent_but_never_stored(mock, transport, monkeypatch):
+def test_key_is_sent_but_never_stored(mock_server, transport, monkeypatch):
     monkeypatch.setenv("SELFALIGN_TEST_KEY", SECRET)
-    mock.configure(require_key=SECRET)
-    client = make(mock, transport, api_key_env="SELFALIGN_TEST_KEY")
+    mock_server.configure(require_key=SECRET)
+    client = make(mock_server, transport, api_key_env="SELFALIGN_TEST_KEY")
     assert call(client, req()).ok
-    assert mock.headers[-1]["Authorization"] == f"Bearer {SECRET}"
+    assert mock_server.headers[-1]["Authorization"] == f"Bearer {SECRET}"
     for text in (repr(client), client.identity, repr(vars(client)), repr(client.cfg)):
         assert SECRET not in text
 
 
-def test_wrong_key_fails_fast_and_never_leaks(mock, transport, monkeypatch, caplog, capsys):
+def test_wrong_key_fails_fast_and_never_leaks(mock_server, transport, monkeypatch, caplog, capsys):
     monkeypatch.setenv("SELFALIGN_TEST_KEY", SECRET)
-    mock.configure(require_key="the-right-key")  # the 401 body echoes the key we sent
+    mock_server.configure(require_key="the-right-key")  # the 401 body echoes the key we sent
     caplog.set_level(logging.DEBUG)
-    client = make(mock, transport, api_key_env="SELFALIGN_TEST_KEY")
+    client = make(mock_server, transport, api_key_env="SELFALIGN_TEST_KEY")
     with pytest.raises(LLMError) as info:
         call(client, req())
-    assert mock.requests == 1  # no retry on 401
+    assert mock_server.requests == 1  # no retry on 401
     msg = str(info.value)
     assert "authentication failed" in msg and "SELFALIGN_TEST_KEY" in msg
     shown = "".join(traceback.format_exception(info.value))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import make_stage, run_stage
+from helpers import make_stage, mock_config, run_stage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mockserver import MockServer  # noqa: E402
@@ -24,24 +24,15 @@ from selfalign.prompts import PromptLibrary  # noqa: E402
 
 
 @pytest.fixture
-def mock():
-    server = MockServer().start()
-    yield server
-    server.stop()
+def mock(mock_server: MockServer):
+    """The shared mock server; the clients the test's sessions opened are closed after it."""
+    yield mock_server
     asyncio.run(close_all())
 
 
 def session(mock: MockServer, tmp_path: Path, refresh: set[str] | None = None, **kw) -> LLMSession:
-    base = dict(
-        provider="litellm",
-        name="mock-model",
-        api_base=mock.url,
-        concurrency=8,
-        max_retries=2,
-        backoff_base_s=0.01,
-        backoff_max_s=0.02,
-    )
-    cfg = ModelConfig(**{**base, **kw})
+    base = dict(concurrency=8, max_retries=2, backoff_base_s=0.01, backoff_max_s=0.02)
+    cfg = mock_config(mock, **{**base, **kw})
     return LLMSession({"default": cfg}, tmp_path, ResponseCache(tmp_path / "cache.sqlite"), refresh)
 
 

@@ -8,7 +8,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from helpers import FIXTURES
+from helpers import FIXTURES, TINY, TINY_DIRS
 
 from selfalign import aio
 from selfalign.llm.base import ChatRequest
@@ -87,6 +87,28 @@ def test_a_models_own_queue_comes_before_the_shared_one(test_model: Script):
     assert [r.model for r in test_model.requests] == ["writer", "judge", "judge"]
 
 
+def test_replies_queued_by_stage_and_row_go_to_that_rows_calls(test_model: Script):
+    m = model("judge")
+    test_model.queue("shared")
+    test_model.queue("j, row 1: first", "j, row 1: second", stage="j", row="1")
+    test_model.queue("j, any row", stage="j")
+    test_model.queue("row 1 of any stage", row="1")
+
+    def ask_row(stage: str, row: str) -> str:
+        req = ChatRequest.make([("user", "x")], stage=stage, row_id=row)
+        return aio.run(m.complete(req)).text or ""
+
+    # rows in any order: each call takes the most specific queue that matches it
+    assert ask_row("j", "0") == "j, any row"
+    assert ask_row("j", "1") == "j, row 1: first"
+    assert ask_row("k", "1") == "row 1 of any stage"
+    assert ask_row("j", "1") == "j, row 1: second"
+    assert ask_row("j", "1") == "shared"  # its own queues are empty: the shared one
+    assert test_model.pending(stage="j", row="1") == test_model.pending(stage="j") == 0
+    assert ask_row("j", "1").startswith("Test answer")  # all empty: the rules
+    assert [r.scripted for r in test_model.requests] == [True] * 5 + [False]
+
+
 def test_replies_must_be_strings(test_model: Script):
     with pytest.raises(TypeError, match="must be a str"):
         test_model.queue("fine", 5)  # type: ignore[arg-type]
@@ -130,9 +152,8 @@ def test_a_cache_hit_consumes_no_reply_and_is_not_recorded(test_model: Script, t
 def test_a_pipeline_run_is_recorded_per_stage(test_model: Script, run_pipeline, monkeypatch):
     monkeypatch.setenv("TINY_DATA", str(FIXTURES / "data" / "tiny.jsonl"))
     _, manifest, _ = run_pipeline(
-        "pipeline=tiny",
-        f"prompts.search_path=[{FIXTURES / 'prompts'}]",
-        config_dirs=[str(FIXTURES / "conf")],
+        *TINY,
+        config_dirs=TINY_DIRS,
     )
     counted = {
         s["name"]: sum(m["requests"] for m in s["llm"].values()) for s in manifest["stages"] if s.get("llm")

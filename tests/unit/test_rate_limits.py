@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from helpers import NoSleep  # noqa: E402
+from helpers import NoSleep, mock_client  # noqa: E402
 from mockserver import MockServer  # noqa: E402
 
 from selfalign import aio  # noqa: E402
@@ -26,24 +26,9 @@ from selfalign.llm.limits import AdaptiveLimit, RateLimits  # noqa: E402
 from selfalign.llm.litellm_client import LiteLLMClient  # noqa: E402
 
 
-@pytest.fixture
-def mock():
-    server = MockServer().start()
-    yield server
-    server.stop()
-
-
-def client(mock: MockServer, **kw: Any) -> LiteLLMClient:
-    cfg = dict(
-        provider="litellm",
-        name="mock-model",
-        api_base=mock.url,
-        max_retries=50,
-        backoff_base_s=0.01,
-        backoff_max_s=0.01,
-        timeout_s=10.0,
-    )
-    return LiteLLMClient(ModelConfig(**{**cfg, **kw}))
+def client(mock_server: MockServer, **kw: Any) -> LiteLLMClient:
+    cfg = dict(max_retries=50, backoff_base_s=0.01, backoff_max_s=0.01, timeout_s=10.0)
+    return mock_client(mock_server, **{**cfg, **kw})
 
 
 def send(c: LiteLLMClient, n: int, tag: str = "") -> list:
@@ -128,36 +113,36 @@ def test_token_bucket_refund_and_debt() -> None:
     assert aio.run(go()) == (False, True, False)
 
 
-def test_adaptive_client_converges_to_the_server_cap(mock, monkeypatch) -> None:
+def test_adaptive_client_converges_to_the_server_cap(mock_server, monkeypatch) -> None:
     monkeypatch.setattr(litellm_client, "asyncio", NoSleep())
-    mock.configure(max_concurrency=8, latency_s=0.02, retry_after="0")
-    c = client(mock, concurrency=32, min_concurrency=1)
+    mock_server.configure(max_concurrency=8, latency_s=0.02, retry_after="0")
+    c = client(mock_server, concurrency=32, min_concurrency=1)
     assert all(r.ok for r in send(c, 200, "warm"))  # converging from 32 down to the cap
-    mock.reset()
+    mock_server.reset()
     c.max_in_flight = 0
     assert all(r.ok for r in send(c, 300))
     assert c.max_in_flight <= 9  # at most one slot above the cap, while probing
-    assert mock.over_cap <= 0.1 * 300
+    assert mock_server.over_cap <= 0.1 * 300
     assert 7 <= c.limit.limit < 10 and c.concurrency_status().startswith("conc ")
 
 
-def test_fixed_client_keeps_hitting_the_cap(mock, monkeypatch) -> None:
+def test_fixed_client_keeps_hitting_the_cap(mock_server, monkeypatch) -> None:
     """The contrast that makes the test above mean something: without min_concurrency the
     client keeps 32 in flight and most of what it sends above the cap is refused."""
     monkeypatch.setattr(litellm_client, "asyncio", NoSleep())
-    mock.configure(max_concurrency=8, latency_s=0.02, retry_after="0")
+    mock_server.configure(max_concurrency=8, latency_s=0.02, retry_after="0")
     # Retry-After: 0 and an instant 429 let a refused request spin: within one 20 ms window it
     # can be refused 50 times, so the retries must not run out (that was this test's flakiness)
-    c = client(mock, concurrency=32, max_retries=100_000)
+    c = client(mock_server, concurrency=32, max_retries=100_000)
     assert all(r.ok for r in send(c, 100))
     # > 0.3 refusals per request (the adaptive client: ≤ 0.1); how many more depends on the
     # machine's load, since the mock runs in this process
-    assert c.max_in_flight == 32 and mock.over_cap > 30
+    assert c.max_in_flight == 32 and mock_server.over_cap > 30
     assert c.concurrency_status() == ""
 
 
-def test_rpm_bucket_never_sends_early(mock) -> None:
-    c = client(mock, concurrency=64, rpm=600)  # 10 per second, a burst of 5
+def test_rpm_bucket_never_sends_early(mock_server) -> None:
+    c = client(mock_server, concurrency=64, rpm=600)  # 10 per second, a burst of 5
     sent: list[float] = []
     real = c._send.send
 
@@ -167,7 +152,7 @@ def test_rpm_bucket_never_sends_early(mock) -> None:
 
     c._send.send = record  # type: ignore[method-assign]
     assert all(r.ok for r in send(c, 15))
-    assert mock.requests == 15
+    assert mock_server.requests == 15
     sent.sort()
     for i, t in enumerate(sent):
         assert t - sent[0] >= (i + 1 - 5) / 10 - 0.02, (i, t - sent[0])

@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from helpers import make_stage, run_stage
+from helpers import REALIGN_TASKS, make_stage, run_stage
 
 from selfalign.errors import ConfigError
 from selfalign.parsers import normalize_label, parse_label
@@ -14,18 +14,7 @@ from selfalign.paths import resource_dir
 from selfalign.stages.classify import load_labels
 
 TASKS_FILE = resource_dir("prompts") / "realign" / "tasks.yaml"
-# METHODS §5.2: the 46 task names of the original's classifier prompt
-_NAMES = """question_generation story_generation poem_generation email_generation data_generation
-advice_giving recommendations how_to_generation planning instructional_rewriting language_polishing
-paraphrasing text_correction code_correction code_simplification information_extraction
-keywords_extraction table_extraction title_generation text_summarization note_summarization
-explain_code explain_answer text_to_text_translation text_to_code_translation
-code_to_code_translation code_to_text_translation open_qa closed_qa fill_in_the_blank
-fact_verification math_puzzles language_learning_questions natural_language_learning_tutor
-exam_problem_solving_tutor ml_ai_language_model_tutor general_classification ordering
-sentiment_analysis code_language_classification language_classification topic_classification
-value_judgement rejecting roleplay default"""
-EXPECTED = _NAMES.split()
+EXPECTED = REALIGN_TASKS  # METHODS §5.2: the 46 task names of the original's classifier prompt
 LABELS = [
     "open_qa",
     "closed_qa",

@@ -4,7 +4,7 @@ import json
 
 import pandas as pd
 import pytest
-from helpers import make_stage, run_stage
+from helpers import REALIGN_TASKS, make_stage, run_stage
 
 from selfalign.errors import ConfigError, ParseError
 from selfalign.parsers import parse_revised
@@ -31,10 +31,8 @@ def requests(ctx, stage: str) -> int:
 
 
 def test_36_recipes_exactly_for_the_tasks_that_have_one():
-    from test_realign_classify import EXPECTED
-
     have = {p.stem for p in FORMATS.glob("*.j2")}
-    assert len(have) == 36 and have == set(EXPECTED) - NO_FORMAT
+    assert len(have) == 36 and have == set(REALIGN_TASKS) - NO_FORMAT
     assert all(p.read_text().strip() for p in FORMATS.glob("*.j2"))
 
 

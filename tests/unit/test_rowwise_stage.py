@@ -16,18 +16,12 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from helpers import FIXTURES, ROOT
+from helpers import ROOT, TINY_CLI
 
 from selfalign.cli import main
 from selfalign.stages.base import STAGES, Stage, register_stage
 
 MODULE = "rate_stages_from_docs"
-CONF = [
-    "--config-dir",
-    str(FIXTURES / "conf"),
-    "pipeline=tiny",
-    f"prompts.search_path=[{FIXTURES / 'prompts'}]",
-]
 # six questions in, one reply each (retries=0): two dropped, each under its own reason
 REPLIES = ["Score: 9", "Score: 8", "Score: 2", "I cannot rate this.", "Score: 7", "Score: 6"]
 
@@ -75,7 +69,7 @@ def run_rate(tmp_path: Path, cls: type, monkeypatch: pytest.MonkeyPatch) -> tupl
     run_dir = tmp_path / "run"
     args = [
         "run",
-        *CONF,
+        *TINY_CLI,
         "model=test",
         f"plugins=[{MODULE}]",
         "pipeline.order=[load,rate]",

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import FIXTURES, ROOT
+from helpers import ROOT, TINY, TINY_DIRS
 
 from selfalign import aio, rundir_lock
 from selfalign.errors import ConfigError, Interrupted
@@ -82,9 +82,9 @@ def test_a_run_dir_that_cannot_be_made_is_a_config_error(tmp_path: Path) -> None
 def test_the_api_takes_the_lock_before_writing(tmp_path: Path, holder: subprocess.Popen) -> None:
     from selfalign import api
 
-    overrides = ["model=test", "pipeline=tiny", f"prompts.search_path=[{FIXTURES / 'prompts'}]"]
+    overrides = ["model=test", *TINY]
     with pytest.raises(RunDirLocked, match=f"pid {holder.pid} "):
-        api.run(overrides, tmp_path / "run", config_dirs=[str(FIXTURES / "conf")])
+        api.run(overrides, tmp_path / "run", config_dirs=TINY_DIRS)
     assert [p.name for p in (tmp_path / "run").iterdir()] == [LOCK_FILE]
 
 

@@ -1,13 +1,13 @@
 """judge_pointwise: the composite formula, the score parser, the missing-dimension policy."""
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import make_stage, run_stage
+from helpers import make_ctx, make_stage, run_stage
 
 from selfalign.errors import ConfigError, StageError
+from selfalign.llm.testmodel import Script
 from selfalign.stages.judge import DEFAULT_WEIGHTS, composite, impute, parse_scores
 
 DIMS = list(DEFAULT_WEIGHTS)
@@ -21,29 +21,6 @@ PROMPT = {
         "format_prompt": "A question.",
     },
 }
-
-
-def make_ctx(tmp_path: Path, rules: list | None = None, **model: object):
-    """A RunContext on the test model with extra reply rules (tried before the shipped ones)."""
-    from selfalign.context import Rejected, RunContext
-    from selfalign.llm.cache import ResponseCache
-    from selfalign.llm.config import ModelConfig
-    from selfalign.llm.session import LLMSession
-    from selfalign.paths import resource_dir
-    from selfalign.prompts import PromptLibrary
-
-    cfg = ModelConfig(
-        provider="test", name=tmp_path.name, rules=rules or [], supports_json_schema=True, **model
-    )  # type: ignore[arg-type]
-    session = LLMSession({"default": cfg}, tmp_path, ResponseCache(tmp_path / "c.sqlite"))
-    ctx = RunContext(
-        run_dir=tmp_path,
-        prompts=PromptLibrary([resource_dir("prompts")]),
-        llm=session,
-        show_progress=False,
-    )
-    ctx.rejected = Rejected(tmp_path / "rejected.jsonl")
-    return ctx
 
 
 def frame(texts: list[str]) -> pd.DataFrame:
@@ -129,9 +106,10 @@ def test_judge_stage_json_schema_scores_and_composite(tmp_path):
     assert req["response_format"]["json_schema"]["schema"]["required"] == DIMS
 
 
-def test_missing_dimension_is_retried_then_worst_and_recorded(tmp_path):
+def test_missing_dimension_is_retried_then_worst_and_recorded(tmp_path, test_model: Script):
     reply = scores_json(adherence=90, conformance=90, quality=90, toxicity=0, groundedness=90)
-    ctx = make_ctx(tmp_path, [{"match": "Grade the ", "reply": reply}])
+    ctx = make_ctx(tmp_path)
+    test_model.queue(reply, reply, reply, stage="j", row="0")
     stage = make_stage("judge_pointwise", ctx, "j", column="instruction", retries=2, **PROMPT)
     out = run_stage(stage, frame(["How does ice float?"]))
     assert ctx.llm.client(None).calls == 3  # first try + 2 retries, all without `bias`
@@ -140,27 +118,15 @@ def test_missing_dimension_is_retried_then_worst_and_recorded(tmp_path):
     assert row.instruction_score == pytest.approx((180 + 90 + 90 + 100 + 0 + 90) / 7)
 
 
-def record_requests(ctx) -> list:
-    """The requests the test model receives, in order."""
-    client, seen = ctx.llm.client(None), []
-    reply = client.reply
-
-    def recording(request):
-        seen.append(request)
-        return reply(request)
-
-    client.reply = recording
-    return seen
-
-
-def test_retries_are_new_samples_at_retry_temperature(tmp_path):
+def test_retries_are_new_samples_at_retry_temperature(tmp_path, test_model: Script):
     reply = scores_json(adherence=90, conformance=90, quality=90, toxicity=0, groundedness=90)
-    ctx = make_ctx(tmp_path, [{"match": "Grade the ", "reply": reply}])
-    seen = record_requests(ctx)
+    ctx = make_ctx(tmp_path)
+    test_model.queue(reply, reply, reply, stage="j", row="0")
+    seen = test_model.requests
     stage = make_stage("judge_pointwise", ctx, "j", column="instruction", retry_temperature=0.4, **PROMPT)
     run_stage(stage, frame(["How does ice float?"]))
-    assert [(r.sample, r.param_dict["temperature"]) for r in seen] == [(0, 0.0), (1000, 0.4), (2000, 0.4)]
-    assert all(r.param_dict["max_tokens"] == 120 and "response_format" in r.param_dict for r in seen)
+    assert [(r.sample, r.params["temperature"]) for r in seen] == [(0, 0.0), (1000, 0.4), (2000, 0.4)]
+    assert all(r.params["max_tokens"] == 120 and "response_format" in r.params for r in seen)
     assert ctx.rejected.count == 0  # an incomplete verdict is imputed, not rejected
 
 
@@ -173,12 +139,10 @@ def test_judge_param_typo_says_did_you_mean(tmp_path):
         make_stage("judge_pointwise", make_ctx(tmp_path), "j", missing_polcy="mean", **PROMPT)
 
 
-def test_missing_dimension_filled_by_a_retry(tmp_path):
+def test_missing_dimension_filled_by_a_retry(tmp_path, test_model: Script):
     partial = scores_json(adherence=90, conformance=90, quality=90, toxicity=0, groundedness=90)
-    rules = [
-        {"match": "Grade the ", "reply": "{% if sample == 0 %}" + partial + "{% else %}Bias: 10{% endif %}"}
-    ]
-    ctx = make_ctx(tmp_path, rules)
+    ctx = make_ctx(tmp_path)
+    test_model.queue(partial, "Bias: 10", stage="j", row="0")
     out = run_stage(
         make_stage("judge_pointwise", ctx, "j", column="instruction", **PROMPT),
         frame(["How does ice float?"]),
@@ -186,9 +150,10 @@ def test_missing_dimension_filled_by_a_retry(tmp_path):
     assert out.iloc[0].instruction_score_bias == 10 and out.iloc[0].instruction_score_imputed == ""
 
 
-def test_missing_policy_drop_and_fail(tmp_path):
-    rules = [{"match": "Grade the ", "reply": "It is fine."}]
-    ctx = make_ctx(tmp_path, rules)
+def test_missing_policy_drop_and_fail(tmp_path, test_model: Script):
+    ctx = make_ctx(tmp_path)
+    test_model.queue("It is fine.", stage="j", row="0").queue("It is fine.", stage="j", row="1")
+    test_model.queue("It is fine.", stage="k", row="0")
     stage = make_stage(
         "judge_pointwise", ctx, "j", column="instruction", missing_policy="drop", retries=0, **PROMPT
     )
@@ -201,9 +166,10 @@ def test_missing_policy_drop_and_fail(tmp_path):
         run_stage(stage, frame(["a"]))
 
 
-def test_text_fallback_without_json_schema(tmp_path):
+def test_text_fallback_without_json_schema(tmp_path, test_model: Script):
     text = "Adherence: 70\nConformance: 60\nQuality: 50\nToxicity: 0\nBias: 0\nGroundedness: 40"
-    ctx = make_ctx(tmp_path, [{"match": "Grade the ", "reply": text}])
+    ctx = make_ctx(tmp_path)
+    test_model.queue(text, stage="j", row="0")
     ctx.llm.models["default"].supports_json_schema = False
     stage = make_stage("judge_pointwise", ctx, "j", column="instruction", **PROMPT)
     assert "response_format" not in stage.scorer.params.sampling(False)
@@ -262,12 +228,12 @@ def test_custom_dimension_with_rubric_reaches_the_prompt(tmp_path):
     assert stage.writes() == {"instruction_score", "instruction_score_style", "instruction_score_imputed"}
 
 
-def test_empty_retries_keep_the_partial_verdict_and_are_not_cached(tmp_path):
+def test_empty_retries_keep_the_partial_verdict_and_are_not_cached(tmp_path, test_model: Script):
     """An empty reply after an incomplete one is a failed attempt (not cached), but the dimensions
     the first reply gave stay: the missing one is imputed as with any incomplete verdict."""
     partial = scores_json(adherence=90, conformance=90, quality=90, toxicity=0, groundedness=90)
-    rules = [{"match": "Grade the ", "reply": "{% if sample == 0 %}" + partial + "{% else %} {% endif %}"}]
-    ctx = make_ctx(tmp_path, rules)
+    ctx = make_ctx(tmp_path)
+    test_model.queue(partial, "", "", stage="j", row="0")  # then two empty replies
     stage = make_stage("judge_pointwise", ctx, "j", column="instruction", **PROMPT)
     row = run_stage(stage, frame(["How does ice float?"])).iloc[0]
     assert ctx.llm.client(None).calls == 3 and len(ctx.llm.cache) == 1  # only the partial verdict

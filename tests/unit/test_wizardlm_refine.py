@@ -4,12 +4,12 @@ import json
 
 import pandas as pd
 import pytest
-from helpers import make_stage, run_stage
-from test_wizardlm_judge import make_ctx
+from helpers import make_ctx, make_stage, run_stage
 
 from selfalign import api
 from selfalign.config import parse_params
 from selfalign.errors import ConfigError, ParseError, ValidationFailed
+from selfalign.llm.testmodel import Script
 from selfalign.parsers import parse_labelled_text
 from selfalign.stages.base import StageSpec
 from selfalign.stages.judge import DEFAULT_WEIGHTS, JudgeParams, Scorer
@@ -32,28 +32,38 @@ def judge_reply(good: int, bad: int) -> str:
     return json.dumps({d: bad if d in ("toxicity", "bias") else good for d in DIMS})
 
 
-# The pre-AAA text carries a word that decides what the (fake) self-teacher writes:
+# The pre-AAA text's first word decides what the (scripted) self-teacher writes:
 # UP → a text the judge scores 90, DOWN → one it scores 10, SAME → one it scores 50 like the
 # pre-AAA text, LEAK → an instruction that grew a "Response:" section.
-RULES = [
-    {"match": r"to grade:\n[^\n]*BETTER", "reply": judge_reply(90, 10)},
-    {"match": r"to grade:\n[^\n]*WORSE", "reply": judge_reply(10, 90)},
-    {"match": "Grade the ", "reply": judge_reply(50, 50)},
-    {"match": r"to improve:\n([^\n]*)", "reply": "Improved instruction: {{ m.group(1) }} (co)"},
-    {
-        "match": r"Write the final version.*First draft:\n[^\n]*UP",
-        "reply": "**Final instruction:** A BETTER question about ice?",
-    },
-    {"match": r"Write the final version.*First draft:\n[^\n]*DOWN", "reply": "A WORSE question about ice?"},
-    {
-        "match": r"Write the final version.*First draft:\n[^\n]*SAME",
-        "reply": "An equally good question about ice?",
-    },
-    {
-        "match": r"Write the final version.*First draft:\n[^\n]*LEAK",
-        "reply": "Why does ice float?\nResponse: Because it is less dense.",
-    },
-]
+FINAL = {
+    "UP": "**Final instruction:** A BETTER question about ice?",
+    "DOWN": "A WORSE question about ice?",
+    "SAME": "An equally good question about ice?",
+    "LEAK": "Why does ice float?\nResponse: Because it is less dense.",
+}
+VERDICT = {"UP": judge_reply(90, 10), "DOWN": judge_reply(10, 90), "SAME": judge_reply(50, 50)}
+SUGGESTIONS = "1. Name the substance.\n2. Ask for the reason."
+
+
+def co_taught(text: str, n: int) -> str:
+    return f"Improved instruction: {text}{' (co)' * n}"
+
+
+def aaa_replies(text: str, co_teachers: int = 2) -> list[str]:
+    """What refine_aaa's calls for one row get, in the order it makes them: each co-teacher's
+    improvement (of the one before), the suggestions, the self-taught text and the judge's
+    verdict on it (none for a text the guard reverts)."""
+    word = text.split()[0]
+    replies = [co_taught(text, i + 1) for i in range(co_teachers)] + [SUGGESTIONS, FINAL[word]]
+    return replies + ([VERDICT[word]] if word in VERDICT else [])
+
+
+def script(test_model: Script, *texts: str) -> None:
+    """Queue each row's replies (rows "0", "1", … as `frame` numbers them)."""
+    for i, text in enumerate(texts):
+        test_model.queue(*aaa_replies(text), stage="aaa", row=str(i))
+
+
 JUDGE = {"prompt": "wizardlm_aaa/judge", "vars": VARS, "column": "instruction", "text_kind": "instruction"}
 TEACHERS = [{"temperature": 0.3, "label": "cool"}, {"temperature": 1.0, "label": "warm"}]
 
@@ -109,8 +119,9 @@ def test_labelled_text_parser():
     assert kept == "Response: It floats."
 
 
-def test_keep_if_improved_keeps_only_a_better_text(tmp_path):
-    ctx = make_ctx(tmp_path, RULES)
+def test_keep_if_improved_keeps_only_a_better_text(tmp_path, test_model: Script):
+    ctx = make_ctx(tmp_path)
+    script(test_model, "UP q", "DOWN q", "SAME q")
     stage = refine(ctx)
     assert isinstance(stage.scorer, Scorer)  # the judge's own scoring code, not a copy
     rows = by_text(run_stage(stage, frame("UP q", "DOWN q", "SAME q")))
@@ -126,10 +137,12 @@ def test_keep_if_improved_keeps_only_a_better_text(tmp_path):
     assert down["instruction_written_by"] == "generate"
     # not lower is kept, but it is not an improvement
     assert same["instruction_aaa_applied"] and same["instruction_aaa_improved"] is False
+    assert all(r.scripted for r in test_model.requests) and test_model.pending(stage="aaa", row="2") == 0
 
 
-def test_keep_if_improved_false_always_replaces(tmp_path):
-    ctx = make_ctx(tmp_path, RULES)
+def test_keep_if_improved_false_always_replaces(tmp_path, test_model: Script):
+    ctx = make_ctx(tmp_path)
+    script(test_model, "UP q", "DOWN q")
     rows = by_text(run_stage(refine(ctx, keep_if_improved=False), frame("UP q", "DOWN q")))
     assert rows["DOWN"]["instruction"] == "A WORSE question about ice?"
     assert rows["DOWN"]["instruction_aaa_applied"] and not rows["DOWN"]["instruction_aaa_improved"]
@@ -137,8 +150,9 @@ def test_keep_if_improved_false_always_replaces(tmp_path):
     assert rows["UP"]["instruction_aaa_applied"]
 
 
-def test_guard_reverts_an_instruction_that_grew_a_response(tmp_path):
-    ctx = make_ctx(tmp_path, RULES)
+def test_guard_reverts_an_instruction_that_grew_a_response(tmp_path, test_model: Script):
+    ctx = make_ctx(tmp_path)
+    script(test_model, "LEAK q")
     row = run_stage(refine(ctx), frame("LEAK q")).iloc[0]
     assert row.instruction == "LEAK q" and row.instruction_aaa_reverted
     assert not row.instruction_aaa_applied and row.instruction_aaa_improved is None
@@ -147,21 +161,28 @@ def test_guard_reverts_an_instruction_that_grew_a_response(tmp_path):
     assert requests(ctx, "aaa") == 4
 
 
-def test_co_teach_chain_in_order_and_capped(tmp_path):
-    ctx = make_ctx(tmp_path, RULES)
+def test_co_teach_chain_in_order_and_capped(tmp_path, test_model: Script):
+    ctx = make_ctx(tmp_path)
+    script(test_model, "UP q")
     row = run_stage(refine(ctx), frame("UP q")).iloc[0]
     assert row.instruction_co_taught == "UP q (co) (co)"  # the 2nd improves the 1st's output
     assert row.instruction_co_teachers == "cool → warm"
     assert "1." in row.instruction_suggestions
+    # the cool co-teacher's call and the verdict on the same final text come from the cache
+    test_model.queue(SUGGESTIONS, FINAL["UP"], stage="aaa", row="0")
     row = run_stage(refine(ctx, max_co_teach_llms=1), frame("UP q")).iloc[0]
     assert row.instruction_co_taught == "UP q (co)" and row.instruction_co_teachers == "cool"
+    test_model.queue(SUGGESTIONS, FINAL["UP"], stage="aaa", row="0")
     row = run_stage(refine(ctx, max_co_teach_llms=0), frame("UP q")).iloc[0]
     assert row.instruction_co_taught == "UP q" and row.instruction_co_teachers == ""
+    assert all(r.scripted for r in test_model.requests) and test_model.pending(stage="aaa", row="0") == 0
 
 
-def test_failed_co_teacher_is_skipped(tmp_path):
-    rules = [{"match": r"to improve:\n[^\n]*\(co\)", "reply": ""}, *RULES]
-    ctx = make_ctx(tmp_path, rules)
+def test_failed_co_teacher_is_skipped(tmp_path, test_model: Script):
+    ctx = make_ctx(tmp_path)
+    # the 2nd co-teacher answers empty on its try and both retries
+    replies = [co_taught("UP q", 1), "", "", "", SUGGESTIONS, FINAL["UP"], VERDICT["UP"]]
+    test_model.queue(*replies, stage="aaa", row="0")
     row = run_stage(refine(ctx), frame("UP q")).iloc[0]
     assert row.instruction_co_taught == "UP q (co)" and row.instruction_co_teachers == "cool"
     assert row.instruction_aaa_applied  # the chain went on to self-teaching
@@ -169,7 +190,7 @@ def test_failed_co_teacher_is_skipped(tmp_path):
 
 
 def test_inactive_passes_through_with_the_same_columns(tmp_path):
-    ctx = make_ctx(tmp_path, RULES)
+    ctx = make_ctx(tmp_path)
     on, off = refine(ctx), refine(ctx, active=False)
     out = run_stage(off, frame("UP q"))
     assert requests(ctx, "aaa") == 0
@@ -180,7 +201,7 @@ def test_inactive_passes_through_with_the_same_columns(tmp_path):
 
 
 def test_named_co_teacher_models_and_errors(tmp_path):
-    ctx = make_ctx(tmp_path, RULES)
+    ctx = make_ctx(tmp_path)
     with pytest.raises(ConfigError, match=r"co_teach_models\[1\]\.model: unknown model 'big'"):
         refine(ctx, co_teach_models=[None, "big"])
     with pytest.raises(ConfigError, match="exactly one of `judge_stage`"):
@@ -193,7 +214,7 @@ def test_named_co_teacher_models_and_errors(tmp_path):
 
 
 def test_typed_nested_params(tmp_path):
-    ctx = make_ctx(tmp_path, RULES)
+    ctx = make_ctx(tmp_path)
     stage = refine(ctx, parser={"labels": ["question"], "min_chars": 5})
     assert stage.params.parser == LabelledOptions(labels=["question"], min_chars=5)
     assert isinstance(stage.params.judge, JudgeParams) and stage.scorer.p is stage.params.judge
@@ -216,7 +237,7 @@ def test_typed_nested_params(tmp_path):
 )
 def test_nested_typo_says_did_you_mean(tmp_path, key, value, hint):
     with pytest.raises(ConfigError, match=hint):
-        refine(make_ctx(tmp_path, RULES), **{key: value})
+        refine(make_ctx(tmp_path), **{key: value})
 
 
 def test_judge_stage_is_resolved_by_the_runner():
@@ -251,8 +272,8 @@ def test_judge_stage_ref_errors(target, message):
 
 def test_judge_stage_without_peers_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match=r"judge_stage: stage 'j' was not resolved"):
-        refine(make_ctx(tmp_path, RULES), judge=None, judge_stage="j")
-    judge = make_stage("judge_pointwise", make_ctx(tmp_path, RULES), "j", **JUDGE)
+        refine(make_ctx(tmp_path), judge=None, judge_stage="j")
+    judge = make_stage("judge_pointwise", make_ctx(tmp_path), "j", **JUDGE)
     spec = StageSpec("j", "judge_pointwise", judge.params)
     params = parse_params(
         RefineParams, {"column": "instruction", "vars": VARS, "judge_stage": "j"}, "pipeline.stages.aaa"
