@@ -92,13 +92,6 @@ def check_no_stale_golden(folder: Path, produced: set[str], pattern: str) -> Non
     assert not stale, f"{folder.relative_to(ROOT)}: golden files nothing produces now: {stale}"
 
 
-class NoSleep:
-    """Stands in for the `asyncio` module inside selfalign.llm.litellm_client (monkeypatch it
-    there): everything as asyncio, except that backoff sleeps take no time."""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(asyncio, name)
-
-    async def sleep(self, delay: float, result: Any = None) -> Any:
-        await asyncio.sleep(0)
-        return result
+async def no_sleep(delay: float) -> None:
+    """An EndpointClient's `sleep` (llm/client.py) for tests: backoffs take no time."""
+    await asyncio.sleep(0)

