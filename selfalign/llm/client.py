@@ -1,11 +1,7 @@
 """EndpointClient: one model's endpoints behind retries, backoff and a circuit breaker.
 
-Layers (docs/architecture.md): the session calls `complete`; this module decides what to retry
-and when; endpoints.py picks the endpoint with room (one or several URLs) and limits.py holds
-each endpoint's slots (AdaptiveLimit) and RPM/TPM buckets; the bytes go out through a transport:
-transport.py's direct aiohttp one for an OpenAI-compatible `api_base`, litellm_adapter.py's for
-everything else (the only module that imports litellm). `sleep` is injected so tests can record
-or skip the backoffs.
+Below it (docs/architecture.md, "LLM layer"): endpoints.py picks the URL, limits.py holds its
+slots and RPM/TPM buckets, a transport sends the bytes (transport.py direct, or litellm_adapter.py).
 """
 
 from __future__ import annotations
@@ -29,7 +25,6 @@ from selfalign.llm.server_handle import ServerHandle
 from selfalign.llm.transport import DirectTransport, Reply, TransportError
 
 MAX_RETRY_AFTER_S = 600.0  # a Retry-After beyond this is a server bug, not a plan
-Sleep = Callable[[float], Awaitable[Any]]
 
 
 class EndpointClient:
@@ -48,7 +43,7 @@ class EndpointClient:
         identity: str | None = None,
         transport: str | None = None,
         server: ServerHandle | None = None,
-        sleep: Sleep = asyncio.sleep,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,  # tests record or skip backoffs
     ) -> None:
         from selfalign.llm.litellm_adapter import LiteLLMTransport, transport_kind
 
@@ -87,8 +82,8 @@ class EndpointClient:
         return f"EndpointClient({self.identity!r}, concurrency={self.cfg.concurrency})"
 
     def _key(self) -> str | None:
-        if self.server is not None:
-            return self.server.api_key  # the embedded server's per-run key
+        if self.server is not None:  # the embedded server's per-run key
+            return self.server.api_key
         if self.cfg.api_key_env:
             return os.environ.get(self.cfg.api_key_env) or None
         if self.api_base and self.transport_kind == "litellm":
@@ -96,8 +91,7 @@ class EndpointClient:
         return None  # hosted via litellm: it reads its provider's own env var
 
     @property
-    def limit(self) -> AdaptiveLimit:
-        """The (first) endpoint's adaptive limit."""
+    def limit(self) -> AdaptiveLimit:  # the (first) endpoint's
         return self.pool.endpoints[0].limit
 
     def endpoint_stats(self) -> dict[str, dict[str, Any]]:
@@ -292,9 +286,8 @@ class EndpointClient:
         self.unreachable += 1
         limit = self.cfg.circuit_breaker
         if limit and self.unreachable >= limit:
-            where = self.api_base or self.cfg.name
-            if len(self.pool) > 1:
-                where = f"any of its {len(self.pool)} endpoints"
+            many = len(self.pool) > 1
+            where = f"any of its {len(self.pool)} endpoints" if many else self.api_base or self.cfg.name
             raise LLMError(
                 f"{self.label}: cannot reach {where} ({self.unreachable} connection "
                 f"failures in a row: {error}). Start the server or fix model.api_base "
@@ -303,5 +296,5 @@ class EndpointClient:
 
     async def aclose(self) -> None:
         await self.pool.aclose()
-        if self.server is not None:
-            self.server.stop()  # only when this run owns it (ServerHandle.owner)
+        if self.server is not None:  # stops it only when this run owns it (ServerHandle.owner)
+            self.server.stop()
