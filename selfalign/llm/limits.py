@@ -45,14 +45,15 @@ class AdaptiveLimit:
 
     async def acquire(self) -> int:
         """Wait for a free slot; returns the epoch the request is sent in (for `release`)."""
-        if self.in_flight >= int(self.limit):  # checked here first: no closure on the fast path
+        if not self._free():  # checked here first: the gate only when a wait is due
             await self.gate.wait_until(self._free)
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         return self.epoch
 
     def _free(self) -> bool:
-        return self.in_flight < int(self.limit)
+        """A slot not held, nor kept for a waiter already woken (a newcomer does not jump it)."""
+        return self.in_flight + self.gate.woken < int(self.limit)
 
     def release(self, epoch: int, outcome: str) -> None:
         """outcome: 'ok' (grow), 'overload' (cut, once per epoch) or anything else (neither)."""
@@ -63,7 +64,7 @@ class AdaptiveLimit:
             self.cuts += 1
         elif self.adaptive and outcome == "ok":
             self.limit = min(float(self.ceiling), self.limit + 1.0 / (self.limit * GROW_WINDOWS))
-        self.gate.wake(int(self.limit) - self.in_flight)
+        self.gate.wake(int(self.limit) - self.in_flight - self.gate.woken)
 
     def status(self) -> str:
         return f"conc {int(self.limit)}/{self.ceiling}" if self.adaptive else ""
