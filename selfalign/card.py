@@ -10,7 +10,6 @@ from typing import Any
 import yaml
 
 from selfalign import io
-from selfalign.citations import CITATIONS
 from selfalign.redact import redact
 from selfalign.stages.export import ViewFiles
 
@@ -295,7 +294,15 @@ def body(run_dir: Path, views: list[ViewFiles], cfg: dict[str, Any], manifest: d
         stages="\n".join(_stages(manifest)),
         **totals,
     )
-    return text + (_CITATION.format(CITATIONS[name]) if name in CITATIONS else "")
+    bibtex = citation_bibtex(cfg)
+    return text + (_CITATION.format(bibtex) if bibtex else "")
+
+
+def citation_bibtex(cfg: dict[str, Any]) -> str | None:
+    """The BibTeX of the run's `pipeline.citation` (pipelines/<name>.yaml), None without one."""
+    citation = (cfg.get("pipeline") or {}).get("citation") or {}
+    bibtex = str(citation.get("bibtex") or "").strip() if isinstance(citation, dict) else ""
+    return bibtex or None
 
 
 def render(run_dir: Path, views: list[ViewFiles], license: str = DEFAULT_LICENSE) -> str:

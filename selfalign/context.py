@@ -149,6 +149,7 @@ class StageProgress:
     ) -> None:
         self.progress, self.task, self.stage, self.every_s = progress, task, stage, every_s
         self.status = status  # the session's live figures: $ spent, current concurrency
+        self.detail: Callable[[], str] | None = None  # the stage's own state (a batch's), if any
         self.cache_hits = self.failures = self.done = self.total = 0
         self.started = self._logged = time.perf_counter()
 
@@ -159,7 +160,8 @@ class StageProgress:
 
     def info(self) -> str:
         rate = self.done / max(time.perf_counter() - self.started, 1e-6)
-        extra = self.status() if self.status is not None else ""
+        figures = [f() for f in (self.status, self.detail) if f is not None]
+        extra = " · ".join(f for f in figures if f)
         return f"{rate:.1f}/s · cache {self.cache_hits} · fail {self.failures}" + (
             f" · {extra}" if extra else ""
         )

@@ -11,20 +11,84 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from selfalign.config import doc
 from selfalign.errors import ParseError, StageError
 from selfalign.llm.base import EMPTY_REPLY, ChatRequest
 from selfalign.llm.budget import BudgetExceeded
 
 if TYPE_CHECKING:
     from selfalign.context import RunContext, StageProgress
-    from selfalign.stages.llm import LLMParams
+    from selfalign.llm.batch import Batcher
 
 # Attempt a of sample j is sample j + a * RETRY_STRIDE: a new, still deterministic, cache key.
 RETRY_STRIDE = 1000
 
 Parse = Callable[[str], dict[str, Any]]
+
+
+@dataclass
+class CallParams:
+    """What the engine needs to send a stage's calls: model, sampling, retries, failure policy,
+    batch submission. A stage's params extend it (stages/llm.py's LLMParams)."""
+
+    model: str | None = doc("named model from `models:` (null = the run's `model`)", None)
+    temperature: float | None = doc("sampling temperature (null = backend default)", None)
+    top_p: float | None = doc("nucleus sampling (null = backend default)", None)
+    max_tokens: int = doc("completion token limit (always sent)", 256)
+    stop: list[str] = doc("stop sequences", factory=list)
+    seed: int | None = doc("backend sampling seed, where supported", None)
+    extra: dict[str, Any] = doc("extra backend params, e.g. {repetition_penalty: 2}", factory=dict)
+    retries: int = doc("new samples to try when the output cannot be parsed", 2)
+    retry_temperature: float | None = doc(
+        "temperature of those new samples (null = same as the first try)", None
+    )
+    on_failure: Literal["drop", "fail"] = doc("after retries: drop row (to rejected) or fail", "drop")
+    json_schema: dict[str, Any] | None = doc("JSON schema for response_format (if supported)", None)
+    batch: bool = doc(
+        "send this stage's calls through the provider's batch API (OpenAI, Anthropic): "
+        "half price, results within 24 h (docs/cost.md)",
+        False,
+    )
+    batch_poll_s: float = doc("batch: seconds between status polls", 30.0)
+    batch_max_wait_s: float | None = doc(
+        "batch: stop waiting after this many seconds (exit 3; a re-run re-attaches); null = until it ends",
+        None,
+    )
+
+    def __post_init__(self) -> None:
+        if self.batch_poll_s <= 0:
+            raise ValueError(f"`batch_poll_s` must be > 0 (got {self.batch_poll_s})")
+        if self.batch_max_wait_s is not None and self.batch_max_wait_s < 0:
+            raise ValueError(f"`batch_max_wait_s` must be >= 0 or null (got {self.batch_max_wait_s})")
+        if self.retries < 0:
+            raise ValueError("`retries` must be >= 0")
+        if self.max_tokens < 1:
+            raise ValueError("`max_tokens` must be >= 1")
+        if self.temperature is not None and self.temperature < 0:
+            raise ValueError(f"`temperature` must be >= 0 (got {self.temperature})")
+        if self.retry_temperature is not None and self.retry_temperature < 0:
+            raise ValueError(f"`retry_temperature` must be >= 0 (got {self.retry_temperature})")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"`top_p` must be in (0, 1] (got {self.top_p})")
+
+    def sampling(self, supports_json_schema: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+            "seed": self.seed,
+        }
+        if self.stop:
+            out["stop"] = list(self.stop)
+        if self.json_schema and supports_json_schema:
+            out["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "output", "schema": self.json_schema},
+            }
+        out.update(self.extra)
+        return {k: v for k, v in out.items() if v is not None}
 
 
 @dataclass
@@ -35,7 +99,7 @@ class Job:
     messages: list[dict[str, str]]
     sample: int = 0
     tag: Any = None  # the caller's own handle (row index, sample number …)
-    params: LLMParams | None = None  # model + sampling for this job (None: the stage's)
+    params: CallParams | None = None  # model + sampling for this job (None: the stage's)
     note: dict[str, Any] = field(default_factory=dict)  # extra fields for a rejected record
 
 
@@ -98,12 +162,21 @@ class Engine:
     """Runs one stage's jobs: all at once (the client bounds concurrency), each with its own
     attempts; applies the stage's failure policy (`on_failure`) and records rejects."""
 
-    def __init__(self, ctx: RunContext, stage: str, params: LLMParams, progress: StageProgress) -> None:
+    def __init__(self, ctx: RunContext, stage: str, params: CallParams, progress: StageProgress) -> None:
         self.ctx, self.stage, self.params, self.progress = ctx, stage, params, progress
-        if getattr(params, "batch", False):  # its cache misses go through the batch API
-            from selfalign.llm.batch import enable
+        self.batcher: Batcher | None = None
+        if params.batch:  # its cache misses go through the batch API, by this engine's batcher
+            from selfalign.llm.batch import Batcher, BatchSettings
 
-            enable(ctx.llm, stage, params, progress)
+            settings = BatchSettings(params.batch_poll_s, params.batch_max_wait_s)
+            self.batcher = Batcher(ctx.llm, stage, settings, progress)
+            progress.detail = self.batcher.status  # the stage's bar shows the batch's state
+
+    def close(self) -> None:
+        """The stage is done (every chunk): its batcher goes with it."""
+        if self.batcher is not None:
+            self.progress.detail = None
+            self.batcher = None
 
     async def run(self, jobs: list[Job], policy: Policy = Policy()) -> list[Outcome]:
         """Every job at once; outcomes in job order."""
@@ -129,7 +202,7 @@ class Engine:
         (out,) = await self.run([job], policy)
         return out
 
-    def _sampling(self, params: LLMParams, attempt: int) -> dict[str, Any]:
+    def _sampling(self, params: CallParams, attempt: int) -> dict[str, Any]:
         cfg = self.ctx.llm.model_config(params.model)
         if attempt and params.retry_temperature is not None:
             # a greedy model that gave an unusable reply would only repeat it
@@ -147,7 +220,7 @@ class Engine:
                 stage=self.stage,
                 row_id=job.row_id,
             )
-            res = await self.ctx.llm.call(self.stage, params.model, req)
+            res = await self.ctx.llm.call(self.stage, params.model, req, self.batcher)
             out.attempts, out.cached = attempt + 1, res.cached
             out.raw = res.text if res.text is not None else res.extra.get("raw_body")
             out.requests += 0 if res.cached else max(res.attempts, 1)
@@ -187,7 +260,7 @@ class Engine:
         attempts, raw, note = (out.attempts, out.raw, out.job.note) if out else (0, None, {})
         self.ctx.rejected.add(self.stage, rid, reason, attempts, raw, **{**note, **extra})
 
-    def _failed(self, out: Outcome, params: LLMParams) -> None:
+    def _failed(self, out: Outcome, params: CallParams) -> None:
         job = out.job
         if params.on_failure == "fail":
             where = "".join(f", {k}={v}" for k, v in job.note.items())

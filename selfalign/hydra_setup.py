@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -34,10 +36,50 @@ def setup() -> None:
         store.store(
             group="pipeline",
             name=path.stem,
-            node=OmegaConf.create(text),
+            node=load_yaml(text),  # plain data: the store makes its own DictConfig of it
             package=m.group(1) if m else "pipeline",
         )
     _DONE = True
+
+
+def load_yaml(text: str) -> Any:
+    """YAML as OmegaConf.create(text) reads it (its rules: YAML 1.2 floats, no timestamps,
+    duplicate keys refused), on libyaml's C parser where PyYAML has it: every run registers all
+    shipped pipelines, and the pure-Python parser was half of that."""
+    import yaml
+
+    return yaml.load(text, Loader=_loader())  # noqa: S506 — a safe loader with OmegaConf's rules
+
+
+@functools.cache
+def _loader() -> type:
+    import yaml
+    from omegaconf._utils import get_yaml_loader
+
+    rules = get_yaml_loader()
+    if not getattr(yaml, "__with_libyaml__", False):
+        return rules
+
+    class Loader(yaml.CSafeLoader):  # type: ignore[misc, name-defined]
+        yaml_implicit_resolvers = rules.yaml_implicit_resolvers
+        yaml_constructors = rules.yaml_constructors
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            # OmegaConf's loader refuses a repeated key (PyYAML keeps the last); so does this one
+            keys: set[str] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == yaml.resolver.BaseResolver.DEFAULT_SCALAR_TAG:
+                    if key_node.value in keys:
+                        raise yaml.constructor.ConstructorError(
+                            "while constructing a mapping",
+                            node.start_mark,
+                            f"found duplicate key {key_node.value}",
+                            key_node.start_mark,
+                        )
+                    keys.add(key_node.value)
+            return super().construct_mapping(node, deep=deep)
+
+    return Loader
 
 
 # overrides of typed params that may be absent from the YAML (they have defaults)

@@ -16,6 +16,7 @@ from selfalign import io
 from selfalign.checkpoint import Stored
 from selfalign.context import Rejected
 from selfalign.manifest import versions
+from selfalign.prompts import RUN_COPY
 from selfalign.redact import LogFilter, config_yaml, redact
 from selfalign.runner import Built, build
 
@@ -92,15 +93,27 @@ def write_outputs(built: Built, out: Stored, meta: dict[str, Any]) -> dict[str, 
 
 def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> Built:
     """Build, then set up the run dir: the run's log file, the rejected table (kept across
-    attempts: each run into the same dir is attempt n+1), the resolved config."""
+    attempts: each run into the same dir is attempt n+1), the resolved config, the prompts."""
     run_dir.mkdir(parents=True, exist_ok=True)
     built = build(cfg, run_dir)
     built.attempt = _previous_attempt(run_dir) + 1
     built.ctx.rejected = Rejected(run_dir / "rejected.jsonl", built.attempt)
     (run_dir / "rejected.jsonl").touch()
     (run_dir / "config.yaml").write_text(config_yaml(cfg))  # resolved, secrets redacted
+    write_prompts(built, run_dir)
     io.write_json({"status": "running", "attempt": built.attempt}, run_dir / "manifest.json")
     return built
+
+
+def write_prompts(built: Built, run_dir: Path) -> None:
+    """RUN_COPY (prompts.json): every prompt the run uses, by name, with its hash (the manifest's) and the
+    text of its files, so the run dir alone says what was asked (`selfalign report` shows
+    them even after the prompt files were edited). Not redacted: they are the user's own
+    templates, and a changed copy would no longer match its hash."""
+    names = sorted({n for s in built.stages for n in s.prompt_hashes()})
+    used = {n: built.ctx.prompts.get(n) for n in names}
+    copy = {n: {"sha256": p.sha256, "sources": p.sources} for n, p in used.items()}
+    io.write_json(copy, run_dir / RUN_COPY)
 
 
 def _previous_attempt(run_dir: Path) -> int:

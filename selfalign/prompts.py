@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,13 @@ from selfalign.errors import PromptError, decode_problem
 from selfalign.registry import did_you_mean
 
 SUFFIX = ".j2"
+# a run dir's copy of the prompts it used (outputs.write_prompts); its report reads only this
+RUN_COPY = "prompts.json"
+
+
+def digest(sources: dict[str, str]) -> str:
+    """A prompt's hash (cache keys, fingerprints, the manifest): its files' text, in order."""
+    return hashlib.sha256("\0".join(sources.values()).encode()).hexdigest()
 
 
 @dataclass
@@ -23,6 +30,9 @@ class Prompt:
     variables: frozenset[str]  # undeclared variables of the template and its static includes
     sha256: str
     path: str
+    # the template's file and every file it statically includes → their text, in hash order:
+    # what a run dir keeps (prompts.json) so its report shows the prompts as they were
+    sources: dict[str, str] = field(default_factory=dict)
 
     def render(self, **values: Any) -> str:
         try:
@@ -76,11 +86,11 @@ class PromptLibrary:
         except UnicodeDecodeError:
             raise self._undecodable(file, at) from None
         try:
-            variables, sources = self._scan(file, set())
+            variables, sources = self._scan(file, {})
         except UnicodeDecodeError:  # an included template: find which
             raise self._undecodable(None, at) from None
-        digest = hashlib.sha256("\0".join(sources).encode()).hexdigest()
-        return Prompt(name, template, frozenset(variables), digest, template.filename or file)
+        path = template.filename or file
+        return Prompt(name, template, frozenset(variables), digest(sources), path, sources)
 
     def _undecodable(self, file: str | None, at: str) -> PromptError:
         """The template (`file`, or any template when None) that is not UTF-8, with the line and
@@ -97,19 +107,17 @@ class PromptLibrary:
                 return PromptError(at + problem)
         return PromptError(f"{at}a prompt template is not valid utf-8 text. Re-save it as UTF-8.")
 
-    def _scan(self, file: str, seen: set[str]) -> tuple[set[str], list[str]]:
-        """Variables and sources of `file` and every template it statically includes."""
-        seen.add(file)
+    def _scan(self, file: str, sources: dict[str, str]) -> tuple[set[str], dict[str, str]]:
+        """Variables of `file` and every template it statically includes; `sources` gains
+        each one's text (file → text, in the order the hash reads them)."""
         source, _, _ = self.env.loader.get_source(self.env, file)  # type: ignore[union-attr]
+        sources[file] = source
         try:
             ast = self.env.parse(source, name=file)
         except jinja2.TemplateSyntaxError as exc:
             raise PromptError(f"template syntax error in {file} line {exc.lineno}: {exc.message}") from None
         variables = set(meta.find_undeclared_variables(ast))
-        sources = [source]
         for ref in meta.find_referenced_templates(ast):
-            if ref and ref not in seen:
-                sub_vars, sub_sources = self._scan(ref, seen)
-                variables |= sub_vars
-                sources += sub_sources
+            if ref and ref not in sources:
+                variables |= self._scan(ref, sources)[0]
         return variables, sources

@@ -27,12 +27,25 @@ class CacheSettings:
 
 
 @dataclass
+class Citation:
+    """The method a pipeline implements; the dataset card and report.html show its BibTeX."""
+
+    title: str = doc("the paper's (or project's) title")
+    bibtex: str = doc("the BibTeX entry, as the card prints it")
+    authors: list[str] = doc("the authors, in the paper's order", factory=list)
+    year: int | None = doc("year of publication", None)
+    url: str | None = doc("where to read it (arXiv, the project's page)", None)
+
+
+@dataclass
 class PipelineSettings:
     name: str = doc("pipeline name")
     stages: dict[str, Any] = doc("stage name → {kind, enabled?, ...params}")
     order: list[str] = doc("stage names in run order")
     description: str = doc("one line shown by `selfalign list pipelines`", "")
     output: str | None = doc("stage whose output is the final dataset (default: last)", None)
+    # every shipped pipeline has one (tests/unit/test_pipeline_checklist.py); a user's may not
+    citation: Citation | None = doc("the method's paper: {title, authors, year, url, bibtex}", None)
 
 
 def _container(cfg: DictConfig, key: str, where: str) -> Any:

@@ -86,14 +86,15 @@ def write_sweep_report(sweep_dir: str | Path, out: str | Path | None = None) -> 
     from selfalign.html_report.sweeppage import sweep_context
 
     sweep_dir = Path(sweep_dir)
-    html = _env().get_template("sweep.html.j2").render(version=__version__, **sweep_context(sweep_dir))
+    page = sweep_context(sweep_dir, REPORT)
+    html = _env().get_template("sweep.html.j2").render(version=__version__, **page)
     return _write(Path(out) if out else sweep_dir / REPORT, html)
 
 
 def write_report(path: str | Path, out: str | Path | None = None) -> Path:
     """A run dir (manifest.json) or a sweep dir (multirun.yaml or sweep_summary.csv): write its
     report; `out` (-o) is checked first."""
-    from selfalign.sweep import is_sweep_dir
+    from selfalign.sweep_summary import is_sweep_dir
 
     p = Path(path)
     out = check_output(out) if out else None

@@ -1,4 +1,5 @@
-"""What a run report shows, read from a run dir: manifest.json, rejected.jsonl, stages/, dataset."""
+"""What a run report shows, read from a run dir: manifest.json, rejected.jsonl, stages/, dataset,
+config.yaml (and its pipeline.citation)."""
 
 from __future__ import annotations
 
@@ -85,6 +86,16 @@ class RunData:
             return config_yaml(OmegaConf.load(path), resolve=False)  # redacted, as it is written
         except Exception:  # noqa: BLE001 — not YAML (hand-edited): show it, key-shaped text masked
             return redact_text(path.read_text(encoding="utf-8"))
+
+    @cached_property
+    def citation(self) -> dict[str, Any] | None:
+        """The run's `pipeline.citation` (title, authors, year, url, bibtex), None without one."""
+        try:
+            cfg = OmegaConf.to_container(OmegaConf.load(self.run_dir / "config.yaml"), resolve=False)
+        except Exception:  # noqa: BLE001 — no or odd config.yaml: the page shows no citation
+            return None
+        found = (cfg.get("pipeline") or {}).get("citation") if isinstance(cfg, dict) else None
+        return found if isinstance(found, dict) and found.get("bibtex") else None
 
 
 def _missing(v: Any) -> bool:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
 from selfalign.html_report import samples, scores
 from selfalign.html_report.charts import Charts
 from selfalign.html_report.rundata import RunData, funnel, stage_totals
+from selfalign.prompts import RUN_COPY, digest
 
 STATUS_TEXT = {
     "ok": "ok: the dataset was produced within the failure limits",
@@ -38,6 +40,7 @@ def run_context(data: RunData) -> dict[str, Any]:
         "stage_samples": samples.stage_samples(data),
         "config": data.config_text,
         "config_sha": _sha(data.config_text),
+        "citation": data.citation,
         "prompts": prompt_sources(data),
     }
 
@@ -122,7 +125,7 @@ def _score_item(g: scores.ScoreGroup, frame: Any, charts: Charts) -> dict[str, A
 
 def prompt_sources(data: RunData) -> list[dict[str, Any]]:
     """Every prompt the run used: its hash from the manifest, the stages that used it, and its
-    text when the prompt file found now still has that hash."""
+    text from the run dir's own copy (RUN_COPY), so a prompt edited since shows as it was."""
     used: dict[str, dict[str, Any]] = {}
     for s in data.stages:
         for name, sha in (s.get("prompts") or {}).items():
@@ -130,31 +133,27 @@ def prompt_sources(data: RunData) -> list[dict[str, Any]]:
                 name, {"name": name, "sha256": sha, "stages": [], "source": None, "note": None}
             )
             entry["stages"].append(s["name"])
-    library = _library(data.run_dir)
+    saved = _saved_prompts(data.run_dir)
     for entry in used.values():
-        try:
-            prompt = library.get(entry["name"]) if library else None
-        except Exception:  # noqa: BLE001 — a prompt removed since the run: say so, show the rest
-            prompt = None
-        if prompt is None:
-            entry["note"] = "the prompt file is not found now"
-        elif prompt.sha256 != entry["sha256"]:
-            entry["note"] = f"the prompt file has changed since the run (now {prompt.sha256[:12]}…)"
+        copy = saved.get(entry["name"]) or {}
+        sources = copy.get("sources")
+        if not isinstance(sources, dict) or not sources or digest(sources) != entry["sha256"]:
+            # a run dir from before runs kept their prompts, or one edited by hand
+            entry["note"] = f"the run dir holds no copy of this prompt ({RUN_COPY})"
         else:
-            entry["source"] = Path(prompt.path).read_text(encoding="utf-8")
+            entry["source"] = _joined(sources)
     return list(used.values())
 
 
-def _library(run_dir: Path) -> Any:
-    from omegaconf import OmegaConf
-
-    from selfalign.prompts import PromptLibrary
-    from selfalign.settings import prompt_search_path
-
+def _saved_prompts(run_dir: Path) -> dict[str, Any]:
     try:
-        cfg = OmegaConf.load(run_dir / "config.yaml")
-        return PromptLibrary(prompt_search_path(cfg))  # type: ignore[arg-type]
-    except Exception:  # noqa: BLE001 — no or odd config: the shipped prompts only
-        from selfalign.paths import resource_dir
+        found = json.loads((run_dir / RUN_COPY).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
 
-        return PromptLibrary([resource_dir("prompts")])
+
+def _joined(sources: dict[str, str]) -> str:
+    """The template's text, then each file it includes under a marker line."""
+    first, *included = sources.items()
+    return first[1] + "".join(f"\n{{# ── included: {f} ── #}}\n{text}" for f, text in included)

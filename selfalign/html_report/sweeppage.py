@@ -8,9 +8,8 @@ from typing import Any
 
 import pandas as pd
 
-from selfalign.html_report import REPORT
 from selfalign.html_report.charts import Charts
-from selfalign.sweep import main_scores, split_overrides, summarize
+from selfalign.sweep_summary import main_scores, split_overrides, summarize
 
 METRICS = (
     ("rows_out", "rows out"),
@@ -20,14 +19,15 @@ METRICS = (
 )
 
 
-def sweep_context(sweep_dir: Path) -> dict[str, Any]:
+def sweep_context(sweep_dir: Path, report: str) -> dict[str, Any]:
+    """The page's content; `report` is the file name of each job's own report (its link)."""
     df = summarize(sweep_dir)
     common, own = split_overrides(df) if not df.empty else ([], [])
     means = [c for c in df.columns if c.startswith("mean_")]
     main = main_scores(means)
     jobs = []
     for rec, mine in zip(df.to_dict(orient="records"), own, strict=True):
-        link = f"{rec['job']}/{REPORT}"
+        link = f"{rec['job']}/{report}"
         jobs.append({"r": _clean(rec), "own": mine, "link": link if (sweep_dir / link).is_file() else None})
     labels = [f"job {j['r']['job']}" for j in jobs]  # the table beside says what each job set
     return {

@@ -22,7 +22,7 @@ def records(df: pd.DataFrame) -> list[dict[str, Any]]:
     if not df.columns.is_unique:  # to_dict's own handling of duplicate names (the last wins)
         return [{k: _clean(v) for k, v in row.items()} for row in df.to_dict(orient="records")]
     cols = list(df.columns)
-    values = [[_clean(v) for v in df[c].tolist()] for c in cols]
+    values = [[_clean(v) for v in col.tolist()] for _, col in df.items()]  # items(): no name lookup
     return (
         [dict(zip(cols, row, strict=True)) for row in zip(*values, strict=True)]
         if cols

@@ -69,7 +69,8 @@ class Records:
 
 
 class Batcher:
-    """One batched stage's rounds; `send` is what the session calls for each cache miss."""
+    """One batched stage's rounds; `send` is what the session calls for each cache miss. The
+    stage's engine creates it when the stage runs and drops it when the stage is done."""
 
     def __init__(
         self, session: LLMSession, stage: str, settings: BatchSettings, progress: Any = None
@@ -252,9 +253,3 @@ class Batcher:
 def _reattachable(records: Records, ident: str, todo: dict[str, ChatRequest]) -> list[dict[str, Any]]:
     """Batches an earlier attempt submitted and never collected that hold some of `todo`."""
     return [r for r in records.open(ident) if not todo.keys().isdisjoint(r["keys"])]
-
-
-def enable(session: LLMSession, stage: str, params: Any, progress: Any = None) -> None:
-    """Send `stage`'s cache misses through batches (called when a stage with batch: true runs)."""
-    settings = BatchSettings(params.batch_poll_s, params.batch_max_wait_s)
-    session.batchers[stage] = Batcher(session, stage, settings, progress)

@@ -223,6 +223,26 @@ def _healthy(url: str) -> bool:
         return False
 
 
+# A parallel sweep's parent starts one server per config before its jobs (llm/shared.py) and
+# lists them here (JSON: fingerprint → url and API key); a job connects to a listed one.
+SHARED_ENV = "SELFALIGN_SHARED_SERVERS"
+
+
+def fingerprint(cfg: ModelConfig, model: Path) -> str:
+    """What makes two servers the same: the weights and the server's own settings. Request-level
+    settings (concurrency, timeouts, extra_params) are the client's, so jobs that differ only in
+    those still share one server."""
+    return json.dumps([str(model.resolve()), cfg.n_ctx, cfg.n_parallel, cfg.threads, cfg.name or "local"])
+
+
+def lookup(cfg: ModelConfig, model: Path) -> ServerHandle | None:
+    """The shared server for this config, when the sweep's parent started one (borrowed: the
+    parent stops it)."""
+    table = json.loads(os.environ.get(SHARED_ENV) or "{}")
+    hit = table.get(fingerprint(cfg, model))
+    return ServerHandle(hit["url"], hit["api_key"], str(model)) if hit else None
+
+
 def connect(cfg: ModelConfig, server: ServerHandle) -> EndpointClient:
     """The client for an embedded server: the shared endpoint client (retries and limits) over
     the direct OpenAI-compatible transport, so litellm is never loaded. It stops the server
@@ -243,8 +263,6 @@ def connect(cfg: ModelConfig, server: ServerHandle) -> EndpointClient:
 def start_local_client(cfg: ModelConfig, run_dir: Path) -> EndpointClient:
     """Start the embedded (or model.path) GGUF behind llama.cpp's server; logs in run_dir. In a
     parallel sweep whose parent already serves this config, connect to that server instead."""
-    from selfalign.llm.shared import lookup  # it imports this module
-
     model = resolve_model_path(cfg)
     shared = lookup(cfg, model)
     if shared is not None:

@@ -1,4 +1,4 @@
-"""LLMSession: named model clients for a run, wrapped with the response cache and accounting."""
+"""LLMSession: a run's named model clients behind the response cache, the budget and the accounting."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from selfalign.errors import ConfigError
 from selfalign.llm.accounting import Accounting
@@ -52,6 +52,12 @@ async def close_all() -> None:
     _OPEN.clear()
 
 
+class Batched(Protocol):
+    """Where a batched stage's cache misses go (llm/batch.py's Batcher, owned by the engine)."""
+
+    async def send(self, ref: str | None, req: ChatRequest, key: str) -> ChatResult: ...
+
+
 def _checked(result: ChatResult) -> ChatResult:
     """Every reply passes here: an empty or whitespace-only completion is a failed attempt
     (the engine asks for a new sample), so it is never cached nor taken as an answer."""
@@ -61,7 +67,8 @@ def _checked(result: ChatResult) -> ChatResult:
 
 
 class LLMSession:
-    """What stages call: `await session.complete(stage, model_ref, requests, on_result)`."""
+    """What the engine (selfalign/engine.py) calls for each request, `await session.call(stage,
+    model_ref, request)`; stages never call it. `complete` sends a list at once (the estimate)."""
 
     def __init__(
         self,
@@ -84,7 +91,7 @@ class LLMSession:
         self._slots_loop: asyncio.AbstractEventLoop | None = None
         self.in_flight = 0  # calls sent (reserved) and not yet settled
         self.spent_usd = 0.0  # this attempt, for the progress bar
-        self.batchers: dict[str, Any] = {}  # stage → its Batcher (llm/batch.py), for batch: true
+        self._identities: dict[str, tuple[ModelConfig, str]] = {}  # ref → (its config, identity)
 
     def check_ref(self, ref: str | None, where: str) -> None:
         name = ref or DEFAULT
@@ -104,8 +111,17 @@ class LLMSession:
         return self._clients[name]
 
     def identity(self, ref: str | None) -> str:
-        """Part of every cache key: what decides the outputs, never a port or a secret."""
+        """Part of every cache key: what decides the outputs, never a port or a secret. Worked
+        out once per model config (every call asks, and redacting the URL was a tenth of a
+        cached call); a ref given a new config, as a Ray worker does, is worked out again."""
         cfg = self.model_config(ref)
+        known = self._identities.get(ref or DEFAULT)
+        if known is None or known[0] is not cfg:
+            known = self._identities[ref or DEFAULT] = (cfg, self._identity(cfg))
+        return known[1]
+
+    @staticmethod
+    def _identity(cfg: ModelConfig) -> str:
         url = redact_text(cache_url(cfg.api_base))  # a token in the URL is no part of the answer
         ident = f"{cfg.provider}:{cfg.name}@{url}:{cfg.path or ''}"
         if cfg.provider == "local" and not cfg.path:
@@ -115,7 +131,9 @@ class LLMSession:
             ident += f"|xp={hashlib.sha256(blob.encode()).hexdigest()[:12]}"
         return ident
 
-    async def _one(self, stage: str, ref: str | None, req: ChatRequest) -> ChatResult:
+    async def _one(
+        self, stage: str, ref: str | None, req: ChatRequest, batcher: Batched | None
+    ) -> ChatResult:
         ident = self.identity(ref)
         key = req.cache_key(ident)
         use_cache = self.cache is not None
@@ -132,7 +150,6 @@ class LLMSession:
                     prompt_tokens=meta.get("prompt_tokens", 0),
                     completion_tokens=meta.get("completion_tokens", 0),
                 )
-        batcher = self.batchers.get(stage)
         if batcher is not None:  # batch: true — it caches what comes back itself
             return _checked(await batcher.send(ref, req, key))
         result = _checked(await self._send(ref, req))
@@ -215,7 +232,6 @@ class LLMSession:
             else (f"${self.spent_usd:.4f}" if self.spent_usd else "")
         ]
         parts += self._ask("concurrency_status")
-        parts += [b.status() for b in self.batchers.values()]
         return " · ".join(p for p in parts if p)
 
     async def complete(
@@ -235,9 +251,12 @@ class LLMSession:
 
         return list(await asyncio.gather(*(run(r) for r in requests)))
 
-    async def call(self, stage: str, ref: str | None, req: ChatRequest) -> ChatResult:
-        """One request through the cache, counted in the accounting."""
-        res = await self._one(stage, ref, req)
+    async def call(
+        self, stage: str, ref: str | None, req: ChatRequest, batcher: Batched | None = None
+    ) -> ChatResult:
+        """One request through the cache, counted in the accounting; a cache miss goes to
+        `batcher` when the stage's engine has one (batch: true), else to the model's client."""
+        res = await self._one(stage, ref, req, batcher)
         self.spent_usd += res.cost or 0.0
         self.accounting.record(stage, res.model, res)
         return res

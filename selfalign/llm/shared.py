@@ -16,30 +16,15 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from selfalign.llm.config import ModelConfig
-from selfalign.llm.local import LOG_NAME, LocalServer, resolve_model_path
-from selfalign.llm.server_handle import ServerHandle
+from selfalign.llm.local import LOG_NAME, SHARED_ENV, LocalServer, fingerprint, resolve_model_path
 
-ENV = "SELFALIGN_SHARED_SERVERS"
-
-
-def fingerprint(cfg: ModelConfig, model: Path) -> str:
-    """What makes two servers the same: the weights and the server's own settings. Request-level
-    settings (concurrency, timeouts, extra_params) are the client's, so jobs that differ only in
-    those still share one server."""
-    return json.dumps([str(model.resolve()), cfg.n_ctx, cfg.n_parallel, cfg.threads, cfg.name or "local"])
-
-
-def lookup(cfg: ModelConfig, model: Path) -> ServerHandle | None:
-    """The shared server for this config, when the sweep's parent started one (borrowed: the
-    parent stops it)."""
-    table = json.loads(os.environ.get(ENV) or "{}")
-    hit = table.get(fingerprint(cfg, model))
-    return ServerHandle(hit["url"], hit["api_key"], str(model)) if hit else None
+# This module is the table's writing side (the sweep's parent); the reading side, a job's
+# lookup of its server, is in llm/local.py, so neither module imports the other.
 
 
 def start(models: Iterable[ModelConfig], log_dir: Path) -> list[LocalServer]:
-    """Start one server per distinct fingerprint (logs in log_dir) and publish them in $ENV for
-    the job processes started after this. If one fails to start, those already up are stopped."""
+    """Start one server per distinct fingerprint (logs in log_dir) and publish them in $SHARED_ENV
+    for the job processes started after this. If one fails to start, those already up are stopped."""
     servers: list[LocalServer] = []
     table: dict[str, dict[str, str]] = {}
     try:
@@ -56,7 +41,7 @@ def start(models: Iterable[ModelConfig], log_dir: Path) -> list[LocalServer]:
         stop(servers)
         raise
     if table:
-        os.environ[ENV] = json.dumps(table)
+        os.environ[SHARED_ENV] = json.dumps(table)
     return servers
 
 
@@ -65,4 +50,4 @@ def stop(servers: list[LocalServer]) -> None:
     for server in servers:
         server.stop()
     servers.clear()
-    os.environ.pop(ENV, None)
+    os.environ.pop(SHARED_ENV, None)

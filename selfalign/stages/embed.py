@@ -33,10 +33,10 @@ def bundled_model_path() -> str:
 
 @functools.lru_cache(maxsize=2)
 def load_model(path: str, device: str) -> Any:
-    """Load once per process, strictly offline: a local folder never needs the Hub, and the
-    two switches make sure that a wrong path fails instead of downloading."""
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    """Load once per process, strictly offline: a local folder never needs the Hub, and
+    local_files_only makes a wrong path fail instead of downloading. (Not HF_HUB_OFFLINE in the
+    environment: huggingface_hub reads it once per process, so a later `push` in the same
+    process would be refused as offline.)"""
     from sentence_transformers import SentenceTransformer
     from transformers.utils import logging as hf_logging
 

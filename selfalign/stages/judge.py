@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import pandas as pd
 
 from selfalign.config import doc
-from selfalign.engine import Engine, Job, Outcome, Policy
+from selfalign.engine import CallParams, Engine, Job, Outcome, Policy
 from selfalign.errors import StageError
 from selfalign.stages.base import ROW_ID, register_stage
-from selfalign.stages.llm import Columns, Drop, LLMParams, PromptParams, RowLLMStage, Templates
+from selfalign.stages.llm import Columns, Drop, PromptParams, RowLLMStage, Templates
 
 if TYPE_CHECKING:
     from selfalign.context import RunContext
@@ -197,8 +197,8 @@ class Scorer:
             "properties": {d: {"type": "integer", "minimum": 0, "maximum": 100} for d in self.dims},
         }
         # the judge's model + sampling for each job (the stage running it may be another one)
-        shared = {f.name: getattr(params, f.name) for f in dataclasses.fields(LLMParams)}
-        self.params = LLMParams(**{**shared, "json_schema": schema if params.use_json_schema else None})
+        shared = {f.name: getattr(params, f.name) for f in dataclasses.fields(CallParams)}
+        self.params = CallParams(**{**shared, "json_schema": schema if params.use_json_schema else None})
         # a reply lacking dimensions is asked again; each retry fills only what is still missing
         self.policy = Policy(
             parse=functools.partial(parse_scores, dims=self.dims),

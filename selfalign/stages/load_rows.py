@@ -4,15 +4,13 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
 from selfalign import io
 from selfalign.errors import InputError
-
-if TYPE_CHECKING:
-    from selfalign.stages.load import LoadParams
+from selfalign.stages.load_params import LoadParams
 
 _EXAMPLES = 5  # offending rows listed in a non-text error
 

@@ -3,7 +3,7 @@ shipped sample), writes `dataset.jsonl` and training views byte-identical to the
 tests/golden/outputs/<pipeline>/.
 
 Compared: every *.jsonl / *.json file at the top of the run directory except manifest.json
-(versions, timings) and rejected.jsonl. A view that appears or disappears fails too. The files
+(versions, timings), rejected.jsonl and prompts.json. A view that appears or disappears fails too. The files
 were made by the code before the stages/runner refactor; a refactor that means to change no
 behaviour must leave them as they are. To accept an intended change, run
 `SELFALIGN_UPDATE_GOLDEN=1 pytest tests/integration/test_golden_outputs.py` and review the diff.
@@ -24,7 +24,8 @@ from helpers import GOLDEN, PIPELINES, check_golden, check_no_stale_golden, upda
 
 from selfalign import api
 
-SKIP = {"manifest.json", "rejected.jsonl"}
+# prompts.json: the run's copy of its prompt files (test_golden_prompts checks the prompts)
+SKIP = {"manifest.json", "rejected.jsonl", "prompts.json"}
 OUTPUTS = GOLDEN / "outputs"
 # columns computed by a float32 model on the CPU: equal to this tolerance is equal
 NUMERIC_NOISE = {"aligners": {"similarity"}}

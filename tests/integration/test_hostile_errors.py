@@ -279,7 +279,7 @@ def test_a_seed_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
 
 def test_the_sweep_summary_piped_keeps_each_override_on_one_line(capsys: pytest.CaptureFixture) -> None:
     from selfalign import terminal
-    from selfalign.sweep import render
+    from selfalign.sweep_summary import render
 
     long = f"++pipeline.stages.{LONG_STAGE}.temperature="
     jobs = [

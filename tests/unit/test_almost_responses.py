@@ -13,9 +13,9 @@ def capture(ctx):
     seen = []
     real = ctx.llm.call
 
-    async def call(stage, ref, req):
+    async def call(stage, ref, req, *rest):
         seen.append(req)
-        return await real(stage, ref, req)
+        return await real(stage, ref, req, *rest)
 
     ctx.llm.call = call
     return seen

@@ -107,9 +107,9 @@ def test_missing_score_is_retried_hotter_then_dropped_to_rejected(ctx):
     seen = []
     real = ctx.llm.call
 
-    async def spy(stage, ref, req):
+    async def spy(stage, ref, req, *rest):
         seen.append((req.row_id, req.sample, req.param_dict.get("temperature")))
-        return await real(stage, ref, req)
+        return await real(stage, ref, req, *rest)
 
     ctx.llm.call = spy
     stage = make_stage(
@@ -142,9 +142,9 @@ def test_retries_sample_hotter_by_default(ctx):
     temps = []
     real = ctx.llm.call
 
-    async def spy(stage, ref, req):
+    async def spy(stage, ref, req, *rest):
         temps.append(req.param_dict.get("temperature"))
-        return await real(stage, ref, req)
+        return await real(stage, ref, req, *rest)
 
     ctx.llm.call = spy
     stage = make_stage("curate_pairs", ctx, "cur", model="j", temperature=0.0, **PROMPTS)

@@ -247,3 +247,20 @@ def test_empty_batch_replies_are_retried_rejected_and_never_cached(mock, tmp_pat
     again = run(mock, tmp_path / "b")
     assert again["status"] == "ok" and again["rejected"] == 0
     assert sizes(mock) == [2, 2]
+
+
+def test_the_engine_creates_and_closes_its_own_batcher(ctx) -> None:
+    # a batched stage's calls go through its engine's batcher, which the session is handed per
+    # call: no per-stage table on the session that stages fill and empty
+    from selfalign.engine import CallParams, Engine
+    from selfalign.llm.batch import Batcher
+
+    with ctx.progress("s", 0) as prog:
+        engine = Engine(ctx, "s", CallParams(batch=True), prog)
+        assert isinstance(engine.batcher, Batcher) and engine.batcher.stage == "s"
+        engine.batcher.state = "in_progress"
+        assert "s: in_progress" in prog.info()  # the stage's own bar shows its batch
+        engine.close()
+        assert engine.batcher is None and "in_progress" not in prog.info()
+        assert Engine(ctx, "t", CallParams(), prog).batcher is None
+    assert not hasattr(ctx.llm, "batchers")

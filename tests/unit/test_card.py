@@ -147,3 +147,14 @@ def test_views_in_reads_back_what_the_card_points_at(ctx) -> None:
     )
     (v,) = card.views_in(text)
     assert (v.name, v.splits, v.formats) == ("sft", {"train": "sft.train", "val": "sft.val"}, ["parquet"])
+
+
+def test_the_citation_comes_from_the_pipelines_yaml(ctx) -> None:
+    """A user's pipeline may carry `pipeline.citation` too: the card prints its BibTeX."""
+    write_run(ctx, [{"file": "sft", "kind": "sft"}])
+    bibtex = "@misc{mine,\n  title = {Mine}\n}"
+    cfg = {"pipeline": {"name": "mine", "citation": {"title": "Mine", "bibtex": bibtex}}}
+    (ctx.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    stage = make_stage("export", ctx, "export", views=[{"file": "sft", "kind": "sft"}])
+    _, rest = split_card(card.render(ctx.run_dir, card.views_of([stage])))
+    assert rest.endswith(f"## Citation\n\nThe method this pipeline implements:\n\n```bibtex\n{bibtex}\n```\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +18,7 @@ from selfalign.errors import SelfAlignError
 from selfalign.html_report import write_run_report
 from selfalign.html_report.charts import Charts
 from selfalign.report import print_run_summary
-from selfalign.sweep import render
+from selfalign.sweep_summary import render
 
 TINY = ["pipeline=tiny", f"prompts.search_path=[{FIXTURES / 'prompts'}]"]
 DIRS = [str(FIXTURES / "conf")]
@@ -138,3 +139,41 @@ def test_sweep_table_fits_80_columns():
     assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
     assert "++pipeline.stages.gen_instructions.n=3" in text and "temperature=0.8" in text
     assert "every job: pipeline=wizardlm_aaa model=test" in text
+
+
+def test_the_report_shows_the_prompts_the_run_used_after_they_were_edited(run_pipeline, tmp_path):
+    # the run dir keeps its prompts (prompts.json, with the manifest's hashes): the report reads
+    # only the run dir, so editing or deleting the prompt files later changes nothing in it
+    prompts = tmp_path / "prompts"
+    shutil.copytree(FIXTURES / "prompts", prompts)
+    answer, style = prompts / "tiny" / "answer.j2", prompts / "tiny" / "_style.j2"
+    style.write_text("Be kind.\n")
+    answer.write_text(answer.read_text() + '{% include "tiny/_style.j2" %}\n')
+    _, manifest, run_dir = run_pipeline("pipeline=tiny", f"prompts.search_path=[{prompts}]", config_dirs=DIRS)
+    saved = json.loads((run_dir / "prompts.json").read_text())["tiny/answer"]
+    assert saved["sha256"] == manifest["stages"][2]["prompts"]["tiny/answer"]
+    assert list(saved["sources"]) == ["tiny/answer.j2", "tiny/_style.j2"]
+    answer.write_text("EDITED since the run: {{ question }}\n")
+    style.write_text("EDITED too\n")
+    html = write_run_report(run_dir).read_text()
+    assert "EDITED" not in html and "Question: {{ question }}" in html and "Be kind." in html
+    assert "included: tiny/_style.j2" in html
+    shutil.rmtree(prompts)
+    assert "Be kind." in write_run_report(run_dir).read_text()
+
+
+def test_a_run_dir_without_its_prompts_says_so(run_pipeline):
+    _, _, run_dir = run_pipeline(*TINY, config_dirs=DIRS)
+    (run_dir / "prompts.json").unlink()  # a run dir written before runs kept their prompts
+    html = write_run_report(run_dir).read_text()
+    assert "the run dir holds no copy of this prompt" in html and "Question: {{ question }}" not in html
+
+
+def test_report_shows_the_pipelines_citation(run_pipeline, tmp_path):
+    """pipeline.citation in the pipeline's YAML is on the page; a pipeline without one has none."""
+    _, _, run_dir = run_pipeline("pipeline=almost", run_dir=tmp_path / "almost")
+    html = (run_dir / "report.html").read_text()
+    assert '<p id="citation">' in html and "Aligning Large Language Models through Synthetic Feedback" in html
+    assert "@inproceedings{kim2023aligning," in html and "aclanthology.org/2023.emnlp-main.844" in html
+    _, _, run_dir = run_pipeline(*TINY, config_dirs=DIRS, run_dir=tmp_path / "tiny")
+    assert 'id="citation"' not in (run_dir / "report.html").read_text()

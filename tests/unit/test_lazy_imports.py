@@ -34,9 +34,10 @@ print(json.dumps({"rc": rc, "loaded": [m for m in HEAVY if m in sys.modules]}))
 """
 
 
-def loaded(*args: str) -> list[str]:
-    """The HEAVY packages in sys.modules after `selfalign ARGS`, which must exit 0."""
-    code = f"HEAVY = {HEAVY!r}\n{DRIVER}"
+def loaded(*args: str, watch: list[str] = HEAVY) -> list[str]:
+    """The `watch` modules (HEAVY packages) in sys.modules after `selfalign ARGS`, which must
+    exit 0."""
+    code = f"HEAVY = {watch!r}\n{DRIVER}"
     proc = subprocess.run(
         [sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
@@ -99,3 +100,17 @@ def test_the_stage_table_names_what_each_module_registers() -> None:
         importlib.import_module(info.name)
     builtin = {k: cls.__module__ for k, cls in STAGES.items() if cls.__module__.startswith("selfalign.")}
     assert builtin == KINDS
+
+
+def test_the_report_reads_only_the_run_dir(run_pipeline, tmp_path: Path) -> None:
+    # `selfalign report` of a run dir or a sweep dir composes no config and needs no settings:
+    # the prompts come from the run dir's own copy (prompts.json)
+    _, _, run_dir = run_pipeline(
+        "pipeline=tiny", f"prompts.search_path=[{FIXTURES / 'prompts'}]", config_dirs=[str(FIXTURES / "conf")]
+    )
+    (tmp_path / "multirun.yaml").write_text("hydra: {}\n")  # tmp_path holds run/: a sweep dir
+    watch = ["hydra", "selfalign.settings", "selfalign.hydra_setup", "selfalign.sweep"]
+    for target in (run_dir, tmp_path):
+        (target / "report.html").unlink(missing_ok=True)  # the run wrote one already
+        assert loaded("report", str(target), watch=watch) == []
+        assert (target / "report.html").is_file()

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from helpers import ROOT
 
-from selfalign.llm import local, shared
+from selfalign.llm import local
 from selfalign.llm.client import EndpointClient
 from selfalign.llm.config import ModelConfig
 from selfalign.llm.gate import PRIORITY, PriorityGate
@@ -117,9 +117,9 @@ def test_one_server_handle_stopped_only_by_its_owner(owned: bool) -> None:
 
 def test_a_sweeps_shared_server_is_the_same_handle(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     cfg, model = ModelConfig(provider="local", name="local"), tmp_path / "m.gguf"
-    table = {shared.fingerprint(cfg, model): {"url": "http://127.0.0.1:9", "api_key": "k"}}
-    monkeypatch.setenv(shared.ENV, __import__("json").dumps(table))
-    assert shared.lookup(cfg, model) == ServerHandle("http://127.0.0.1:9", "k", str(model))
+    table = {local.fingerprint(cfg, model): {"url": "http://127.0.0.1:9", "api_key": "k"}}
+    monkeypatch.setenv(local.SHARED_ENV, __import__("json").dumps(table))
+    assert local.lookup(cfg, model) == ServerHandle("http://127.0.0.1:9", "k", str(model))
 
 
 def test_freed_slots_wake_one_waiter_each() -> None:

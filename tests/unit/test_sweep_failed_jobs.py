@@ -8,7 +8,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from selfalign import sweep
+from selfalign import sweep, sweep_summary
 
 
 def _job(root: Path, name: str, manifest: dict | None, overrides: list[str]) -> None:
@@ -24,7 +24,7 @@ def test_failed_and_missing_jobs_are_listed(tmp_path: Path, capsys):
     _job(tmp_path, "2", {"status": "running", "overrides": ["a=3"]}, ["a=3"])  # … or midway
     _job(tmp_path, "10", {"status": "failed", "rows": 0, "overrides": ["a=4"]}, ["a=4"])
     (tmp_path / "notes").mkdir()  # not a job
-    df = sweep.summarize(tmp_path)
+    df = sweep_summary.summarize(tmp_path)
     assert list(df.job) == ["0", "1", "2", "10"]
     assert list(df.status) == ["ok", "no manifest", "running", "failed"]
     assert df.overrides[1] == "a=2"

@@ -86,8 +86,8 @@ class RefineParams(LLMParams):
 
 
 @dataclass
-class Step:
-    """One co-teacher of the chain: its params (model + sampling) and its label."""
+class TeacherCall:
+    """A CoTeacher resolved: the params of its call (model + sampling, over the stage's) and its label."""
 
     params: LLMParams
     label: str
@@ -113,8 +113,7 @@ class RefineAaa(LLMStage):
     def __init__(
         self, name: str, params: RefineParams, ctx: RunContext, peers: dict[str, StageSpec] | None = None
     ) -> None:
-        super().__init__(name, params, ctx)
-        self.peers = peers or {}  # LLMStage.__init__ does not pass them on to Stage
+        super().__init__(name, params, ctx, peers)
         ctx.llm.check_ref(params.source_model, f"{self.where}.source_model")
         self.chain = self._chain()
         self.suggest_params = dataclasses.replace(params, max_tokens=params.suggest_max_tokens)
@@ -133,9 +132,9 @@ class RefineAaa(LLMStage):
             )
         )
 
-    def _chain(self) -> list[Step]:
+    def _chain(self) -> list[TeacherCall]:
         p: RefineParams = self.params
-        steps = []
+        teachers = []
         for i, item in enumerate(p.co_teach_models[: p.max_co_teach_llms]):
             t = item if isinstance(item, CoTeacher) else CoTeacher(model=item)
             self.ctx.llm.check_ref(t.model, f"{self.where}.co_teach_models[{i}].model")
@@ -145,8 +144,8 @@ class RefineAaa(LLMStage):
                 if getattr(t, k) is not None
             }
             params = dataclasses.replace(p, model=t.model, extra={**p.extra, **t.extra}, **changes)
-            steps.append(Step(params, t.label or self._label(params)))
-        return steps
+            teachers.append(TeacherCall(params, t.label or self._label(params)))
+        return teachers
 
     def _label(self, params: LLMParams) -> str:
         temp = "" if params.temperature is None else f" T={params.temperature:g}"
@@ -224,11 +223,11 @@ class RefineAaa(LLMStage):
         p: RefineParams = self.params
         pre = row[p.column]
         current, writer, used = pre, (p.source_model, "generate"), []
-        for step in self.chain:
-            got = await self._ask(row, "co_teach", step.params, self.teach, text=current)
+        for teacher in self.chain:
+            got = await self._ask(row, "co_teach", teacher.params, self.teach, text=current)
             if got is not None:  # a failed co-teacher is skipped; the chain goes on
-                current, writer = got, (step.params.model, f"co_teach:{step.label}")
-                used.append(step.label)
+                current, writer = got, (teacher.params.model, f"co_teach:{teacher.label}")
+                used.append(teacher.label)
         co_taught = current
         suggestions = await self._ask(
             row, "suggest", self.suggest_params, Policy(), original=pre, current=co_taught
