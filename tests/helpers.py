@@ -195,12 +195,12 @@ def mock_config(server: Any, **kw: Any) -> Any:
     return ModelConfig(**{**base, **kw})
 
 
-def mock_client(server: Any, transport: str | None = None, **kw: Any) -> Any:
-    """A client of the mock server on `mock_config(server, **kw)`."""
-    from selfalign.llm.litellm_client import LiteLLMClient
+def mock_client(server: Any, transport: str | None = None, sleep: Any = asyncio.sleep, **kw: Any) -> Any:
+    """An EndpointClient of the mock server on `mock_config(server, **kw)`; `sleep` is its
+    backoff's sleep (no_sleep: none)."""
+    from selfalign.llm.client import EndpointClient
 
-    cfg = mock_config(server, **kw)
-    return LiteLLMClient(cfg) if transport is None else LiteLLMClient(cfg, transport=transport)
+    return EndpointClient(mock_config(server, **kw), transport=transport, sleep=sleep)
 
 
 # METHODS §5.2: the 46 task names of the original's classifier prompt
@@ -217,13 +217,6 @@ value_judgement rejecting roleplay default"""
 REALIGN_TASKS = _REALIGN_NAMES.split()
 
 
-class NoSleep:
-    """Stands in for the `asyncio` module inside selfalign.llm.litellm_client (monkeypatch it
-    there): everything as asyncio, except that backoff sleeps take no time."""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(asyncio, name)
-
-    async def sleep(self, delay: float, result: Any = None) -> Any:
-        await asyncio.sleep(0)
-        return result
+async def no_sleep(delay: float) -> None:
+    """An EndpointClient's `sleep` (llm/client.py) for tests: backoffs take no time."""
+    await asyncio.sleep(0)

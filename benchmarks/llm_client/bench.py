@@ -9,7 +9,7 @@ another process on the same machine, as a real local endpoint would. Variants:
   aiohttp  raw aiohttp + Semaphore(C): the leanest Python client (httpx, under AsyncOpenAI,
            is the slow part of `hand`; litellm itself sends through aiohttp)
   litellm  litellm.acompletion + Semaphore(C): litellm's own cost, without our layer
-  session  LLMSession (LiteLLMClient + response cache + accounting), fresh cache file; an
+  session  LLMSession (EndpointClient + response cache + accounting), fresh cache file; an
            api_base endpoint goes through the direct transport (selfalign/llm/transport.py)
   session_litellm  the same, with the client forced onto the litellm transport
   runner   the real pipeline (load → generate_text → generate_text) through selfalign.api.run,
@@ -107,7 +107,7 @@ async def v_aiohttp(url: str, n: int, c: int) -> dict[str, Any]:
 
 async def v_litellm(url: str, n: int, c: int) -> dict[str, Any]:
     # via our module: the same env and logging setup as production, applied before import
-    from selfalign.llm.litellm_client import _litellm
+    from selfalign.llm.litellm_adapter import _litellm
 
     litellm = _litellm()
 
@@ -142,12 +142,12 @@ async def v_litellm(url: str, n: int, c: int) -> dict[str, Any]:
 async def v_session(url: str, n: int, c: int, tmp: Path, transport: str) -> dict[str, Any]:
     from selfalign.llm.base import ChatRequest
     from selfalign.llm.cache import ResponseCache
+    from selfalign.llm.client import EndpointClient
     from selfalign.llm.config import ModelConfig
-    from selfalign.llm.litellm_client import LiteLLMClient
     from selfalign.llm.session import LLMSession
 
     cfg = ModelConfig(provider="litellm", name="mock", api_base=url, concurrency=c)
-    client = LiteLLMClient(cfg, transport=transport)  # built (litellm imported) off the clock
+    client = EndpointClient(cfg, transport=transport)  # built (litellm imported) off the clock
     cache_path = tmp / "cache.sqlite"
 
     async def run() -> tuple[float, int]:

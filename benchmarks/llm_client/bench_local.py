@@ -5,7 +5,7 @@
 For each n_parallel it starts the embedded server (as model=local does) and measures
   single   one request at a time: decode tok/s of a lone request
   raw      `requests` calls at concurrency n_parallel straight to the server (AsyncOpenAI)
-  session  the same calls through LLMSession (LiteLLMClient + cache + accounting), fresh cache
+  session  the same calls through LLMSession (EndpointClient + cache + accounting), fresh cache
 Completions use ignore_eos so every call yields exactly --tokens tokens.
 """
 

@@ -1,4 +1,4 @@
-"""Adaptive concurrency and RPM limits of LiteLLMClient against tests/mockserver.py.
+"""Adaptive concurrency and RPM limits of EndpointClient against tests/mockserver.py.
 
 cap      a server that answers 429 (Retry-After) above 16 requests in flight: a client set to
          concurrency=64 with adaptive concurrency (min_concurrency=1) against one set to exactly
@@ -27,8 +27,8 @@ from mockserver import spawn  # noqa: E402
 sys.path.insert(0, str(ROOT))
 
 from selfalign.llm.base import ChatRequest  # noqa: E402
+from selfalign.llm.client import EndpointClient  # noqa: E402
 from selfalign.llm.config import ModelConfig  # noqa: E402
-from selfalign.llm.litellm_client import LiteLLMClient  # noqa: E402
 
 
 def mock_stats(base: str) -> dict[str, Any]:
@@ -37,7 +37,7 @@ def mock_stats(base: str) -> dict[str, Any]:
 
 
 async def drive(
-    client: LiteLLMClient, workers: int, seconds: float, base: str, mark_s: float
+    client: EndpointClient, workers: int, seconds: float, base: str, mark_s: float
 ) -> dict[str, Any]:
     """`workers` loops sending requests for `seconds`; server counters at `mark_s` and the end."""
     ok = 0
@@ -76,9 +76,9 @@ async def drive(
     }
 
 
-def client(url: str, **kw: Any) -> LiteLLMClient:
+def client(url: str, **kw: Any) -> EndpointClient:
     cfg = dict(provider="litellm", name="mock", api_base=f"{url}/v1", max_retries=100, timeout_s=30.0)
-    return LiteLLMClient(ModelConfig(**{**cfg, **kw}))
+    return EndpointClient(ModelConfig(**{**cfg, **kw}))
 
 
 def bench_cap(seconds: float, latency: float) -> None:

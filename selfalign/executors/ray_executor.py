@@ -31,7 +31,7 @@ from selfalign.context import RunContext
 from selfalign.errors import ConfigError, RunFailed
 from selfalign.executors.local import check_failures, run_whole
 from selfalign.executors.ray_budget import SharedBudget, shared_budget
-from selfalign.executors.ray_worker import Attached, Worker
+from selfalign.executors.ray_worker import Worker
 from selfalign.llm.budget import BudgetExceeded
 from selfalign.llm.session import DEFAULT
 from selfalign.runner import Built
@@ -158,7 +158,7 @@ class Pool:
             for r in s.model_refs()
         }
         servers = {  # the embedded model: the driver's one server, for every worker
-            name: Attached(client.server.url, client.server.api_key, cfg.path or "")
+            name: client.server.borrowed()  # type: ignore[attr-defined]
             for name, cfg in ctx.llm.models.items()
             if cfg.provider == "local" and name in refs and (client := ctx.llm.client(name)) is not None
         }

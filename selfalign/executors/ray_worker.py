@@ -12,7 +12,6 @@ import dataclasses
 import logging
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import pandas as pd
 from selfalign.context import Rejected, Stats
 from selfalign.llm.accounting import Accounting
 from selfalign.llm.config import ModelConfig
+from selfalign.llm.server_handle import ServerHandle
 
 # which block the running coroutine works on: rejected rows are put back in block order
 BLOCK: contextvars.ContextVar[int] = contextvars.ContextVar("block", default=-1)
@@ -39,19 +39,6 @@ class Collected(Rejected):
         super().add(stage, row_id, reason, attempts, raw, **extra)
         rec = {"stage": stage, "row_id": row_id, "reason": reason, "attempts": attempts, "raw": raw, **extra}
         self.records.append((BLOCK.get(), rec))
-
-
-@dataclass
-class Attached:
-    """The driver's embedded llama.cpp server, seen from a worker: the same URL and key, and
-    stop() does nothing (the driver owns the process). One server for every worker."""
-
-    url: str
-    api_key: str
-    model: str
-
-    def stop(self) -> None:
-        pass
 
 
 def share(cfg: ModelConfig, workers: int) -> ModelConfig:
@@ -89,7 +76,7 @@ class Worker:
         cwd: str,
         attempt: int,
         workers: int,
-        servers: dict[str, Attached],
+        servers: dict[str, ServerHandle],  # the driver's embedded servers, borrowed
         budget: Any = None,
     ) -> None:
         from omegaconf import OmegaConf
@@ -110,10 +97,9 @@ class Worker:
         for name, cfg in list(ctx.llm.models.items()):
             ctx.llm.models[name] = share(cfg, workers)
         for name, server in servers.items():
-            from selfalign.llm.local import LocalClient
+            from selfalign.llm.local import connect
 
-            cfg = ctx.llm.models[name]
-            ctx.llm._clients[name] = LocalClient(cfg, server, Path(server.model))  # type: ignore[arg-type]
+            ctx.llm._clients[name] = connect(ctx.llm.models[name], server)
 
     async def run_block(self, block: int, first: int, last: int, df: pd.DataFrame) -> dict[str, Any]:
         """Stages first..last (pipeline indexes) on one block: every stage's output and when it

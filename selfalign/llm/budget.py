@@ -91,7 +91,7 @@ def price_for(cfg: ModelConfig) -> Price | None:
         return cfg.price
     if cfg.provider != "litellm":
         return Price(0.0, 0.0)
-    from selfalign.llm.litellm_client import litellm_price, transport_kind
+    from selfalign.llm.litellm_adapter import litellm_price, transport_kind
 
     if transport_kind(cfg) == "direct":
         return Price(0.0, 0.0)

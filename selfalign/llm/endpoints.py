@@ -14,14 +14,14 @@ endpoint. With a single endpoint nothing here changes the client's behaviour.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from selfalign.llm.config import ModelConfig
-from selfalign.llm.limits import PRIORITY, AdaptiveLimit, RateLimits
+from selfalign.llm.gate import PriorityGate
+from selfalign.llm.limits import AdaptiveLimit, RateLimits
 from selfalign.llm.transport import Reply, TransportError
 
 log = logging.getLogger(__name__)
@@ -43,8 +43,6 @@ class Endpoint:
         self.limit = AdaptiveLimit(cfg.min_concurrency or cfg.concurrency, cfg.concurrency)
         self.rates = RateLimits(cfg.rpm, cfg.tpm)
         self.assigned = 0  # requests chosen for it and not yet back (in flight or waiting)
-        self.in_flight = 0
-        self.max_in_flight = 0
         self.fails = 0  # connection failures in a row
         self.streak = 0  # failed answers (429, 5xx, timeouts) in a row, for the retry backoff
         self.up = True
@@ -57,7 +55,7 @@ class Endpoint:
         return self.assigned / max(1, int(self.limit.limit))
 
     def stats(self) -> dict[str, Any]:
-        return {**self.counts, "max_in_flight": self.max_in_flight, "up": self.up}
+        return {**self.counts, "max_in_flight": self.limit.max_in_flight, "up": self.up}
 
 
 class EndpointPool:
@@ -65,8 +63,7 @@ class EndpointPool:
         self.cfg = cfg
         self.endpoints = [Endpoint(i, url, make(url), cfg) for i, url in enumerate(urls)]
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # a heap
-        self._seq = 0
+        self.gate = PriorityGate()  # requests waiting for any endpoint with room
 
     def __len__(self) -> int:
         return len(self.endpoints)
@@ -76,9 +73,10 @@ class EndpointPool:
         loop = asyncio.get_running_loop()
         if loop is self._loop:
             return
-        self._loop, self._waiters = loop, []
+        self._loop, self.gate = loop, PriorityGate()
         for e in self.endpoints:
-            e.limit = AdaptiveLimit(e.limit.floor, e.limit.ceiling)
+            old, e.limit = e.limit, AdaptiveLimit(e.limit.floor, e.limit.ceiling)
+            e.limit.max_in_flight = old.max_in_flight  # a manifest figure of the whole process
             e.rates = RateLimits(self.cfg.rpm, self.cfg.tpm)
 
     async def choose(self, priority: int | None = None, avoid: tuple[Endpoint, ...] = ()) -> Endpoint:
@@ -88,31 +86,20 @@ class EndpointPool:
         Lower `priority` values are served first, FIFO among equals. One endpoint: its own
         limit does the queueing. `avoid`: endpoints this request just failed to connect to.
         By default the streaming runner's PRIORITY decides (later stages first)."""
-        if priority is None:
-            priority = -PRIORITY.get()
-        while True:
-            chosen = self._pick(avoid)
-            if len(self.endpoints) == 1 or chosen.assigned < int(chosen.limit.limit):
-                break
-            fut = asyncio.get_running_loop().create_future()
-            self._seq += 1
-            heapq.heappush(self._waiters, (priority, self._seq, fut))
-            try:
-                await fut
-            except asyncio.CancelledError:
-                if fut.done() and not fut.cancelled():
-                    self._wake(1)  # woken for a slot it will not take: pass it on
-                raise
+        if len(self.endpoints) == 1:
+            chosen = self.endpoints[0]
+        else:
+            picked: list[Endpoint] = []
+
+            def room() -> bool:  # picks anew at each look: the free endpoint may have changed
+                picked[:] = [self._pick(avoid)]
+                return picked[0].assigned < int(picked[0].limit.limit)
+
+            await self.gate.wait_until(room, priority)
+            chosen = picked[0]
         chosen.assigned += 1
         chosen.counts["requests"] += 1
         return chosen
-
-    def _wake(self, n: int) -> None:
-        while n > 0 and self._waiters:
-            fut = heapq.heappop(self._waiters)[2]
-            if not fut.done():
-                fut.set_result(None)
-                n -= 1
 
     def _pick(self, avoid: tuple[Endpoint, ...]) -> Endpoint:
         if len(self.endpoints) == 1:
@@ -133,14 +120,14 @@ class EndpointPool:
         """An attempt that ended without an outcome (cancelled)."""
         e.assigned -= 1
         e.probing = False
-        self._wake(1)
+        self.gate.wake(1)
 
     def done(self, e: Endpoint, failure: TransportError | None) -> bool:
         """Record an attempt's end. True when it failed to connect and another endpoint is up,
         so the request may go there at once without counting as a failed attempt."""
         e.assigned -= 1
         was_probe, e.probing = e.probing, False
-        self._wake(1)
+        self.gate.wake(1)
         e.streak = 0 if failure is None else e.streak + int(failure.kind in ("retry", "unreachable"))
         if failure is None or failure.status is not None:  # an HTTP answer: someone listens
             e.counts["ok"] += int(failure is None)
@@ -181,7 +168,7 @@ class EndpointPool:
 
     def _back(self, e: Endpoint) -> None:
         e.up, e.cooldown = True, self.cfg.endpoint_retry_s
-        self._wake(len(self._waiters))  # its slots are free again
+        self.gate.wake(len(self.gate))  # its slots are free again
         up = sum(o.up for o in self.endpoints)
         log.warning("endpoint %s is back; %d of %d endpoints up", e.url, up, len(self.endpoints))
 

@@ -95,7 +95,7 @@ def max_tokens_of(req: Recorded, cfg: ModelConfig) -> int:
 
 def tally(requests: list[Recorded], models: dict[str, ModelConfig]) -> list[StageEstimate]:
     """Calls and tokens per (stage, model), in the order the stages first called."""
-    from selfalign.llm.litellm_client import count_tokens
+    from selfalign.llm.litellm_adapter import count_tokens
 
     by: dict[tuple[str, str], StageEstimate] = {}
     # The n samples of one prompt (and a judge's retries) send the same messages: each distinct

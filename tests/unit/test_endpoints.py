@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from helpers import NoSleep  # noqa: E402
+from helpers import no_sleep  # noqa: E402
 from mockserver import MockServer  # noqa: E402
 
 from selfalign.errors import LLMError  # noqa: E402
-from selfalign.llm import endpoints, litellm_client  # noqa: E402
+from selfalign.llm import endpoints  # noqa: E402
 from selfalign.llm.base import ChatRequest  # noqa: E402
+from selfalign.llm.client import EndpointClient  # noqa: E402
 from selfalign.llm.config import ModelConfig  # noqa: E402
-from selfalign.llm.litellm_client import LiteLLMClient  # noqa: E402
 
 DEAD = "http://127.0.0.1:9/v1"  # the discard port: nothing listens there
 
@@ -40,7 +40,6 @@ class Clock:
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     fake = Clock()
     monkeypatch.setattr(endpoints, "time", fake)
-    monkeypatch.setattr(litellm_client, "asyncio", NoSleep())
     return fake
 
 
@@ -58,7 +57,9 @@ def servers():
         s.stop()
 
 
-def client(urls: list[str], transport: str = "direct", **kw: Any) -> LiteLLMClient:
+def client(
+    urls: list[str], transport: str = "direct", sleep: Any = asyncio.sleep, **kw: Any
+) -> EndpointClient:
     cfg = dict(
         provider="litellm",
         name="mock-model",
@@ -71,10 +72,10 @@ def client(urls: list[str], transport: str = "direct", **kw: Any) -> LiteLLMClie
         endpoint_failures=3,
         endpoint_retry_s=10.0,
     )
-    return LiteLLMClient(ModelConfig(**{**cfg, **kw}), transport=transport)
+    return EndpointClient(ModelConfig(**{**cfg, **kw}), transport=transport, sleep=sleep)
 
 
-def send(c: LiteLLMClient, n: int, tag: str = "", on_done: Any = None) -> list:
+def send(c: EndpointClient, n: int, tag: str = "", on_done: Any = None) -> list:
     reqs = [ChatRequest.make([("user", f"hello {tag}{i}")], {"max_tokens": 8}) for i in range(n)]
 
     async def one(r: ChatRequest) -> Any:
@@ -108,7 +109,7 @@ def test_requests_spread_with_each_endpoint_capped(servers) -> None:
 @pytest.mark.parametrize("transport", ["direct", "litellm"])
 def test_dead_from_the_start_costs_no_attempt(servers, clock: Clock, transport: str) -> None:
     (a,) = servers(1)
-    c = client([a.url, DEAD], transport)
+    c = client([a.url, DEAD], transport, sleep=no_sleep)
     results = send(c, 30)
     assert all(r.ok and r.attempts == 1 for r in results)
     dead = c.pool.endpoints[1]
@@ -129,7 +130,7 @@ def test_a_slow_endpoint_gets_a_smaller_share(servers) -> None:
 def test_dead_endpoint_taken_out_probed_after_cooldown_and_back(servers, clock: Clock) -> None:
     a, b = servers(2, latency_s=0.01)
     port = b.port
-    c = client([a.url, b.url])
+    c = client([a.url, b.url], sleep=no_sleep)
     assert all(r.ok for r in send(c, 20, "warm")) and b.requests > 0
     b.stop()
     down = c.pool.endpoints[1]
@@ -162,7 +163,7 @@ def test_dead_endpoint_taken_out_probed_after_cooldown_and_back(servers, clock: 
 
 def test_server_killed_mid_run_every_row_completes(servers, clock: Clock) -> None:
     a, b, dead = servers(3, latency_s=0.005)
-    c = client([a.url, b.url, dead.url])
+    c = client([a.url, b.url, dead.url], sleep=no_sleep)
     done = 0
 
     async def kill_after_30() -> None:
@@ -183,7 +184,7 @@ def test_all_endpoints_down_trips_the_circuit_breaker(servers, clock: Clock) -> 
     mocks = servers(2)
     for m in mocks:
         m.stop()
-    c = client([m.url for m in mocks], circuit_breaker=2, max_retries=5)
+    c = client([m.url for m in mocks], circuit_breaker=2, max_retries=5, sleep=no_sleep)
     with pytest.raises(LLMError, match="cannot reach any of its 2 endpoints"):
         send(c, 1)
     # attempts 1-2 try both (moved, uncounted by the breaker); attempt 3 takes both out, and
@@ -196,7 +197,7 @@ def test_all_endpoints_down_without_breaker_gives_up_per_row(servers, clock: Clo
     mocks = servers(2)
     for m in mocks:
         m.stop()
-    c = client([m.url for m in mocks], circuit_breaker=0, max_retries=2)
+    c = client([m.url for m in mocks], circuit_breaker=0, max_retries=2, sleep=no_sleep)
     results = send(c, 6)
     assert all(not r.ok and r.error.startswith("gave up after 3 attempts") for r in results)
 

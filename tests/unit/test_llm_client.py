@@ -1,8 +1,8 @@
-"""LiteLLMClient against the mock server on 127.0.0.1, over both transports (direct aiohttp and
+"""EndpointClient against the mock server on 127.0.0.1, over both transports (direct aiohttp and
 litellm): retries, Retry-After, timeouts, malformed bodies, fail-fast errors, the concurrency
 limit, params, and keys that never leak.
 
-No test measures elapsed time: they count requests and outcomes at the mock, the in-flight
+No test measures elapsed time: they count requests and outcomes at the mock_server, the in-flight
 maximum on both sides, and the backoff delays the client asked for (the `sleeps` fixture records
 them and sleeps 0 instead), so a busy machine cannot fail them.
 """
@@ -21,45 +21,40 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from helpers import mock_client  # noqa: E402
 from mockserver import MockServer  # noqa: E402
 
 from selfalign.errors import LLMError  # noqa: E402
-from selfalign.llm import litellm_client  # noqa: E402
+from selfalign.llm import client as endpoint_client  # noqa: E402
 from selfalign.llm.base import ChatRequest  # noqa: E402
+from selfalign.llm.client import EndpointClient  # noqa: E402
 from selfalign.llm.config import ModelConfig  # noqa: E402
-from selfalign.llm.litellm_client import (  # noqa: E402
-    LiteLLMClient,
-    model_string,
-    parse_retry_after,
-    transport_kind,
-)
+from selfalign.llm.litellm_adapter import model_string, transport_kind  # noqa: E402
+from selfalign.llm.transport import parse_retry_after  # noqa: E402
 
 SECRET = "sk-test-SECRET-7d1f0a9c2b4e6f81"
 
 
-class SleepRecorder:
-    """Stands in for the `asyncio` module inside litellm_client: every `asyncio.sleep(d)` the
-    client makes (its backoff) is recorded in `asked` and sleeps 0 instead."""
+class SleepRecorder(list):
+    """The client's injected `sleep`: every backoff delay it asks for is recorded (the list
+    itself) and sleeps 0 instead."""
 
-    def __init__(self) -> None:
-        self.asked: list[float] = []
+    @property
+    def asked(self) -> list[float]:
+        return self
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(asyncio, name)
-
-    async def sleep(self, delay: float, result: Any = None) -> Any:
-        self.asked.append(delay)
+    async def sleep(self, delay: float) -> None:
+        self.append(delay)
         await asyncio.sleep(0)
-        return result
+
+    async def __call__(self, delay: float) -> None:
+        await self.sleep(delay)
 
 
 @pytest.fixture
-def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The backoff delays the client asked for, in order (nothing really sleeps)."""
-    recorder = SleepRecorder()
-    monkeypatch.setattr(litellm_client, "asyncio", recorder)
-    return recorder.asked
+def sleeps() -> SleepRecorder:
+    """The backoff delays the client asked for, in order (nothing really sleeps); pass it to
+    `make(..., sleep=sleeps)`."""
+    return SleepRecorder()
 
 
 @pytest.fixture(params=["direct", "litellm"])
@@ -67,12 +62,21 @@ def transport(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-def make(mock_server: MockServer, transport: str, **kw) -> LiteLLMClient:
-    base = dict(concurrency=4, timeout_s=5.0, max_retries=3, backoff_base_s=0.01, backoff_max_s=0.05)
-    return mock_client(mock_server, transport, **{**base, **kw})
+def make(mock_server: MockServer, transport: str, sleep: Any = asyncio.sleep, **kw) -> EndpointClient:
+    base = dict(
+        provider="litellm",
+        name="mock-model",
+        api_base=mock_server.url,
+        concurrency=4,
+        timeout_s=5.0,
+        max_retries=3,
+        backoff_base_s=0.01,
+        backoff_max_s=0.05,
+    )
+    return EndpointClient(ModelConfig(**{**base, **kw}), transport=transport, sleep=sleep)
 
 
-def call(client: LiteLLMClient, request: ChatRequest):
+def call(client: EndpointClient, request: ChatRequest):
     """One request in a fresh event loop, closing the client's connections before it ends."""
 
     async def go():
@@ -99,7 +103,7 @@ def test_success_fills_tokens_latency_and_sends_model(mock_server, transport):
 
 def test_retries_on_429_500_503_then_succeeds(mock_server, transport, sleeps):
     mock_server.configure(script=["429", "500", "503"])
-    r = call(make(mock_server, transport), req())
+    r = call(make(mock_server, transport, sleep=sleeps), req())
     assert r.ok and r.attempts == 4 and r.retries == 3
     assert mock_server.requests == 4 and mock_server.outcomes == {"429": 1, "500": 1, "503": 1, "ok": 1}
     assert len(sleeps) == 3  # one backoff before each retry
@@ -107,7 +111,7 @@ def test_retries_on_429_500_503_then_succeeds(mock_server, transport, sleeps):
 
 def test_backoff_without_retry_after_is_capped_jitter(mock_server, transport, sleeps):
     mock_server.configure(script=["500", "500", "500"], retry_after=None)
-    r = call(make(mock_server, transport, backoff_base_s=0.01, backoff_max_s=0.025), req())
+    r = call(make(mock_server, transport, sleep=sleeps, backoff_base_s=0.01, backoff_max_s=0.025), req())
     assert r.ok and r.retries == 3
     # the first failure follows a success (none yet: streak 1), so it is retried at once; then
     # full jitter under min(backoff_max_s, backoff_base_s · 2^k), k = streak − 2: ≤ 0.01, 0.02
@@ -123,7 +127,7 @@ def test_backoff_doubles_with_the_endpoints_or_the_requests_failures_in_a_row():
     cfg = ModelConfig(
         provider="litellm", name="m", api_base="http://127.0.0.1:9/v1", backoff_base_s=1.0, backoff_max_s=60.0
     )
-    client = LiteLLMClient(cfg)
+    client = EndpointClient(cfg)
     cases = ((0, 1, 0.0), (1, 1, 0.0), (0, 2, 1.0), (2, 1, 1.0), (3, 1, 2.0), (3, 3, 2.0), (3, 9, 8.0))
     cases += ((4, 1, 4.0), (9, 9, 60.0))
     for retry, streak, cap in cases:
@@ -169,13 +173,12 @@ def test_a_request_failing_among_successes_backs_off_and_outlives_a_burst(monkey
     clock = [0.0]
 
     class VirtualSleep(SleepRecorder):
-        async def sleep(self, delay: float, result: Any = None) -> Any:
+        async def sleep(self, delay: float) -> None:
             clock[0] += delay
-            return await super().sleep(delay, result)
+            await super().sleep(delay)
 
     recorder = VirtualSleep()
-    monkeypatch.setattr(litellm_client, "asyncio", recorder)
-    monkeypatch.setattr(litellm_client.random, "uniform", lambda lo, hi: (lo + hi) / 2)
+    monkeypatch.setattr(endpoint_client.random, "uniform", lambda lo, hi: (lo + hi) / 2)
     cfg = ModelConfig(
         provider="litellm",
         name="m",
@@ -184,7 +187,7 @@ def test_a_request_failing_among_successes_backs_off_and_outlives_a_burst(monkey
         backoff_base_s=1.0,
         backoff_max_s=60.0,
     )
-    client = LiteLLMClient(cfg, transport="direct")
+    client = EndpointClient(cfg, transport="direct", sleep=recorder)
     ep = client.pool.endpoints[0]
     ep.send = sender = BurstSender(clock, ep, burst_s=1.5)
     r = call(client, req())
@@ -203,16 +206,14 @@ def test_a_wait_for_the_requests_own_failures_is_not_ended_by_the_others_success
     gate = asyncio.Event()
 
     class GatedSleep(SleepRecorder):
-        async def sleep(self, delay: float, result: Any = None) -> Any:
+        async def sleep(self, delay: float) -> None:
             self.asked.append(delay)
             await gate.wait()  # the backoff lasts until the test opens the gate
             clock[0] += delay
-            return result
 
     recorder = GatedSleep()
-    monkeypatch.setattr(litellm_client, "asyncio", recorder)
     cfg = ModelConfig(provider="litellm", name="m", api_base="http://127.0.0.1:9/v1", max_retries=5)
-    client = LiteLLMClient(cfg, transport="direct")
+    client = EndpointClient(cfg, transport="direct", sleep=recorder)
     ep = client.pool.endpoints[0]
     ep.send = sender = BurstSender(clock, ep, burst_s=0.25)
 
@@ -235,7 +236,7 @@ def test_a_wait_for_the_requests_own_failures_is_not_ended_by_the_others_success
 
 
 def test_the_endpoint_streak_counts_failed_answers_in_a_row(mock_server, transport, sleeps):
-    client = make(mock_server, transport)
+    client = make(mock_server, transport, sleep=sleeps)
     ep = client.pool.endpoints[0]
     mock_server.configure(script=["500", "500"])
     assert call(client, req()).ok
@@ -249,7 +250,7 @@ def test_a_backoff_ends_when_another_request_succeeds_with_slots_idle(mock_serve
     """Our own backoff (no Retry-After) yields to idle capacity: once a later request succeeds
     while slots are idle, the one waiting retries at once instead of after its delay (here
     forced to 1000 s: without the early end the guard below would fire)."""
-    monkeypatch.setattr(litellm_client.random, "uniform", lambda lo, hi: hi)
+    monkeypatch.setattr(endpoint_client.random, "uniform", lambda lo, hi: hi)
     client = make(mock_server, transport, backoff_base_s=1000.0, backoff_max_s=1000.0)
     mock_server.configure(script=["500", "500"], retry_after=None)  # the second one (streak 2) waits
 
@@ -270,13 +271,13 @@ def test_a_backoff_ends_when_another_request_succeeds_with_slots_idle(mock_serve
 
 def test_a_retry_after_is_waited_out_even_with_slots_idle(mock_server, transport, sleeps):
     mock_server.configure(script=["429"], retry_after="2")
-    r = call(make(mock_server, transport), req())
+    r = call(make(mock_server, transport, sleep=sleeps), req())
     assert r.ok and len(sleeps) == 1 and 2.0 <= sleeps[0] <= 2.2  # asyncio.sleep, not the pulse
 
 
 def test_gives_up_after_budget_without_raising(mock_server, transport, sleeps):
     mock_server.configure(script=["429"] * 3)
-    r = call(make(mock_server, transport, max_retries=2), req())
+    r = call(make(mock_server, transport, sleep=sleeps, max_retries=2), req())
     assert not r.ok and r.text is None
     assert "gave up after 3 attempts" in (r.error or "") and "429" in (r.error or "")
     assert r.retries == 2 and mock_server.requests == 3
@@ -285,7 +286,7 @@ def test_gives_up_after_budget_without_raising(mock_server, transport, sleeps):
 
 def test_retry_after_seconds_is_honoured(mock_server, transport, sleeps):
     mock_server.configure(script=["429"], retry_after="600")
-    r = call(make(mock_server, transport, backoff_max_s=0.01), req())
+    r = call(make(mock_server, transport, sleep=sleeps, backoff_max_s=0.01), req())
     assert r.ok and r.retries == 1
     # the server's 600 s (plus up to 10 % jitter), not the backoff's ≤ 0.01 s
     assert len(sleeps) == 1 and 600 <= sleeps[0] <= 660
@@ -293,16 +294,16 @@ def test_retry_after_seconds_is_honoured(mock_server, transport, sleeps):
 
 def test_retry_after_beyond_the_cap_is_capped(mock_server, transport, sleeps):
     mock_server.configure(script=["503"], retry_after="86400")
-    r = call(make(mock_server, transport), req())
+    r = call(make(mock_server, transport, sleep=sleeps), req())
     assert r.ok and len(sleeps) == 1
-    cap = litellm_client.MAX_RETRY_AFTER_S
+    cap = endpoint_client.MAX_RETRY_AFTER_S
     assert cap <= sleeps[0] <= cap * 1.1
 
 
 def test_retry_after_http_date_is_honoured(mock_server, transport, sleeps):
     when = email.utils.formatdate(time.time() + 120, usegmt=True)
     mock_server.configure(script=["503"], retry_after=when)
-    r = call(make(mock_server, transport, backoff_max_s=0.01), req())
+    r = call(make(mock_server, transport, sleep=sleeps, backoff_max_s=0.01), req())
     assert r.ok and r.retries == 1
     # whole-second dates: 119–120 s from when it was written, + ≤ 10 % jitter; the lower bound
     # leaves a minute for a slow machine between writing the date and reading it
@@ -352,7 +353,7 @@ def test_connection_refused_is_retried_then_reported(mock_server, transport):
         backoff_max_s=0.01,
         timeout_s=2,
     )
-    r = call(LiteLLMClient(ModelConfig(**cfg), transport=transport), req())
+    r = call(EndpointClient(ModelConfig(**cfg), transport=transport), req())
     assert not r.ok and r.attempts == 2 and "gave up" in (r.error or "")
 
 
@@ -466,7 +467,7 @@ def test_model_string():
 def test_missing_key_env_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("SELFALIGN_TEST_NOKEY", raising=False)
     with pytest.raises(LLMError, match="SELFALIGN_TEST_NOKEY"):
-        LiteLLMClient(ModelConfig(provider="litellm", name="x", api_key_env="SELFALIGN_TEST_NOKEY"))
+        EndpointClient(ModelConfig(provider="litellm", name="x", api_key_env="SELFALIGN_TEST_NOKEY"))
 
 
 def test_key_is_sent_but_never_stored(mock_server, transport, monkeypatch):

@@ -15,23 +15,30 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from helpers import NoSleep, mock_client  # noqa: E402
+from helpers import no_sleep  # noqa: E402
 from mockserver import MockServer  # noqa: E402
 
 from selfalign import aio  # noqa: E402
-from selfalign.llm import litellm_client  # noqa: E402
 from selfalign.llm.base import ChatRequest  # noqa: E402
+from selfalign.llm.client import EndpointClient  # noqa: E402
 from selfalign.llm.config import ModelConfig  # noqa: E402
 from selfalign.llm.limits import AdaptiveLimit, RateLimits  # noqa: E402
-from selfalign.llm.litellm_client import LiteLLMClient  # noqa: E402
 
 
-def client(mock_server: MockServer, **kw: Any) -> LiteLLMClient:
-    cfg = dict(max_retries=50, backoff_base_s=0.01, backoff_max_s=0.01, timeout_s=10.0)
-    return mock_client(mock_server, **{**cfg, **kw})
+def client(mock_server: MockServer, sleep: Any = asyncio.sleep, **kw: Any) -> EndpointClient:
+    cfg = dict(
+        provider="litellm",
+        name="mock-model",
+        api_base=mock_server.url,
+        max_retries=50,
+        backoff_base_s=0.01,
+        backoff_max_s=0.01,
+        timeout_s=10.0,
+    )
+    return EndpointClient(ModelConfig(**{**cfg, **kw}), sleep=sleep)
 
 
-def send(c: LiteLLMClient, n: int, tag: str = "") -> list:
+def send(c: EndpointClient, n: int, tag: str = "") -> list:
     reqs = [ChatRequest.make([("user", f"hello {tag}{i}")], {"max_tokens": 8}) for i in range(n)]
 
     async def go() -> list:
@@ -113,10 +120,9 @@ def test_token_bucket_refund_and_debt() -> None:
     assert aio.run(go()) == (False, True, False)
 
 
-def test_adaptive_client_converges_to_the_server_cap(mock_server, monkeypatch) -> None:
-    monkeypatch.setattr(litellm_client, "asyncio", NoSleep())
+def test_adaptive_client_converges_to_the_server_cap(mock_server) -> None:
     mock_server.configure(max_concurrency=8, latency_s=0.02, retry_after="0")
-    c = client(mock_server, concurrency=32, min_concurrency=1)
+    c = client(mock_server, concurrency=32, min_concurrency=1, sleep=no_sleep)
     assert all(r.ok for r in send(c, 200, "warm"))  # converging from 32 down to the cap
     mock_server.reset()
     c.max_in_flight = 0
@@ -126,14 +132,13 @@ def test_adaptive_client_converges_to_the_server_cap(mock_server, monkeypatch) -
     assert 7 <= c.limit.limit < 10 and c.concurrency_status().startswith("conc ")
 
 
-def test_fixed_client_keeps_hitting_the_cap(mock_server, monkeypatch) -> None:
+def test_fixed_client_keeps_hitting_the_cap(mock_server) -> None:
     """The contrast that makes the test above mean something: without min_concurrency the
     client keeps 32 in flight and most of what it sends above the cap is refused."""
-    monkeypatch.setattr(litellm_client, "asyncio", NoSleep())
     mock_server.configure(max_concurrency=8, latency_s=0.02, retry_after="0")
     # Retry-After: 0 and an instant 429 let a refused request spin: within one 20 ms window it
     # can be refused 50 times, so the retries must not run out (that was this test's flakiness)
-    c = client(mock_server, concurrency=32, max_retries=100_000)
+    c = client(mock_server, concurrency=32, max_retries=100_000, sleep=no_sleep)
     assert all(r.ok for r in send(c, 100))
     # > 0.3 refusals per request (the adaptive client: ≤ 0.1); how many more depends on the
     # machine's load, since the mock runs in this process
@@ -144,13 +149,14 @@ def test_fixed_client_keeps_hitting_the_cap(mock_server, monkeypatch) -> None:
 def test_rpm_bucket_never_sends_early(mock_server) -> None:
     c = client(mock_server, concurrency=64, rpm=600)  # 10 per second, a burst of 5
     sent: list[float] = []
-    real = c._send.send
+    transport = c.pool.endpoints[0].send
+    real = transport.send
 
     async def record(*args: Any) -> Any:
         sent.append(asyncio.get_running_loop().time())
         return await real(*args)
 
-    c._send.send = record  # type: ignore[method-assign]
+    transport.send = record  # type: ignore[method-assign]
     assert all(r.ok for r in send(c, 15))
     assert mock_server.requests == 15
     sent.sort()

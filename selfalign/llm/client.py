@@ -1,188 +1,38 @@
-"""LiteLLMClient: concurrency limit, retries, timeouts and accounting for any model endpoint.
+"""EndpointClient: one model's endpoints behind retries, backoff and a circuit breaker.
 
-This is the only module that imports litellm (lazily: OpenAI-compatible endpoints given by
-`api_base` use the lean direct transport of transport.py and never load it; see why there).
+Below it (docs/architecture.md, "LLM layer"): endpoints.py picks the URL, limits.py holds its
+slots and RPM/TPM buckets, a transport sends the bytes (transport.py direct, or litellm_adapter.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import os
 import random
-import re
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from selfalign import aio
 from selfalign.errors import LLMError
 from selfalign.llm.base import EMPTY_REPLY, ChatRequest, ChatResult
-from selfalign.llm.config import ModelConfig, Price, cache_url, endpoint_urls
-from selfalign.llm.endpoints import Endpoint, EndpointPool
+from selfalign.llm.config import ModelConfig, cache_url, endpoint_urls
+from selfalign.llm.endpoints import Endpoint, EndpointPool, Sender
+from selfalign.llm.failures import NO_KEY, describe, fatal_message, scrub
 from selfalign.llm.limits import AdaptiveLimit, estimate_tokens, load_signal, tokens_used
-from selfalign.llm.transport import (
-    DirectTransport,
-    Reply,
-    TransportError,
-    classify_status,
-    parse_retry_after,
-    retry_after_from,
-    unreachable,
-)
-from selfalign.redact import redact_text
+from selfalign.llm.server_handle import ServerHandle
+from selfalign.llm.transport import DirectTransport, Reply, TransportError
 
-# Without this, importing litellm fetches a price list from the internet.
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-
-__all__ = [
-    "LiteLLMClient",
-    "count_tokens",
-    "litellm_price",
-    "model_string",
-    "parse_retry_after",
-    "transport_kind",
-]
-NO_KEY = "no-key"  # OpenAI-compatible local servers ignore the key, but some clients want one
 MAX_RETRY_AFTER_S = 600.0  # a Retry-After beyond this is a server bug, not a plan
-# litellm stacks class names in front of the server's words ("litellm.BadRequestError:
-# ContextWindowExceededError: OpenAIException - request (1530 tokens) exceeds …"): keep the words.
-_PREFIXES = re.compile(r"^(?:litellm\.\w+:\s*|\w+(?:Error|Exception)(?::|\s+-)\s*)+")
 
 
-@functools.cache  # configured once: setLevel clears every logger's cache on each call
-def _litellm() -> Any:
-    import logging
-
-    import litellm
-
-    # litellm's own chatter (banners, debug logs, "event loop changed" warnings) stays off: its
-    # logs could echo request details, and our errors carry what the user needs.
-    litellm.suppress_debug_info = True
-    litellm.set_verbose = False
-    litellm.telemetry = False
-    for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
-    return litellm
-
-
-def transport_kind(cfg: ModelConfig) -> str:
-    """'direct' for an OpenAI-compatible `api_base` (unless the name picks a litellm provider,
-    e.g. ollama/…), else 'litellm'. `model.transport` (if the config has it) overrides."""
-    chosen = getattr(cfg, "transport", "auto") or "auto"
-    if chosen != "auto":
-        return str(chosen)
-    if not cfg.api_base:
-        return "litellm"
-    prefix = cfg.name.split("/", 1)[0] if "/" in cfg.name else ""
-    if prefix in ("", "openai"):
-        return "direct"
-    return "litellm" if prefix in _litellm().provider_list else "direct"  # Qwen/… is a HF id
-
-
-def litellm_price(name: str) -> Price | None:
-    """$ per 1M tokens from litellm's bundled price map (offline), or None if it has none."""
-    try:
-        info = _litellm().get_model_info(model=name)
-    except Exception:  # noqa: BLE001 — litellm raises several kinds for an unmapped model
-        return None
-    prompt, completion = info.get("input_cost_per_token"), info.get("output_cost_per_token")
-    if prompt is None or completion is None:
-        return None
-    return Price(float(prompt) * 1e6, float(completion) * 1e6)
-
-
-def count_tokens(name: str, messages: list[dict[str, str]]) -> int:
-    """Prompt tokens of `messages` for model `name`, with litellm's offline tokenizers (its
-    default one for a model it does not know)."""
-    lt = _litellm()
-    try:
-        return int(lt.token_counter(model=name, messages=messages))
-    except Exception:  # noqa: BLE001 — an unknown model name: the default tokenizer
-        return int(lt.token_counter(messages=messages))
-
-
-def model_string(cfg: ModelConfig) -> str:
-    """litellm model string: an `api_base` endpoint is OpenAI-compatible unless a provider is named."""
-    if cfg.api_base and (cfg.name.split("/", 1)[0] not in _litellm().provider_list):
-        return f"openai/{cfg.name}"
-    return cfg.name
-
-
-class _LiteLLMTransport:
-    def __init__(self, cfg: ModelConfig) -> None:
-        from openai import APIConnectionError, OpenAIError  # litellm wraps all errors in these
-
-        self.litellm = _litellm()
-        self.model = model_string(cfg)
-        self.api_base = cfg.api_base
-        self._conn_errors, self._api_errors = APIConnectionError, OpenAIError
-
-    async def send(
-        self, messages: list[dict[str, str]], params: dict[str, Any], key: str | None, timeout_s: float
-    ) -> Reply:
-        lt = self.litellm
-        kw: dict[str, Any] = {
-            "model": self.model,
-            "messages": messages,
-            "timeout": timeout_s,
-            "max_retries": 0,
-            "num_retries": 0,
-            **params,
-        }  # retries are ours
-        if self.api_base:
-            kw["api_base"] = self.api_base
-        if key:
-            kw["api_key"] = key
-        try:
-            resp = await lt.acompletion(**kw)
-        except lt.ContextWindowExceededError as exc:
-            raise TransportError("row", str(exc), 400) from None
-        except self._conn_errors as exc:  # connection errors and timeouts
-            raise TransportError("unreachable" if unreachable(exc) else "retry", str(exc)) from None
-        except self._api_errors as exc:  # 4xx/5xx; litellm maps malformed bodies to 500
-            status = getattr(exc, "status_code", None)
-            msg = str(exc)
-            if unreachable(exc):  # litellm wraps a refused connection as a 500 InternalServerError
-                raise TransportError("unreachable", msg) from None
-            kind = classify_status(status, msg) if isinstance(status, int) else "retry"
-            raise TransportError(
-                kind, msg, status if isinstance(status, int) else None, _retry_after(exc)
-            ) from None
-        choice = resp.choices[0] if getattr(resp, "choices", None) else None
-        usage = getattr(resp, "usage", None)
-        hidden = getattr(resp, "_hidden_params", {}) or {}
-        return Reply(
-            text=getattr(getattr(choice, "message", None), "content", None),
-            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-            finish_reason=getattr(choice, "finish_reason", None),
-            cost=hidden.get("response_cost"),
-        )
-
-    async def aclose(self) -> None:
-        # litellm caches its HTTP clients process-wide and closes them itself at exit; closing
-        # them here would break other clients still using that cache.
-        return None
-
-
-def _retry_after(exc: BaseException) -> float | None:
-    for headers in (
-        getattr(exc, "litellm_response_headers", None),
-        getattr(getattr(exc, "response", None), "headers", None),
-        getattr(exc, "headers", None),
-    ):
-        seconds = retry_after_from(headers)
-        if seconds is not None:
-            return seconds
-    return None
-
-
-class LiteLLMClient:
-    """Any litellm model or OpenAI-compatible endpoint, `cfg.concurrency` calls in flight.
+class EndpointClient:
+    """Any litellm model or OpenAI-compatible endpoint(s), `cfg.concurrency` calls in flight each.
 
     The API key is read from `os.environ[cfg.api_key_env]` at each call and is never stored on
-    the object, so it cannot leak through repr, identity or pickled state.
+    the object, so it cannot leak through repr, identity or pickled state. `server`: the embedded
+    server this client talks to (stopped with the client when this run owns it).
     """
 
     def __init__(
@@ -192,10 +42,12 @@ class LiteLLMClient:
         api_base: str | None = None,
         identity: str | None = None,
         transport: str | None = None,
-        api_key: str | None = None,
+        server: ServerHandle | None = None,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,  # tests record or skip backoffs
     ) -> None:
-        self.cfg = cfg
-        self._own_key = api_key  # the embedded server's per-run key (not from the environment)
+        from selfalign.llm.litellm_adapter import LiteLLMTransport, transport_kind
+
+        self.cfg, self.server, self._sleep = cfg, server, sleep
         urls = [api_base] if api_base else endpoint_urls(cfg.api_base)
         self.api_base = urls[0] if len(urls) == 1 else (cache_url(urls) or None)
         self.transport_kind = transport or ("direct" if api_base else transport_kind(cfg))
@@ -211,15 +63,15 @@ class LiteLLMClient:
             raise LLMError(f"{self.label}: the direct transport needs model.api_base.")
         name = cfg.name[len("openai/") :] if cfg.name.startswith("openai/") else cfg.name
 
-        def make(url: str | None) -> DirectTransport | _LiteLLMTransport:
+        def make(url: str | None) -> Sender:
             if self.transport_kind == "direct":
                 return DirectTransport(str(url), name)
-            return _LiteLLMTransport(dataclasses.replace(cfg, api_base=url))
+            return LiteLLMTransport(dataclasses.replace(cfg, api_base=url))
 
         self.pool = EndpointPool(cfg, urls or [None], make)  # type: ignore[list-item]
         self.identity = identity or f"{self.transport_kind}:{cfg.name}@{self.api_base or ''}"
         self.supports_json_schema = cfg.supports_json_schema
-        self.in_flight = 0
+        self.in_flight = 0  # across endpoints (each endpoint's own count is its limit's)
         self.max_in_flight = 0
         self.active = 0  # requests inside complete(), backoff included
         self.wanting = 0  # requests choosing an endpoint, waiting for a slot, or in flight
@@ -227,31 +79,20 @@ class LiteLLMClient:
         self._room: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
 
     def __repr__(self) -> str:
-        return f"LiteLLMClient({self.identity!r}, concurrency={self.cfg.concurrency})"
+        return f"EndpointClient({self.identity!r}, concurrency={self.cfg.concurrency})"
 
     def _key(self) -> str | None:
-        if self._own_key:
-            return self._own_key
+        if self.server is not None:  # the embedded server's per-run key
+            return self.server.api_key
         if self.cfg.api_key_env:
             return os.environ.get(self.cfg.api_key_env) or None
         if self.api_base and self.transport_kind == "litellm":
             return NO_KEY  # the openai SDK under litellm refuses to run without one
         return None  # hosted via litellm: it reads its provider's own env var
 
-    def _scrub(self, text: str) -> str:
-        key = self._key()
-        if key and key != NO_KEY:
-            text = text.replace(key, "***")
-        return _PREFIXES.sub("", redact_text(text))[:600]  # key-shaped strings too
-
     @property
-    def limit(self) -> AdaptiveLimit:
-        """The (first) endpoint's adaptive limit."""
+    def limit(self) -> AdaptiveLimit:  # the (first) endpoint's
         return self.pool.endpoints[0].limit
-
-    @property
-    def _send(self) -> Any:
-        return self.pool.endpoints[0].send
 
     def endpoint_stats(self) -> dict[str, dict[str, Any]]:
         """Per endpoint counts, for the manifest (only with several endpoints)."""
@@ -344,8 +185,9 @@ class LiteLLMClient:
                 return self._result(reply, retry + 1, latency, start)
             assert failure is not None
             if failure.kind == "fatal":
-                raise LLMError(self._fatal_message(failure, request)) from None
-            error = self._describe(failure)
+                where = f"{self.label} (stage '{request.stage}')" if request.stage else self.label
+                raise LLMError(fatal_message(where, failure, self._key(), self.cfg.api_key_env)) from None
+            error = describe(failure, self._key())
             if failure.kind == "unreachable" and not moved:
                 self._trip(error)
             if failure.kind == "row":
@@ -379,11 +221,11 @@ class LiteLLMClient:
         is answering and has room, so waiting on would only leave the slots empty (the run's
         tail, once no new rows are left to send, is mostly such waits)."""
         if failure.retry_after is not None or not early:
-            await asyncio.sleep(delay)
+            await self._sleep(delay)
             return
         if delay <= 0:
             return
-        timer = asyncio.ensure_future(asyncio.sleep(delay))
+        timer = asyncio.ensure_future(self._sleep(delay))
         room = asyncio.ensure_future(self._room_event().wait())
         try:
             await asyncio.wait({timer, room}, return_when=asyncio.FIRST_COMPLETED)
@@ -405,9 +247,7 @@ class LiteLLMClient:
         charged = await ep.rates.acquire(tokens)  # before a slot: waiting here holds none
         epoch = await ep.limit.acquire()  # held only while a call is in flight, not in backoff
         self.in_flight += 1
-        ep.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        ep.max_in_flight = max(ep.max_in_flight, ep.in_flight)
         t0 = time.perf_counter()
         try:
             # The transport has its own timeout; this one also covers a stuck connect,
@@ -419,11 +259,10 @@ class LiteLLMClient:
             failure = TransportError("retry", f"timeout after {timeout:g}s")
         except Exception as exc:  # noqa: BLE001 — a bug or a bad param type: no retry
             raise LLMError(
-                f"{self.label}: unexpected {type(exc).__name__}: {self._scrub(str(exc))}"
+                f"{self.label}: unexpected {type(exc).__name__}: {scrub(str(exc), self._key())}"
             ) from None
         finally:
             self.in_flight -= 1
-            ep.in_flight -= 1
             ep.limit.release(epoch, load_signal(failure))
             ep.rates.correct(charged, tokens_used(reply, charged))
         return reply, failure, time.perf_counter() - t0
@@ -447,36 +286,15 @@ class LiteLLMClient:
         self.unreachable += 1
         limit = self.cfg.circuit_breaker
         if limit and self.unreachable >= limit:
-            where = self.api_base or self.cfg.name
-            if len(self.pool) > 1:
-                where = f"any of its {len(self.pool)} endpoints"
+            many = len(self.pool) > 1
+            where = f"any of its {len(self.pool)} endpoints" if many else self.api_base or self.cfg.name
             raise LLMError(
                 f"{self.label}: cannot reach {where} ({self.unreachable} connection "
                 f"failures in a row: {error}). Start the server or fix model.api_base "
                 "/ model.name, then re-run into the same run dir to resume."
             )
 
-    def _describe(self, failure: TransportError) -> str:
-        head = f"HTTP {failure.status} " if failure.status else ""
-        return f"{head}{self._scrub(failure.message)[:300]}"
-
-    def _fatal_message(self, failure: TransportError, request: ChatRequest) -> str:
-        where = f"{self.label} (stage '{request.stage}')" if request.stage else self.label
-        said, status = self._scrub(failure.message), failure.status
-        if status in (401, 403):
-            env = self.cfg.api_key_env
-            hint = (
-                f"check the key in ${env}"
-                if env
-                else "set model.api_key_env to the name of the env var that holds the key"
-            )
-            return f"{where}: authentication failed (HTTP {status}) — {hint}. Server said: {said}"
-        if status == 404:
-            return f"{where}: not found (HTTP 404) — check model.name and model.api_base. Server said: {said}"
-        return (
-            f"{where}: the server rejected the request (HTTP {status}) — check the sampling "
-            f"params and model.extra_params. Server said: {said}"
-        )
-
     async def aclose(self) -> None:
         await self.pool.aclose()
+        if self.server is not None:  # stops it only when this run owns it (ServerHandle.owner)
+            self.server.stop()
