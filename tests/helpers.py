@@ -24,6 +24,14 @@ TINY_CLI = ["--config-dir", TINY_DIRS[0], *TINY]
 TINY_ON_MOCK = ["pipeline.order=[load,clean,answer,export]", "model=openai_compatible", "model.name=mock"]
 
 
+def tiny_questions(path: Path, n: int, text: str = "what is item {i}?") -> Path:
+    """The tiny pipeline's input (point TINY_DATA at it): n JSONL rows {"question": text}."""
+    import json
+
+    path.write_text("".join(json.dumps({"question": text.format(i=i)}) + "\n" for i in range(n)))
+    return path
+
+
 def make_stage(kind: str, ctx: Any, name: str = "s", **params: Any) -> Any:
     """Build a registered stage from keyword params, as the runner would."""
     from selfalign.config import parse_params

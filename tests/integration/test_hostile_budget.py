@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, TINY_CLI, cli
+from helpers import ROOT, TINY_CLI, cli, tiny_questions
 from mockserver import MockServer, _completion
 
 # $1 per 1,000 tokens; the mock counts words as tokens, so a call costs a few cents
@@ -33,10 +33,7 @@ pytestmark = pytest.mark.mock_faults(latency_s=0.05)
 @pytest.fixture
 def rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> int:
     """60 questions (120 answer calls) in TINY_DATA, which the subprocesses inherit."""
-    data = tmp_path / "questions.jsonl"
-    data.write_text(
-        "".join(json.dumps({"question": f"what is question number {i}?"}) + "\n" for i in range(60))
-    )
+    data = tiny_questions(tmp_path / "questions.jsonl", 60, "what is question number {i}?")
     monkeypatch.setenv("TINY_DATA", str(data))
     return 60
 

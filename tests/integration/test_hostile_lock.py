@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, TINY_CLI, cli
+from helpers import ROOT, TINY_CLI, cli, tiny_questions
 
 sys.path.insert(0, str(ROOT / "tests"))
 from mockserver import MockServer  # noqa: E402
@@ -28,10 +28,7 @@ pytestmark = pytest.mark.mock_faults(latency_s=0.3)
 
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
-    path = tmp_path / "questions.jsonl"
-    lines = (json.dumps({"question": f"Question number {i} about things?"}) + "\n" for i in range(N))
-    path.write_text("".join(lines))
-    return path
+    return tiny_questions(tmp_path / "questions.jsonl", N, "Question number {i} about things?")
 
 
 def command(mock_server: MockServer, run_dir: Path, *extra: str) -> list[str]:

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import NUMERIC_NOISE, TINY, TINY_DIRS, same_up_to_noise
+from helpers import NUMERIC_NOISE, TINY, TINY_DIRS, same_up_to_noise, tiny_questions
 
 from selfalign import api
 from selfalign.llm.limits import PRIORITY, AdaptiveLimit
@@ -20,8 +20,7 @@ TWO_CALLS = "pipeline.order=[load,clean,answer,judge,best]"
 
 @pytest.fixture
 def questions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    data = tmp_path / "q.jsonl"
-    data.write_text("".join(json.dumps({"question": f"what is item {i}?"}) + "\n" for i in range(20)))
+    data = tiny_questions(tmp_path / "q.jsonl", 20)
     monkeypatch.setenv("TINY_DATA", str(data))
     return data
 

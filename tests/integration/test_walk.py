@@ -4,12 +4,11 @@ runs, what it gets after checkpoint reuse, and the one output type (Stored) a ru
 from __future__ import annotations
 
 import ast
-import json
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import ROOT, TINY_DIRS
+from helpers import ROOT, TINY_DIRS, tiny_questions
 from helpers import TINY as TINY_ARGS
 
 from selfalign import aio, api
@@ -24,8 +23,7 @@ DIRS = TINY_DIRS
 
 @pytest.fixture
 def questions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    data = tmp_path / "q.jsonl"
-    data.write_text("".join(json.dumps({"question": f"what is item {i}?"}) + "\n" for i in range(12)))
+    data = tiny_questions(tmp_path / "q.jsonl", 12)
     monkeypatch.setenv("TINY_DATA", str(data))
     return data
 
