@@ -143,7 +143,7 @@ def _run_config(
             )
             log.error("%s", exc)
             if built is None:
-                io.write_json(redact(meta), run_dir / "manifest.json")
+                _write_bare_manifest(meta, run_dir)
             else:
                 if df is not None:  # the run finished, but emptier than asked: keep its files
                     write_outputs(built, df, meta)
@@ -156,7 +156,7 @@ def _run_config(
             meta.update(status="interrupted", wall_s=round(time.perf_counter() - start, 2))
             log.warning("interrupted; re-run the same command to resume", extra={"file_only": True})
             if built is None:
-                io.write_json(meta, run_dir / "manifest.json")
+                _write_bare_manifest(meta, run_dir)
             else:
                 write_manifest(built, meta, None)
             raise Interrupted(getattr(exc, "signum", None), run_dir) from None
@@ -165,6 +165,12 @@ def _run_config(
         _write_card(built, run_dir)
         log.info("done: %d rows in %s", len(df), run_dir)
         return df, manifest
+
+
+def _write_bare_manifest(meta: dict[str, Any], run_dir: Path) -> None:
+    """The manifest of a run stopped before it was built: its meta alone, redacted like every
+    manifest (the overrides may carry a key)."""
+    io.write_json(redact(meta), run_dir / "manifest.json")
 
 
 def _write_card(built: Built, run_dir: Path) -> None:
