@@ -11,7 +11,6 @@ from rich.markup import escape
 
 from selfalign import __version__, terminal
 from selfalign.errors import SelfAlignError
-from selfalign.redact import redact_text
 
 OVERRIDES = """\
 overrides (Hydra syntax; any number, after the command):
@@ -232,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return report_command(rest)
     except SelfAlignError as exc:
-        console.print("[bold red]error:[/] " + escape(redact_text(str(exc))), highlight=False)
+        terminal.print_error(console, exc)
         return exc.exit_code
     except KeyboardInterrupt as exc:
         return _interrupted(exc, command, rest)
@@ -276,7 +275,7 @@ def _push(args: list[str], console: Console) -> int:
     try:
         return push_command(args)
     except SelfAlignError as exc:
-        console.print("[bold red]error:[/] " + escape(redact_text(str(exc))), highlight=False)
+        terminal.print_error(console, exc)
         return exc.exit_code
 
 

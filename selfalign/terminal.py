@@ -22,6 +22,15 @@ def console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, emoji=False, width=PIPE_WIDTH, soft_wrap=True)
 
 
+def print_error(out: Console, exc: BaseException) -> None:
+    """The one way a command reports a SelfAlignError: `error: …`, never a key (redacted)."""
+    from rich.markup import escape
+
+    from selfalign.redact import redact_text
+
+    out.print("[bold red]error:[/] " + escape(redact_text(str(exc))), highlight=False)
+
+
 def log_handler(show_path: bool = False) -> logging.Handler:
     """The log handler of `selfalign run` (conf/hydra/job_logging/rich.yaml): rich on a terminal;
     piped, one plain line per message (rich would fold it at 80 columns and pad every line)."""

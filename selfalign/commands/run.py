@@ -16,7 +16,6 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
-from rich.markup import escape
 
 from selfalign import aio, terminal
 from selfalign.api import check, run_config
@@ -32,7 +31,7 @@ from selfalign.hydra_setup import (
 )
 from selfalign.llm.session import close_all
 from selfalign.parallel import check_launcher, job_setup, stop_shared
-from selfalign.redact import RedactedStream, redact_text, redact_yaml_file
+from selfalign.redact import RedactedStream, redact_yaml_file
 from selfalign.report import print_run_summary
 from selfalign.rundir_lock import acquire
 from selfalign.sweep import failed_jobs
@@ -54,7 +53,7 @@ def _job(cfg: DictConfig) -> None:
         stages = (getattr(exc, "manifest", None) or {}).get("stages", [])
         if any(s.get("status") != "not run" for s in stages):  # show what it did get done
             print_run_summary(console, exc.manifest, str(run_dir))  # type: ignore[attr-defined]
-        console.print("[bold red]error:[/] " + escape(redact_text(str(exc))), highlight=False)
+        terminal.print_error(console, exc)
         if hc.mode != RunMode.MULTIRUN:
             sys.exit(exc.exit_code)
         _FAILED.append(run_dir.name)  # a sweep goes on with its other jobs (sweep.FAILED too)
@@ -97,9 +96,7 @@ def _lock(node: DictConfig) -> None:
     try:
         acquire(Path(run_dir))
     except SelfAlignError as exc:  # Hydra would report a raised error as its own (exit 1)
-        Console(stderr=True, soft_wrap=True).print(
-            "[bold red]error:[/] " + escape(redact_text(str(exc))), highlight=False
-        )
+        terminal.print_error(terminal.console(stderr=True), exc)
         sys.exit(exc.exit_code)
 
 
