@@ -68,7 +68,7 @@ def _redact_hydra_files(hc: DictConfig, run_dir: Path) -> None:
     if hc.output_subdir is not None:
         for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
             redact_yaml_file(run_dir / hc.output_subdir / name)
-    if hc.mode == RunMode.MULTIRUN:
+    if hc.mode == RunMode.MULTIRUN and hc.job.num == 0:  # one file per sweep, written before any job
         redact_yaml_file(Path(hc.sweep.dir) / "multirun.yaml")
 
 
